@@ -1,0 +1,73 @@
+"""`contacts_table`: the source CSV, validated and de-duplicated, upserted into `contacts`."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+
+from etl_assets import settings
+from etl_assets.assets.kaggle import kaggle_dataset
+from etl_assets.assets.policies import step_retry_policy
+from etl_assets.contacts import schema
+from etl_assets.contacts.loader import load_contacts
+from etl_assets.contacts.mapping import load_column_map
+from etl_assets.contacts.staging import choose_writer
+from etl_assets.dataset import read_manifest
+from etl_assets.errors import PermanentError, failing_fast
+from etl_assets.resources.database import DatabaseResource
+
+LOAD_LOCK = "etl_assets.contacts_table"
+
+
+def _preview(engine: sa.Engine, rows: int = 5) -> str:
+    with engine.connect() as conn:
+        frame = pd.read_sql(sa.text(f"SELECT * FROM {schema.CONTACTS} ORDER BY email LIMIT {rows}"), conn)
+    return frame.to_markdown(index=False)
+
+
+@dg.asset(
+    deps=[kaggle_dataset],
+    group_name="contacts",
+    kinds={"mysql", "table"},
+    pool="etl_assets_contacts_load",
+    retry_policy=step_retry_policy(),
+    description="Validated, de-duplicated contacts keyed by email in the `contacts` table; rejected rows "
+                "with their reasons in `contacts_rejected`.",
+)
+def contacts_table(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
+    log = context.log
+    with failing_fast("contacts_table"):
+        source = read_manifest(settings.data_dir())
+        if source is None:
+            raise PermanentError("no source file: materialize kaggle_dataset first")
+        column_map = load_column_map(settings.setting(settings.COLUMN_MAP))
+        if database.is_default():
+            log.info("Database: no ETL_DATABASE_URL, using SQLite at %s", database.describe())
+        retry = settings.retry_settings()
+        database.check_connection(retry, log)
+        engine = database.engine
+        writer = choose_writer(engine, log)
+        with database.exclusive(LOAD_LOCK):
+            report = load_contacts(engine, Path(source.path), column_map, writer, context.run_id, log, retry)
+    rate = report.rows_read / report.seconds if report.seconds else 0
+    return dg.MaterializeResult(
+        metadata={
+            "table": schema.CONTACTS,
+            "database": database.describe(),
+            "source": f"{source.dataset} v{source.version} ({source.file})",
+            "rows_read": dg.MetadataValue.int(report.rows_read),
+            "inserted": dg.MetadataValue.int(report.inserted),
+            "updated": dg.MetadataValue.int(report.updated),
+            "unchanged": dg.MetadataValue.int(report.unchanged),
+            "deleted": dg.MetadataValue.int(report.deleted),
+            "rejected": dg.MetadataValue.int(report.rejected),
+            "row_count": dg.MetadataValue.int(report.contacts_after),
+            "dagster/row_count": dg.MetadataValue.int(report.contacts_after),
+            "skipped_identical_source": report.skipped_identical_source,
+            "load_path": report.writer,
+            "rows_per_second": round(rate),
+            "preview": dg.MetadataValue.md(_preview(engine)),
+        },
+        data_version=dg.DataVersion(f"{source.sha256[:16]}-{column_map.fingerprint()}"),
+    )

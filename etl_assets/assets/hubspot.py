@@ -1,0 +1,121 @@
+"""`hubspot_contacts`: contacts upserted into HubSpot, only those that changed since HubSpot accepted them."""
+
+import itertools
+import logging
+from typing import Iterator
+
+import dagster as dg
+import sqlalchemy as sa
+
+from etl_assets import settings
+from etl_assets.assets.contacts import contacts_table
+from etl_assets.assets.policies import step_retry_policy
+from etl_assets.contacts import schema
+from etl_assets.contacts.mapping import ColumnMap, load_column_map
+from etl_assets.errors import PermanentError, failing_fast
+from etl_assets.hubspot import state
+from etl_assets.hubspot.client import HubSpotApi, HubSpotApiError
+from etl_assets.hubspot.outbox import write_outbox
+from etl_assets.hubspot.sync import SyncReport, prevalidate, sync_contacts
+from etl_assets.resources.database import DatabaseResource
+from etl_assets.resources.hubspot import HubSpotResource
+
+SYNC_LOCK = "etl_assets.hubspot_contacts"
+
+
+def ensure_properties(api: HubSpotApi, column_map: ColumnMap, create: bool, log: logging.Logger) -> set[str]:
+    """Create the custom properties the mapping names and the account lacks, or fail naming them."""
+    known = api.contact_property_names()
+    missing = [spec for spec in column_map.hubspot_fields if spec.hubspot not in known]
+    if missing and not create:
+        raise PermanentError(
+            f"HubSpot lacks the contact properties {[spec.hubspot for spec in missing]} that the column map "
+            f"({column_map.origin}) sends; create them or set {settings.HUBSPOT_CREATE_PROPERTIES}=true")
+    for spec in missing:
+        log.info("HubSpot: creating contact property %s (%s)", spec.hubspot, spec.type)
+        api.create_contact_property(spec.hubspot, spec.hubspot_label or spec.source, spec.type)
+        known.add(spec.hubspot)
+    return known
+
+
+def _dry_run(context: dg.AssetExecutionContext, engine: sa.Engine, column_map: ColumnMap, due: int):
+    context.log.info("HubSpot: dry run, no HUBSPOT_ACCESS_TOKEN; writing the batches to the outbox instead")
+    outbox = settings.data_dir() / "hubspot_outbox" / f"{context.run_id}.jsonl"
+    rows = itertools.chain.from_iterable(state.due_contacts(engine, column_map))
+    batches, contacts = write_outbox(outbox, rows, column_map)
+    return dg.MaterializeResult(metadata={
+        "dry_run": True,
+        "outbox": dg.MetadataValue.path(str(outbox)),
+        "would_send_contacts": dg.MetadataValue.int(contacts),
+        "would_send_batches": dg.MetadataValue.int(batches),
+        "due": dg.MetadataValue.int(due),
+        "summary": f"Dry run: {contacts} contacts in {batches} batches written to the outbox; nothing was sent.",
+    })
+
+
+def _rows_to_send(engine, column_map, known, report: SyncReport, record) -> Iterator[dict]:
+    for page in state.due_contacts(engine, column_map):
+        accepted, refused = prevalidate(page, known, column_map)
+        record(refused)
+        report.add(refused)
+        yield from accepted
+
+
+@dg.asset(
+    deps=[contacts_table],
+    group_name="contacts",
+    kinds={"hubspot"},
+    pool="etl_assets_hubspot_sync",
+    retry_policy=step_retry_policy(),
+    description="HubSpot contacts upserted by email from `contacts`; per-contact outcomes in "
+                "`hubspot_sync_state`. Without HUBSPOT_ACCESS_TOKEN, a dry run to a JSONL outbox.",
+)
+def hubspot_contacts(
+    context: dg.AssetExecutionContext, database: DatabaseResource, hubspot: HubSpotResource
+) -> dg.MaterializeResult:
+    log = context.log
+    with failing_fast("hubspot_contacts"):
+        column_map = load_column_map(settings.setting(settings.COLUMN_MAP))
+        engine = database.engine
+        schema.sync_state_table().create(engine, checkfirst=True)
+        with database.exclusive(SYNC_LOCK):
+            with engine.connect() as conn:
+                due = state.count_due(conn)
+            if not hubspot.token():
+                return _dry_run(context, engine, column_map, due)
+            report = SyncReport(due=due)
+            api = hubspot.open_api(log)
+            if due:
+                record = lambda outcomes: state.record_outcomes(engine, outcomes, context.run_id)  # noqa: E731
+                try:
+                    known = ensure_properties(api, column_map, hubspot.may_create_properties(), log)
+                    sync_contacts(api, _rows_to_send(engine, column_map, known, report, record), column_map,
+                                  record, report, log, max_in_flight=hubspot.in_flight())
+                except HubSpotApiError as exc:
+                    if exc.error.is_auth_error:
+                        raise PermanentError(
+                            f"HubSpot rejected the access token ({exc.error.summary()}); nothing was marked synced"
+                        ) from None
+                    raise
+            else:
+                log.info("HubSpot: every contact is in step; no requests sent")
+    if report.stopped_reason:
+        log.warning("HubSpot sync stopped early: %s; %d contacts stay pending for the next run",
+                    report.stopped_reason, report.pending)
+    return dg.MaterializeResult(metadata={
+        "dry_run": False,
+        "due": dg.MetadataValue.int(report.due),
+        "created": dg.MetadataValue.int(report.created),
+        "updated": dg.MetadataValue.int(report.updated),
+        "failed": dg.MetadataValue.int(report.failed),
+        "pending": dg.MetadataValue.int(report.pending),
+        "batches": dg.MetadataValue.int(report.batches),
+        "split_batches": dg.MetadataValue.int(report.split_batches),
+        "api_calls": dg.MetadataValue.int(api.calls),
+        "rate_limited_429": dg.MetadataValue.int(api.rate_limited),
+        "retried_requests": dg.MetadataValue.int(api.retried),
+        "stopped_reason": report.stopped_reason or "",
+        "failure_reasons": dg.MetadataValue.json(dict(report.failure_reasons)),
+        "summary": (f"{report.created} created, {report.updated} updated, {report.failed} failed, "
+                    f"{report.pending} pending, in {api.calls} API calls"),
+    })

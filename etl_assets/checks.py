@@ -1,0 +1,63 @@
+"""Data-quality checks shown beside the assets in the UI and run with `daily_etl`."""
+
+import collections
+
+import dagster as dg
+import sqlalchemy as sa
+
+from etl_assets import settings
+from etl_assets.assets import contacts_table, hubspot_contacts
+from etl_assets.contacts import schema
+from etl_assets.hubspot import state
+from etl_assets.resources.database import DatabaseResource
+
+
+def _reason_kind(reason: str) -> str:
+    """'invalid email: x@' -> 'invalid email'; keeps the top-reasons table short."""
+    return reason.split(":", 1)[0].split(", first seen")[0]
+
+
+@dg.asset_check(asset=contacts_table, description="Share of source rows rejected by validation "
+                "(at most ETL_MAX_REJECT_RATE, default 5%).")
+def contacts_reject_rate(database: DatabaseResource) -> dg.AssetCheckResult:
+    threshold = settings.float_setting(settings.MAX_REJECT_RATE)
+    with database.engine.connect() as conn:
+        loads = schema.loads_table()
+        last = conn.execute(sa.select(loads).order_by(loads.c.id.desc()).limit(1)).mappings().first()
+        reasons = collections.Counter(
+            _reason_kind(reason) for (reason,) in conn.execute(sa.text(f"SELECT reason FROM {schema.REJECTED}")))
+    rows_read = last["rows_read"] if last else 0
+    rejected = last["rejected"] if last else 0
+    rate = rejected / rows_read if rows_read else 0.0
+    return dg.AssetCheckResult(
+        passed=rate <= threshold,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "reject_rate": dg.MetadataValue.float(round(rate, 4)),
+            "rejected": dg.MetadataValue.int(rejected),
+            "rows_read": dg.MetadataValue.int(rows_read),
+            "threshold": dg.MetadataValue.float(threshold),
+            "top_reasons": dg.MetadataValue.json(dict(reasons.most_common(5))),
+        },
+    )
+
+
+@dg.asset_check(asset=hubspot_contacts, description="Share of contacts HubSpot refused "
+                "(at most HUBSPOT_MAX_FAILED_RATE, default 1%), with the top reasons.")
+def hubspot_failed_rate(database: DatabaseResource) -> dg.AssetCheckResult:
+    threshold = settings.float_setting(settings.HUBSPOT_MAX_FAILED_RATE)
+    engine = database.engine
+    schema.sync_state_table().create(engine, checkfirst=True)
+    with engine.connect() as conn:
+        summary = state.failure_summary(conn)
+    rate = summary["failed"] / summary["contacts"] if summary["contacts"] else 0.0
+    return dg.AssetCheckResult(
+        passed=rate <= threshold,
+        metadata={
+            "failed_rate": dg.MetadataValue.float(round(rate, 4)),
+            "failed": dg.MetadataValue.int(summary["failed"]),
+            "contacts": dg.MetadataValue.int(summary["contacts"]),
+            "threshold": dg.MetadataValue.float(threshold),
+            "top_reasons": dg.MetadataValue.json(summary["top_reasons"]),
+        },
+    )

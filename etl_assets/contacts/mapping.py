@@ -1,0 +1,127 @@
+"""The column map: which source column becomes which contact field and HubSpot property.
+
+Loaded from `ETL_COLUMN_MAP` (YAML or JSON) or the packaged default for the "customers"
+CSV shape. A bad map fails before any data moves, naming the entry at fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from etl_assets.errors import PermanentError
+
+EMAIL_FIELD = "email"
+FIELD_TYPES = ("string", "date")
+# Columns the tables add around the mapped fields; a mapped field may not take these names.
+RESERVED_FIELDS = {"content_hash", "source_row", "first_loaded_at", "updated_at"}
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    source: str
+    field: str
+    hubspot: str | None = None
+    hubspot_label: str | None = None
+    required: bool = False
+    type: str = "string"
+    max_length: int = 255
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    fields: tuple[FieldSpec, ...]
+    origin: str
+
+    @property
+    def sources(self) -> list[str]:
+        return [spec.source for spec in self.fields]
+
+    @property
+    def field_names(self) -> list[str]:
+        return [spec.field for spec in self.fields]
+
+    @property
+    def email_source(self) -> str:
+        return next(spec.source for spec in self.fields if spec.field == EMAIL_FIELD)
+
+    def by_field(self, name: str) -> FieldSpec:
+        return next(spec for spec in self.fields if spec.field == name)
+
+    @property
+    def hubspot_fields(self) -> list[FieldSpec]:
+        return [spec for spec in self.fields if spec.hubspot]
+
+    def fingerprint(self) -> str:
+        """Changes whenever the mapping changes what is stored or sent."""
+        text = json.dumps([spec.__dict__ for spec in self.fields], sort_keys=True)
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _field_spec(entry: Any, position: int, origin: str) -> FieldSpec:
+    where = f"{origin}: fields[{position}]"
+    if not isinstance(entry, dict):
+        raise PermanentError(f"{where} must be a mapping with 'source' and 'field', got {entry!r}")
+    unknown = set(entry) - set(FieldSpec.__dataclass_fields__)
+    if unknown:
+        raise PermanentError(f"{where} has unknown keys {sorted(unknown)}")
+    if not entry.get("source") or not entry.get("field"):
+        raise PermanentError(f"{where} needs both 'source' and 'field'")
+    spec = FieldSpec(**{**entry, "source": str(entry["source"]), "field": str(entry["field"])})
+    if not _IDENTIFIER.match(spec.field) or spec.field in RESERVED_FIELDS:
+        raise PermanentError(
+            f"{where}: field name {spec.field!r} must be a lowercase SQL identifier "
+            f"and not one of {sorted(RESERVED_FIELDS)}"
+        )
+    if spec.type not in FIELD_TYPES:
+        raise PermanentError(f"{where}: type {spec.type!r} is not one of {FIELD_TYPES}")
+    if not 1 <= int(spec.max_length) <= 2000:
+        raise PermanentError(f"{where}: max_length must be between 1 and 2000")
+    return spec
+
+
+def parse_column_map(document: Any, origin: str) -> ColumnMap:
+    if not isinstance(document, dict) or not isinstance(document.get("fields"), list):
+        raise PermanentError(f"{origin}: expected a top-level 'fields' list")
+    specs = tuple(_field_spec(entry, i, origin) for i, entry in enumerate(document["fields"]))
+    for attribute in ("field", "source", "hubspot"):
+        values = [getattr(spec, attribute) for spec in specs if getattr(spec, attribute)]
+        duplicates = sorted({value for value in values if values.count(value) > 1})
+        if duplicates:
+            raise PermanentError(f"{origin}: {attribute} names used twice: {duplicates}")
+    if EMAIL_FIELD not in [spec.field for spec in specs]:
+        raise PermanentError(f"{origin}: no entry maps to the '{EMAIL_FIELD}' field, the contact key")
+    email = next(spec for spec in specs if spec.field == EMAIL_FIELD)
+    if email.hubspot not in (None, "email"):
+        raise PermanentError(f"{origin}: the email field must map to HubSpot's 'email' property")
+    fields = tuple(
+        FieldSpec(**{**spec.__dict__, "required": True, "hubspot": "email", "max_length": 254})
+        if spec.field == EMAIL_FIELD else spec
+        for spec in specs
+    )
+    return ColumnMap(fields=fields, origin=origin)
+
+
+def load_column_map(path: str | None) -> ColumnMap:
+    """The map at `path` (YAML or JSON), or the packaged default when `path` is None."""
+    if path is None:
+        text = resources.files("etl_assets.data").joinpath("default_column_map.yaml").read_text()
+        return parse_column_map(yaml.safe_load(text), "default column map")
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PermanentError(f"ETL_COLUMN_MAP: cannot read {file}: {exc.strerror}") from None
+    try:
+        document = yaml.safe_load(text)  # JSON is a subset of YAML
+    except yaml.YAMLError as exc:
+        raise PermanentError(f"ETL_COLUMN_MAP: {file} is not valid YAML/JSON: {exc}") from None
+    return parse_column_map(document, str(file))

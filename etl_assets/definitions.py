@@ -1,0 +1,29 @@
+"""The code location: three assets, their checks, the job, the schedule, the alert sensor."""
+
+import dagster as dg
+
+from etl_assets.assets import contacts_table, hubspot_contacts, kaggle_dataset
+from etl_assets.checks import contacts_reject_rate, hubspot_failed_rate
+from etl_assets.jobs import daily_etl
+from etl_assets.resources.database import DatabaseResource
+from etl_assets.resources.hubspot import HubSpotResource
+from etl_assets.resources.kaggle import KaggleResource
+from etl_assets.resources.secrets import SecretsResource
+from etl_assets.schedules import daily_etl_schedule
+from etl_assets.sensors import run_failure_alert
+
+secrets = SecretsResource()
+
+defs = dg.Definitions(
+    assets=[kaggle_dataset, contacts_table, hubspot_contacts],
+    asset_checks=[contacts_reject_rate, hubspot_failed_rate],
+    jobs=[daily_etl],
+    schedules=[daily_etl_schedule()],
+    sensors=[run_failure_alert],
+    resources={
+        "secrets": secrets,
+        "kaggle": KaggleResource(secrets=secrets),
+        "database": DatabaseResource(secrets=secrets),
+        "hubspot": HubSpotResource(secrets=secrets),
+    },
+)

@@ -1,0 +1,108 @@
+"""HubSpot's CRM API through the real `hubspot-api-client`, with our rate limiting and retries.
+
+The client's own urllib3 retry never retries a POST, and raises MaxRetryError rather than
+ApiException when it gives up, so the retry loop is ours: 429s wait on the shared limiter
+(not counted as attempts, bounded in time), 5xx and dropped connections back off
+exponentially, everything else surfaces at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from hubspot import HubSpot
+from hubspot.crm.contacts import ApiException as ContactsApiException
+from hubspot.crm.contacts import BatchInputSimplePublicObjectBatchInputUpsert, SimplePublicObjectBatchInputUpsert
+from hubspot.crm.properties import ApiException as PropertiesApiException
+from hubspot.crm.properties import PropertyCreate
+
+from etl_assets.errors import TransientError
+from etl_assets.hubspot.errors import HubSpotError, parse_error, retry_after_seconds
+from etl_assets.hubspot.ratelimit import DailyLimitReached, RollingWindowLimiter
+from etl_assets.retrying import RetrySettings, call_with_retries
+
+_API_EXCEPTIONS = (ContactsApiException, PropertiesApiException)
+
+
+class HubSpotApiError(Exception):
+    """A non-retryable HubSpot answer, parsed."""
+
+    def __init__(self, error: HubSpotError):
+        super().__init__(error.summary())
+        self.error = error
+
+
+class HubSpotApi:
+    def __init__(self, access_token: str, base_url: str, limiter: RollingWindowLimiter,
+                 retry: RetrySettings, log: logging.Logger, timeout_s: float = 30.0):
+        self._client = HubSpot(access_token=access_token, host=base_url.rstrip("/"))
+        self.limiter, self.retry, self.log, self.timeout_s = limiter, retry, log, timeout_s
+        self._counter_lock = threading.Lock()
+        self.calls = 0
+        self.rate_limited = 0
+        self.retried = 0
+
+    def _count(self, attribute: str) -> None:
+        with self._counter_lock:
+            setattr(self, attribute, getattr(self, attribute) + 1)
+
+    def _call(self, what: str, request: Callable[[], tuple[Any, int, Any]]) -> Any:
+        def attempt() -> Any:
+            waited_since = time.monotonic()
+            while True:
+                self.limiter.acquire()
+                self._count("calls")
+                try:
+                    data, _status, headers = request()
+                except _API_EXCEPTIONS as exc:
+                    self.limiter.observe(exc.headers)
+                    error = parse_error(exc.status or 0, exc.body)
+                    if error.status != 429:
+                        if error.status >= 500:
+                            raise TransientError(error.summary()) from None
+                        raise HubSpotApiError(error) from None
+                    self._count("rate_limited")
+                    if error.policy == "DAILY":
+                        raise DailyLimitReached(error.message) from None
+                    pause = self.limiter.back_off(retry_after_seconds(exc.headers))
+                    self.log.info("HubSpot 429 (%s) on %s: pausing all requests %.1fs", error.policy, what, pause)
+                    if time.monotonic() - waited_since > self.retry.max_seconds:
+                        raise TransientError(f"still rate limited after {self.retry.max_seconds:.0f}s") from None
+                    continue
+                self.limiter.observe(headers)
+                return data
+
+        return call_with_retries(attempt, what, self.retry, self.log, on_retry=lambda _exc: self._count("retried"))
+
+    def upsert_contacts(self, inputs: list[dict]) -> list[dict]:
+        """Upsert by email; returns HubSpot's results as dicts (id, properties, new, ...)."""
+        body = BatchInputSimplePublicObjectBatchInputUpsert(inputs=[
+            SimplePublicObjectBatchInputUpsert(id_property="email", id=item["id"], properties=item["properties"])
+            for item in inputs
+        ])
+        response = self._call(
+            f"upserting {len(inputs)} contacts",
+            lambda: self._client.crm.contacts.batch_api.upsert_with_http_info(
+                batch_input_simple_public_object_batch_input_upsert=body, _request_timeout=self.timeout_s),
+        )
+        return [result.to_dict() for result in (response.results or [])]
+
+    def contact_property_names(self) -> set[str]:
+        response = self._call(
+            "listing contact properties",
+            lambda: self._client.crm.properties.core_api.get_all_with_http_info(
+                "contacts", _request_timeout=self.timeout_s),
+        )
+        return {prop.name for prop in response.results}
+
+    def create_contact_property(self, name: str, label: str, kind: str) -> None:
+        field_type = "date" if kind == "date" else "text"
+        prop = PropertyCreate(name=name, label=label, type=kind, field_type=field_type, group_name="contactinformation")
+        self._call(
+            f"creating contact property {name}",
+            lambda: self._client.crm.properties.core_api.create_with_http_info(
+                "contacts", property_create=prop, _request_timeout=self.timeout_s),
+        )

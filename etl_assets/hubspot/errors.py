@@ -1,0 +1,53 @@
+"""Reading HubSpot's error answers: category, message, and which inputs a 400 blames."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+DATA_ERROR_STATUSES = {400, 409}  # the batch's content is at fault, not the transport
+
+
+@dataclass(frozen=True)
+class HubSpotError:
+    status: int
+    category: str
+    message: str
+    policy: str | None = None  # rate-limit policy of a 429
+
+    @property
+    def is_data_error(self) -> bool:
+        return self.status in DATA_ERROR_STATUSES
+
+    @property
+    def is_auth_error(self) -> bool:
+        return self.status in (401, 403)
+
+    def summary(self) -> str:
+        return f"{self.status} {self.category}: {self.message}"
+
+
+def parse_error(status: int, body: str | bytes | None) -> HubSpotError:
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        document = json.loads(body or "{}")
+    except json.JSONDecodeError:
+        document = {}
+    if not isinstance(document, dict):
+        document = {}
+    category = document.get("category") or document.get("errorType") or f"HTTP_{status}"
+    message = str(document.get("message") or (body or "")[:500])
+    return HubSpotError(status=status, category=str(category), message=message, policy=document.get("policyName"))
+
+
+def retry_after_seconds(headers) -> float | None:
+    if not headers:
+        return None
+    for key, value in dict(headers).items():
+        if key.lower() == "retry-after":
+            try:
+                return max(float(value), 0.0)
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,130 @@
+"""Kaggle through the real `kaggle` client: the dataset's current version, and its download.
+
+`kaggle` authenticates when imported, so it is imported lazily, here, when a run needs it.
+The client is built for the environment `KAGGLE_API_ENVIRONMENT` names, as kagglesdk reads it
+(`TEST` → http://localhost:7777), with kagglesdk's verbose request dump off.
+"""
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import requests
+from pydantic import Field
+
+from etl_assets import settings
+from etl_assets.errors import PermanentError
+from etl_assets.resources.secrets import SecretsResource
+
+_SECRET = {"dagster__is_secret": True}
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    ref: str
+    number: int
+    last_updated: str
+    total_bytes: int
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    parts = ref.strip().split("/")
+    if len(parts) != 2 or not all(parts):
+        raise PermanentError(f"{settings.KAGGLE_DATASET} must look like owner/slug, got {ref!r}")
+    return parts[0], parts[1]
+
+
+def _kaggle_api_class():
+    with contextlib.redirect_stdout(io.StringIO()):  # import-time auth help is noise here
+        from kaggle.api.kaggle_api_extended import KaggleApi
+    from kagglesdk import KaggleClient
+    from kagglesdk.kaggle_env import get_env
+
+    class EnvironmentAwareKaggleApi(KaggleApi):
+        """KaggleApi only knows LOCALHOST; kagglesdk knows every KAGGLE_API_ENVIRONMENT."""
+
+        def build_kaggle_client(self):
+            return KaggleClient(
+                env=get_env(), verbose=False,
+                username=self.config_values.get(self.CONFIG_NAME_USER),
+                password=self.config_values.get(self.CONFIG_NAME_KEY),
+                api_token=self.config_values.get(self.CONFIG_NAME_TOKEN),
+                response_processor=self.get_response_processor(),
+            )
+
+    return EnvironmentAwareKaggleApi
+
+
+def describe_http_error(exc: requests.exceptions.HTTPError, ref: str) -> str:
+    status = exc.response.status_code if exc.response is not None else None
+    if status == 401:
+        return f"Kaggle rejected the credentials (401) for dataset {ref}: check KAGGLE_API_TOKEN or KAGGLE_USERNAME/KAGGLE_KEY"
+    if status == 403:
+        return f"Kaggle refused access (403) to dataset {ref}: accept its terms or check the account's permissions"
+    if status == 404:
+        return f"Kaggle has no dataset {ref} (404): check {settings.KAGGLE_DATASET}"
+    return f"Kaggle answered {status} for dataset {ref}: {exc}"
+
+
+class KaggleResource(dg.ConfigurableResource):
+    """Which dataset to fetch, and the authenticated client to fetch it with."""
+
+    dataset: Optional[str] = None  # falls back to KAGGLE_DATASET; unset → the embedded sample
+    file: Optional[str] = None  # falls back to KAGGLE_FILE; unset → the only/largest CSV
+    api_token: Optional[str] = Field(default=None, json_schema_extra=_SECRET)  # else secret KAGGLE_API_TOKEN
+    key: Optional[str] = Field(default=None, json_schema_extra=_SECRET)  # else secret KAGGLE_KEY
+    secrets: dg.ResourceDependency[SecretsResource]
+
+    def dataset_ref(self) -> str | None:
+        return self.dataset or settings.setting(settings.KAGGLE_DATASET)
+
+    def file_name(self) -> str | None:
+        return self.file or settings.setting(settings.KAGGLE_FILE)
+
+    def _api(self):
+        api = _kaggle_api_class()()
+        token = self.api_token or self.secrets.get("KAGGLE_API_TOKEN")
+        username = dg.EnvVar("KAGGLE_USERNAME").get_value()
+        key = self.key or self.secrets.get("KAGGLE_KEY")
+        api.config_values = {}
+        if token:
+            api.config_values[api.CONFIG_NAME_TOKEN] = token
+            user = api._introspect_token(token)
+            if not user:
+                raise PermanentError("Kaggle rejected KAGGLE_API_TOKEN (token inactive or unknown)")
+            api.config_values[api.CONFIG_NAME_USER] = user
+        elif username and key:
+            api.config_values.update({api.CONFIG_NAME_USER: username, api.CONFIG_NAME_KEY: key})
+        else:
+            try:  # kaggle.json in KAGGLE_CONFIG_DIR or ~/.kaggle
+                with contextlib.redirect_stdout(io.StringIO()):
+                    api.authenticate()
+            except SystemExit:
+                raise PermanentError(
+                    "no Kaggle credentials: set KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY, "
+                    "or provide kaggle.json") from None
+        return api
+
+    def current_version(self, ref: str) -> DatasetVersion:
+        from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetRequest
+
+        owner, slug = split_ref(ref)
+        api = self._api()
+        request = ApiGetDatasetRequest()
+        request.owner_slug, request.dataset_slug = owner, slug
+        with api.build_kaggle_client() as client:
+            dataset = client.datasets.dataset_api_client.get_dataset(request)
+        return DatasetVersion(ref=ref, number=int(dataset.current_version_number or 0),
+                              last_updated=str(dataset.last_updated or ""), total_bytes=int(dataset.total_bytes or 0))
+
+    def download(self, version: DatasetVersion, destination: Path) -> Path:
+        """The version's zip archive, downloaded (with resume on truncation) into `destination`."""
+        owner, slug = split_ref(version.ref)
+        destination.mkdir(parents=True, exist_ok=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # the client prints the dataset URL
+            self._api().dataset_download_files(
+                f"{owner}/{slug}/versions/{version.number}", path=str(destination), force=True, quiet=True)
+        return destination / f"{slug}.zip"

@@ -1,0 +1,45 @@
+"""One structured alert per failed run: to the logs, and to ETL_ALERT_WEBHOOK_URL when set."""
+
+import json
+
+import dagster as dg
+import requests
+
+from etl_assets import settings
+
+
+def failure_alert(context: dg.RunFailureSensorContext) -> dict:
+    """Job, run id, the failing steps and the error, as one flat JSON-able dict."""
+    run = context.dagster_run
+    failed_steps = [event.step_key for event in context.get_step_failure_events() if event.step_key]
+    error = context.failure_event.message or ""
+    step_errors = [
+        f"{event.step_key}: {event.event_specific_data.error.message.strip()}"
+        for event in context.get_step_failure_events()
+        if event.event_specific_data and event.event_specific_data.error
+    ]
+    detail = "; ".join(step_errors) or error
+    return {
+        "alert": "dagster_run_failed",
+        "job": run.job_name,
+        "run_id": run.run_id,
+        "failed_steps": failed_steps,
+        "error": detail[:2000],
+        "text": f":red_circle: {run.job_name} run {run.run_id[:8]} failed"
+                f"{' in ' + ', '.join(failed_steps) if failed_steps else ''}: {detail[:500]}",
+    }
+
+
+@dg.run_failure_sensor(
+    name="run_failure_alert",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Logs one JSON alert per failed run and POSTs it (Slack-compatible `text`) to "
+                "ETL_ALERT_WEBHOOK_URL when set.",
+)
+def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
+    alert = failure_alert(context)
+    context.log.error(json.dumps(alert))
+    webhook = settings.setting(settings.ALERT_WEBHOOK_URL)
+    if webhook:
+        response = requests.post(webhook, json=alert, timeout=10)
+        response.raise_for_status()

@@ -1,0 +1,101 @@
+"""The public configuration contract: environment variable names and their defaults.
+
+Values are read when a run needs them (through `dg.EnvVar`), never at import time, so the
+webserver and daemon load this code location with nothing configured. The exceptions are
+the schedule and retry settings, which Dagster needs when it loads the definitions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from etl_assets.errors import PermanentError
+from etl_assets.retrying import RetrySettings
+
+KAGGLE_DATASET = "KAGGLE_DATASET"
+KAGGLE_FILE = "KAGGLE_FILE"
+DATABASE_URL = "ETL_DATABASE_URL"
+DATABASE_PASSWORD = "ETL_DATABASE_PASSWORD"
+HUBSPOT_ACCESS_TOKEN = "HUBSPOT_ACCESS_TOKEN"
+HUBSPOT_API_BASE = "HUBSPOT_API_BASE"
+COLUMN_MAP = "ETL_COLUMN_MAP"
+SCHEDULE_CRON = "ETL_SCHEDULE_CRON"
+SCHEDULE_TZ = "ETL_SCHEDULE_TZ"
+DATA_DIR = "ETL_DATA_DIR"
+STEP_RETRIES = "ETL_STEP_RETRIES"
+STEP_RETRY_DELAY = "ETL_STEP_RETRY_DELAY_SECONDS"
+ALERT_WEBHOOK_URL = "ETL_ALERT_WEBHOOK_URL"
+RETRY_ATTEMPTS = "ETL_RETRY_ATTEMPTS"
+RETRY_MAX_SECONDS = "ETL_RETRY_MAX_SECONDS"
+MAX_REJECT_RATE = "ETL_MAX_REJECT_RATE"
+HUBSPOT_RATE_LIMIT = "HUBSPOT_RATE_LIMIT"
+HUBSPOT_MAX_IN_FLIGHT = "HUBSPOT_MAX_IN_FLIGHT"
+HUBSPOT_CREATE_PROPERTIES = "HUBSPOT_CREATE_PROPERTIES"
+HUBSPOT_MAX_FAILED_RATE = "HUBSPOT_MAX_FAILED_RATE"
+
+DEFAULTS: dict[str, str] = {
+    HUBSPOT_API_BASE: "https://api.hubapi.com",
+    SCHEDULE_CRON: "0 6 * * *",
+    SCHEDULE_TZ: "UTC",
+    STEP_RETRIES: "3",
+    STEP_RETRY_DELAY: "30",
+    RETRY_ATTEMPTS: "6",
+    RETRY_MAX_SECONDS: "180",
+    MAX_REJECT_RATE: "0.05",
+    HUBSPOT_RATE_LIMIT: "100",
+    HUBSPOT_MAX_IN_FLIGHT: "4",
+    HUBSPOT_CREATE_PROPERTIES: "true",
+    HUBSPOT_MAX_FAILED_RATE: "0.01",
+}
+
+
+def setting(name: str) -> str | None:
+    """The variable's value, or its documented default; blank counts as unset."""
+    value = dg.EnvVar(name).get_value()
+    if value is None or not value.strip():
+        return DEFAULTS.get(name)
+    return value.strip()
+
+
+def _typed_setting(name: str, kind: type, description: str):
+    raw = setting(name)
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise PermanentError(f"{name} must be {description}, got {raw!r}") from None
+
+
+def int_setting(name: str) -> int:
+    return _typed_setting(name, int, "a whole number")
+
+
+def float_setting(name: str) -> float:
+    return _typed_setting(name, float, "a number")
+
+
+def bool_setting(name: str) -> bool:
+    raw = (setting(name) or "").lower()
+    if raw not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise PermanentError(f"{name} must be true or false, got {raw!r}")
+    return raw in ("1", "true", "yes", "on")
+
+
+def retry_settings() -> RetrySettings:
+    """The in-step retry bounds (each HubSpot batch, Kaggle call and database chunk)."""
+    return RetrySettings(attempts=int_setting(RETRY_ATTEMPTS), max_seconds=float_setting(RETRY_MAX_SECONDS))
+
+
+def data_dir() -> Path:
+    """Where downloads, the dry-run outbox and the default SQLite file live."""
+    explicit = setting(DATA_DIR)
+    if explicit:
+        path = Path(explicit)
+    elif os.environ.get("DAGSTER_HOME"):
+        path = Path(os.environ["DAGSTER_HOME"]) / "etl_data"
+    else:
+        path = Path(".etl")
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()

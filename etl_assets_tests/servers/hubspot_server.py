@@ -1,0 +1,833 @@
+"""A local HubSpot CRM v3 API for tests.
+
+No machine here reaches api.hubapi.com, so the pipeline's HubSpot code is tested against this
+server through the *real* ``hubspot-api-client`` (``HubSpot(access_token=T, host=server.url)``).
+Behaviour follows the HubSpot section of ``/work/shared/api-facts.md`` and the response models of
+hubspot-api-client 12.0.0; where the facts are silent, the fake copies HubSpot's public wording.
+
+Modelled:
+
+* ``POST /crm/v3/objects/contacts/batch/upsert`` (``idProperty: "email"``): at most 100 inputs,
+  no duplicate ids, and one bad value (invalid email, unknown property, enumeration value not among
+  the options) fails the *whole* batch with 400 ``VALIDATION_ERROR``. Success is 200 with ``new``
+  telling created from updated.
+* ``POST /crm/v3/objects/contacts/batch/create``: 201; inputs carrying ``objectWriteTraceId`` fail
+  one by one (207 with ``numErrors``/``errors``), others fail the batch (400, or 409 ``CONFLICT``
+  for an email that already exists).
+* ``GET``/``POST /crm/v3/properties/contacts`` and ``GET /crm/v3/properties/contacts/{name}``.
+* Bearer-token auth (401 ``INVALID_AUTHENTICATION``), a rolling-window and a daily rate limit with
+  HubSpot's ``X-HubSpot-RateLimit-*`` headers and 429 ``RATE_LIMIT`` bodies, and faults: random or
+  scripted 5xx, and connections closed without an answer (before or after the write was applied).
+* Everything else answers 404 ``OBJECT_NOT_FOUND``.
+
+Not modelled: search, reads, associations, archiving, type checks of number/date values.
+Contacts are keyed by lowercase email; for upsert the input's ``id`` is the email that is stored.
+"""
+
+from __future__ import annotations
+
+import copy
+import http
+import json
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from email_validator import EmailNotValidError, validate_email
+
+__all__ = ["HubSpotServer", "RequestRecord"]
+
+CONTACTS_PATH = "/crm/v3/objects/contacts"
+UPSERT_PATH = f"{CONTACTS_PATH}/batch/upsert"
+CREATE_PATH = f"{CONTACTS_PATH}/batch/create"
+PROPERTIES_PATH = "/crm/v3/properties/contacts"
+
+MAX_BATCH_INPUTS = 100
+PORTAL_ID = 12345678  # fake account ("portal") id, only used in groupName of 429 bodies
+FAULT_STATUSES = (500, 502, 503, 504)
+PROPERTY_TYPES = {"string", "number", "date", "datetime", "enumeration", "bool"}
+PROPERTY_FIELD_TYPES = {
+    "text", "textarea", "date", "file", "number", "select", "radio", "checkbox",
+    "booleancheckbox", "calculation_equation", "html", "phonenumber",
+}
+# HubSpot internal names are lowercase snake case starting with a letter.
+PROPERTY_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+_LIFECYCLE_STAGES = [
+    ("subscriber", "Subscriber"), ("lead", "Lead"),
+    ("marketingqualifiedlead", "Marketing Qualified Lead"),
+    ("salesqualifiedlead", "Sales Qualified Lead"), ("opportunity", "Opportunity"),
+    ("customer", "Customer"), ("evangelist", "Evangelist"), ("other", "Other"),
+]
+
+# name, label, type, fieldType; all in group "contactinformation". A subset of a real account's
+# standard contact properties: enough for a contacts sync, each shaped like HubSpot's own.
+_STANDARD_PROPERTIES = [
+    ("email", "Email", "string", "text"),
+    ("firstname", "First Name", "string", "text"),
+    ("lastname", "Last Name", "string", "text"),
+    ("company", "Company Name", "string", "text"),
+    ("jobtitle", "Job Title", "string", "text"),
+    ("address", "Street Address", "string", "text"),
+    ("city", "City", "string", "text"),
+    ("state", "State/Region", "string", "text"),
+    ("zip", "Postal Code", "string", "text"),
+    ("country", "Country/Region", "string", "text"),
+    ("phone", "Phone Number", "string", "phonenumber"),
+    ("mobilephone", "Mobile Phone Number", "string", "phonenumber"),
+    ("website", "Website URL", "string", "text"),
+    ("lifecyclestage", "Lifecycle Stage", "enumeration", "radio"),
+    ("hs_object_id", "Record ID", "number", "number"),
+    ("createdate", "Create Date", "datetime", "date"),
+    ("lastmodifieddate", "Last Modified Date", "datetime", "date"),
+]
+# Values HubSpot sets itself; a client cannot change them.
+_SERVER_MANAGED = {"hs_object_id", "createdate", "lastmodifieddate"}
+
+_AUTH_MESSAGE = (
+    "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
+    "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
+)
+
+_NOT_JSON = object()  # marks a request body that did not parse
+
+# Drop modes: the connection is closed with no bytes written, before or after the write happened.
+DROP_BEFORE = "before"
+DROP_AFTER = "after"
+
+
+def _now_iso() -> str:
+    """HubSpot's timestamp format: UTC, milliseconds, ``Z``."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _as_hubspot_value(value: Any) -> str:
+    """HubSpot stores and returns every property value as a string."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _is_valid_email(address: str) -> bool:
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def _invalid_value(name: str, error: str, message: str) -> dict:
+    """One entry of the list HubSpot embeds in "Property values were not valid: [...]"."""
+    return {
+        "isValid": False,
+        "message": message,
+        "error": error,
+        "name": name,
+        "localizedErrorMessage": message,
+    }
+
+
+def _property_definition(
+    name: str,
+    label: str,
+    type_: str,
+    field_type: str,
+    group_name: str,
+    *,
+    hubspot_defined: bool,
+    description: str = "",
+    options: list | None = None,
+    display_order: int = -1,
+    has_unique_value: bool = False,
+    hidden: bool = False,
+    form_field: bool = False,
+) -> dict:
+    """A property as ``GET /crm/v3/properties/contacts`` returns it.
+
+    Carries every field the client's ``ModelProperty`` / ``PropertyModificationMetadata`` /
+    ``Option`` models require under client-side validation.
+    """
+    now = _now_iso()
+    definition = {
+        "name": name,
+        "label": label,
+        "type": type_,
+        "fieldType": field_type,
+        "groupName": group_name,
+        "description": description,
+        "options": [
+            {
+                "label": str(option.get("label", option.get("value", ""))),
+                "value": str(option.get("value", "")),
+                "displayOrder": int(option.get("displayOrder", index)),
+                "hidden": bool(option.get("hidden", False)),
+                "description": str(option.get("description", "")),
+            }
+            for index, option in enumerate(options or [])
+        ],
+        "displayOrder": display_order,
+        "calculated": False,
+        "externalOptions": False,
+        "hasUniqueValue": has_unique_value,
+        "hidden": hidden,
+        "formField": form_field,
+        "modificationMetadata": {
+            "archivable": not hubspot_defined,
+            "readOnlyDefinition": hubspot_defined,
+            "readOnlyValue": name in _SERVER_MANAGED,
+        },
+        "createdAt": now,
+        "updatedAt": now,
+        "archived": False,
+    }
+    if hubspot_defined:  # HubSpot only sends the flag on its own properties
+        definition["hubspotDefined"] = True
+    return definition
+
+
+@dataclass
+class RequestRecord:
+    """One request as the server saw it.
+
+    ``time`` is ``time.monotonic()`` when the request had fully arrived; ``status`` is ``None``
+    until answered and stays ``None`` for a dropped connection, whose ``dropped`` is then
+    ``"before"`` or ``"after"`` (whether the write was applied).
+    """
+
+    time: float
+    method: str
+    path: str
+    status: int | None = None
+    n_inputs: int = 0
+    dropped: str | None = None
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: dict
+    headers: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Script:
+    """One scripted answer for the next request whose path contains ``path_contains``."""
+
+    status: int
+    path_contains: str
+    retry_after: float | int | None = None
+    policy: str = "TEN_SECONDLY_ROLLING"
+
+
+def _error(status: int, category: str, message: str, **extra: Any) -> _Reply:
+    body = {
+        "status": "error",
+        "message": message,
+        "correlationId": str(uuid.uuid4()),
+        "category": category,
+        **extra,
+    }
+    return _Reply(status, body)
+
+
+def _validation_error(message: str) -> _Reply:
+    return _error(400, "VALIDATION_ERROR", message)
+
+
+def _values_not_valid(problems: list[dict]) -> str:
+    return "Property values were not valid: " + json.dumps(problems, separators=(",", ":"))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.1 keep-alive like the real API, so urllib3 reuses pooled connections as in production.
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # idle keep-alive connections eventually free their thread
+
+    def _serve(self) -> None:
+        self.server.hubspot._serve(self)  # type: ignore[attr-defined]
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # the request log is the record; keep pytest output clean
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, hubspot: HubSpotServer) -> None:
+        self.hubspot = hubspot
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def process_request(self, request, client_address):  # type: ignore[override]
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):  # type: ignore[override]
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_connections(self) -> None:
+        """Unblock keep-alive handler threads so stop() leaves nothing behind."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class HubSpotServer:
+    """A HubSpot CRM API on ``127.0.0.1`` for tests; see the module docstring.
+
+    Use as ``with HubSpotServer(rate_limit=5, interval_ms=1000) as hs:`` or ``start()``/``stop()``;
+    point the client at ``hs.url``. All state is guarded by one lock, so tests may read it while
+    the client runs in other threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str = "test-token",
+        rate_limit: int = 100,
+        interval_ms: int = 10_000,
+        daily_limit: int = 250_000,
+        existing_properties: list[str] | tuple[str, ...] | None = None,
+        error_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        seed: int = 0,
+        latency: float = 0.0,
+    ) -> None:
+        self.token = token
+        self.rate_limit = rate_limit
+        self.interval_ms = interval_ms
+        self.daily_limit = daily_limit
+        self.error_rate = error_rate
+        self.drop_rate = drop_rate
+        self.latency = latency
+        self.url: str | None = None
+        self.port: int | None = None
+
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+        # email (lowercase) -> {"id", "properties", "createdAt", "updatedAt", "archived"}
+        self.contacts: dict[str, dict] = {}
+        self.request_log: list[RequestRecord] = []
+        self._next_id = 1
+        self._properties: dict[str, dict] = {}
+        for order, (name, label, type_, field_type) in enumerate(_STANDARD_PROPERTIES):
+            self._properties[name] = _property_definition(
+                name, label, type_, field_type, "contactinformation",
+                hubspot_defined=True,
+                display_order=order,
+                options=[
+                    {"value": value, "label": text} for value, text in _LIFECYCLE_STAGES
+                ] if name == "lifecyclestage" else None,
+                has_unique_value=name == "email",
+                form_field=name not in _SERVER_MANAGED,
+            )
+        for name in existing_properties or ():
+            self._properties[name] = _property_definition(
+                name, name.replace("_", " ").title(), "string", "text", "contactinformation",
+                hubspot_defined=False,
+            )
+
+        self._window: deque[float] = deque()  # arrival times inside the rolling window
+        self._daily_used = 0
+        self._daily_exhausted = False
+        self._scripted_limits: deque[_Script] = deque()
+        self._scripted_failures: deque[_Script] = deque()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> HubSpotServer:
+        if self._httpd is not None:
+            return self
+        self._httpd = _HTTPServer(self)
+        self.port = self._httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"hubspot-fake-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.close_open_connections()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = None
+        self._thread = None
+
+    def __enter__(self) -> HubSpotServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ scripting hooks
+
+    def script_429(
+        self,
+        count: int,
+        retry_after: float | int | None = None,
+        policy: str = "TEN_SECONDLY_ROLLING",
+        *,
+        path_contains: str = "/batch/",
+    ) -> None:
+        """Answer the next ``count`` batch requests 429 whatever the window says.
+
+        ``Retry-After`` is sent only when ``retry_after`` is given (HubSpot does not promise it).
+        """
+        with self._lock:
+            for _ in range(count):
+                self._scripted_limits.append(_Script(429, path_contains, retry_after, policy))
+
+    def fail_next(self, status: int, count: int = 1, *, path_contains: str = "/batch/") -> None:
+        """Answer the next ``count`` batch requests with ``status`` (e.g. 502) without processing."""
+        with self._lock:
+            for _ in range(count):
+                self._scripted_failures.append(_Script(status, path_contains))
+
+    def exhaust_daily(self) -> None:
+        """From now on every authenticated request gets the DAILY 429."""
+        with self._lock:
+            self._daily_exhausted = True
+
+    # ------------------------------------------------------------------ observation
+
+    def contacts_snapshot(self) -> dict[str, dict]:
+        """A deep copy of the stored contacts (lowercase email -> record)."""
+        with self._lock:
+            return copy.deepcopy(self.contacts)
+
+    @property
+    def properties(self) -> list[dict]:
+        """A copy of the account's contact property definitions."""
+        with self._lock:
+            return copy.deepcopy(list(self._properties.values()))
+
+    def _records(self) -> list[RequestRecord]:
+        with self._lock:
+            return [copy.copy(record) for record in self.request_log]
+
+    def count_requests(self, path_contains: str | None = None) -> int:
+        return sum(
+            1 for r in self._records() if path_contains is None or path_contains in r.path
+        )
+
+    def count_status(self, status: int) -> int:
+        return sum(1 for r in self._records() if r.status == status)
+
+    def first_429_time(self) -> float | None:
+        """Arrival time (monotonic) of the first request answered 429, or None."""
+        return next((r.time for r in self._records() if r.status == 429), None)
+
+    def max_requests_in_window(
+        self, since: float | None = None, window_s: float | None = None
+    ) -> int:
+        """Most requests that arrived within any window of ``window_s`` (default: the limit's).
+
+        Counts every logged request (whatever its answer), only those at or after ``since``.
+        """
+        window = self.interval_ms / 1000 if window_s is None else window_s
+        times = sorted(r.time for r in self._records() if since is None or r.time >= since)
+        best = start = 0
+        for end, arrived in enumerate(times):
+            while arrived - times[start] >= window:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+    def reset_log(self) -> None:
+        """Forget logged requests (rate-limit state and contacts are kept)."""
+        with self._lock:
+            self.request_log.clear()
+
+    # ------------------------------------------------------------------ request flow
+
+    def _serve(self, handler: _Handler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        # Read the whole body even when we then drop: unread bytes turn a clean close into a reset.
+        raw = handler.rfile.read(length) if length else b""
+        path = urlsplit(handler.path).path.rstrip("/") or "/"
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = _NOT_JSON
+        n_inputs = len(body["inputs"]) if isinstance(body, dict) and isinstance(
+            body.get("inputs"), list) else 0
+        authorized = handler.headers.get("Authorization") == f"Bearer {self.token}"
+
+        with self._lock:
+            record = RequestRecord(time.monotonic(), handler.command, path, n_inputs=n_inputs)
+            self.request_log.append(record)
+            if authorized:
+                verdict: _Reply | str | None = self._admit(path)
+            else:
+                verdict = _error(401, "INVALID_AUTHENTICATION", _AUTH_MESSAGE)
+
+        if self.latency:
+            time.sleep(self.latency)  # a round trip's worth, outside the lock
+
+        reply: _Reply | None = verdict if isinstance(verdict, _Reply) else None
+        if verdict is None or verdict == DROP_AFTER:
+            with self._lock:
+                reply = self._process(handler.command, path, body)
+        dropped = verdict if verdict in (DROP_BEFORE, DROP_AFTER) else None
+
+        with self._lock:
+            record.status = None if dropped else reply.status  # type: ignore[union-attr]
+            record.dropped = dropped
+            headers = self._rate_headers()
+
+        if dropped:
+            self._drop(handler)
+        else:
+            self._write(handler, reply, headers)  # type: ignore[arg-type]
+
+    def _admit(self, path: str) -> _Reply | str | None:
+        """Rate limits, then faults. Returns a final reply, a drop mode, or None to process.
+
+        Called under the lock. Every authenticated arrival counts against both limits, including
+        the ones refused here, as HubSpot counts them.
+        """
+        now = time.monotonic()
+        self._daily_used += 1
+        self._window.append(now)
+        self._trim_window(now)
+
+        if self._daily_exhausted or self._daily_used > self.daily_limit:
+            return self._rate_limited("DAILY")
+        script = self._take_script(self._scripted_limits, path)
+        if script is not None:
+            reply = self._rate_limited(script.policy)
+            if script.retry_after is not None:
+                reply.headers["Retry-After"] = str(script.retry_after)
+            return reply
+        if len(self._window) > self.rate_limit:
+            return self._rate_limited("TEN_SECONDLY_ROLLING")
+
+        script = self._take_script(self._scripted_failures, path)
+        if script is not None:
+            return self._server_error(script.status)
+        if self.error_rate and self._rng.random() < self.error_rate:
+            return self._server_error(self._rng.choice(FAULT_STATUSES))
+        if self.drop_rate and self._rng.random() < self.drop_rate:
+            # Real connections die both ways: the write may or may not have landed.
+            return DROP_AFTER if self._rng.random() < 0.5 else DROP_BEFORE
+        return None
+
+    @staticmethod
+    def _take_script(queue: deque[_Script], path: str) -> _Script | None:
+        if queue and queue[0].path_contains in path:
+            return queue.popleft()
+        return None
+
+    def _trim_window(self, now: float) -> None:
+        horizon = now - self.interval_ms / 1000
+        while self._window and self._window[0] <= horizon:
+            self._window.popleft()
+
+    def _rate_headers(self) -> dict[str, str]:
+        self._trim_window(time.monotonic())
+        daily_remaining = 0 if self._daily_exhausted else max(
+            0, self.daily_limit - self._daily_used)
+        return {
+            "X-HubSpot-RateLimit-Max": str(self.rate_limit),
+            "X-HubSpot-RateLimit-Remaining": str(max(0, self.rate_limit - len(self._window))),
+            "X-HubSpot-RateLimit-Interval-Milliseconds": str(self.interval_ms),
+            "X-HubSpot-RateLimit-Daily": str(self.daily_limit),
+            "X-HubSpot-RateLimit-Daily-Remaining": str(daily_remaining),
+        }
+
+    @staticmethod
+    def _rate_limited(policy: str) -> _Reply:
+        # A 429 body has errorType/policyName instead of category.
+        return _Reply(429, {
+            "status": "error",
+            "message": f"You have reached your {policy.lower()} limit.",
+            "errorType": "RATE_LIMIT",
+            "correlationId": str(uuid.uuid4()),
+            "policyName": policy,
+            "groupName": f"publicapi:private-app:{PORTAL_ID}",
+        })
+
+    @staticmethod
+    def _server_error(status: int) -> _Reply:
+        try:
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "error"
+        return _error(status, "INTERNAL_ERROR", phrase)
+
+    @staticmethod
+    def _write(handler: _Handler, reply: _Reply, rate_headers: dict[str, str]) -> None:
+        data = json.dumps(reply.body).encode("utf-8")
+        try:
+            handler.send_response(reply.status)
+            handler.send_header("Content-Type", "application/json;charset=utf-8")
+            handler.send_header("Content-Length", str(len(data)))
+            correlation_id = reply.body.get("correlationId")
+            if correlation_id:
+                handler.send_header("X-HubSpot-Correlation-Id", correlation_id)
+            for name, value in {**rate_headers, **reply.headers}.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(data)
+        except OSError:
+            handler.close_connection = True  # the client went away; nothing to tell it
+
+    @staticmethod
+    def _drop(handler: _Handler) -> None:
+        """Close the connection without a byte: the client sees RemoteDisconnected/ProtocolError."""
+        handler.close_connection = True
+        try:
+            handler.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ endpoints (under lock)
+
+    def _process(self, method: str, path: str, body: Any) -> _Reply:
+        if method == "POST" and path == UPSERT_PATH:
+            return self._batch_upsert(body)
+        if method == "POST" and path == CREATE_PATH:
+            return self._batch_create(body)
+        if method == "GET" and path == PROPERTIES_PATH:
+            return _Reply(200, {"results": copy.deepcopy(list(self._properties.values()))})
+        if method == "POST" and path == PROPERTIES_PATH:
+            return self._create_property(body)
+        if method == "GET" and path.startswith(PROPERTIES_PATH + "/"):
+            name = path[len(PROPERTIES_PATH) + 1:]
+            if name in self._properties:
+                return _Reply(200, copy.deepcopy(self._properties[name]))
+            return _error(404, "OBJECT_NOT_FOUND", f'Unable to find property "{name}"')
+        return _error(404, "OBJECT_NOT_FOUND", f"No resource found for {method} {path}")
+
+    @staticmethod
+    def _batch_inputs(body: Any) -> tuple[list[dict] | None, _Reply | None]:
+        """The common checks of a batch body: JSON object, an ``inputs`` list, at most 100."""
+        if body is _NOT_JSON:
+            return None, _validation_error("Invalid input JSON: the body is not valid JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not all(
+                isinstance(item, dict) for item in body["inputs"]):
+            return None, _validation_error(
+                'Invalid input JSON: expected an object with an "inputs" array of objects')
+        inputs = body["inputs"]
+        if len(inputs) > MAX_BATCH_INPUTS:
+            return None, _validation_error(
+                f"The maximum number of inputs supported in a batch is {MAX_BATCH_INPUTS}. "
+                f"The batch provided has {len(inputs)} inputs."
+            )
+        return inputs, None
+
+    def _value_problems(self, properties: dict, emails: list[str]) -> list[dict]:
+        """Everything HubSpot would reject in one input's values, as its error entries."""
+        problems = []
+        for name, value in properties.items():
+            definition = self._properties.get(name)
+            if definition is None:
+                problems.append(_invalid_value(
+                    name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'))
+            elif definition["type"] == "enumeration" and value not in (None, ""):
+                allowed = [option["value"] for option in definition["options"]]
+                # multi-select checkboxes hold several values separated by ";"
+                if any(part not in allowed for part in _as_hubspot_value(value).split(";")):
+                    problems.append(_invalid_value(
+                        name, "INVALID_OPTION",
+                        f"{value} was not one of the allowed options: [{', '.join(allowed)}]"))
+        for address in dict.fromkeys(emails):  # de-duplicated, order kept
+            if not _is_valid_email(address):
+                problems.append(_invalid_value(
+                    "email", "INVALID_EMAIL", f"Email address {address} is invalid"))
+        return problems
+
+    def _store(self, email: str, properties: dict) -> tuple[dict, bool]:
+        """Create or merge a contact; returns (record, created)."""
+        now = _now_iso()
+        key = email.lower()
+        record = self.contacts.get(key) if key else None
+        created = record is None
+        if created:
+            contact_id = str(self._next_id)
+            self._next_id += 1
+            record = {
+                "id": contact_id,
+                "properties": {"createdate": now, "hs_object_id": contact_id},
+                "createdAt": now,
+                "updatedAt": now,
+                "archived": False,
+            }
+            # HubSpot allows contacts without email; keep those under their id.
+            self.contacts[key or f"id:{contact_id}"] = record
+        for name, value in properties.items():
+            if name not in _SERVER_MANAGED:
+                record["properties"][name] = _as_hubspot_value(value)
+        if email:
+            record["properties"]["email"] = key
+        record["properties"]["lastmodifieddate"] = now
+        record["updatedAt"] = now
+        return record, created
+
+    def _batch_upsert(self, body: Any) -> _Reply:
+        started = _now_iso()
+        inputs, failure = self._batch_inputs(body)
+        if failure:
+            return failure
+        assert inputs is not None
+        for item in inputs:
+            id_property = item.get("idProperty")
+            if id_property != "email":
+                return _validation_error(
+                    f'idProperty "{id_property}" is not supported here; this fake upserts '
+                    'contacts by "email" only')
+            if not isinstance(item.get("id"), str) or not item["id"].strip():
+                return _validation_error('Invalid input JSON: every input needs an "id"')
+            if not isinstance(item.get("properties", {}), dict):
+                return _validation_error('Invalid input JSON: "properties" must be an object')
+        ids = [item["id"].strip().lower() for item in inputs]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            return _validation_error(
+                f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. "
+                "IDs must be unique")
+
+        # Validate everything first: one bad value rejects the whole batch, nothing is written.
+        problems = []
+        for item in inputs:
+            properties = item.get("properties") or {}
+            emails = [item["id"].strip()]
+            if properties.get("email"):
+                emails.append(str(properties["email"]).strip())
+            problems += self._value_problems(properties, emails)
+        if problems:
+            return _validation_error(_values_not_valid(problems))
+
+        results = []
+        for item in inputs:
+            record, created = self._store(item["id"].strip(), item.get("properties") or {})
+            results.append({**copy.deepcopy(record), "new": created})
+        return _Reply(200, {
+            "status": "COMPLETE", "results": results,
+            "startedAt": started, "completedAt": _now_iso(),
+        })
+
+    def _batch_create(self, body: Any) -> _Reply:
+        started = _now_iso()
+        inputs, failure = self._batch_inputs(body)
+        if failure:
+            return failure
+        assert inputs is not None
+        emails = [str((item.get("properties") or {}).get("email") or "").strip().lower()
+                  for item in inputs]
+        duplicates = sorted({e for e in emails if e and emails.count(e) > 1})
+        if duplicates:
+            return _validation_error(
+                f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. "
+                "IDs must be unique")
+
+        # (input, None) to create, or (input, error reply) for a failed input.
+        outcomes: list[tuple[dict, _Reply | None]] = []
+        for item, email in zip(inputs, emails):
+            properties = item.get("properties") or {}
+            problems = self._value_problems(properties, [email] if email else [])
+            if problems:
+                outcomes.append((item, _validation_error(_values_not_valid(problems))))
+            elif email and email in self.contacts:
+                existing = self.contacts[email]["id"]
+                outcomes.append((item, _error(
+                    409, "CONFLICT", f"Contact already exists. Existing ID: {existing}")))
+            else:
+                outcomes.append((item, None))
+
+        # An input without objectWriteTraceId fails the whole batch (validation before conflict).
+        batch_failures = [error for item, error in outcomes
+                          if error is not None and not item.get("objectWriteTraceId")]
+        if batch_failures:
+            return min(batch_failures, key=lambda error: error.status)
+
+        results, errors = [], []
+        for (item, error), email in zip(outcomes, emails):
+            if error is None:
+                record, _ = self._store(email, item.get("properties") or {})
+                results.append(copy.deepcopy(record))
+            else:
+                errors.append({
+                    "status": "error",
+                    "category": error.body["category"],
+                    "message": error.body["message"],
+                    "context": {"objectWriteTraceId": [str(item["objectWriteTraceId"])]},
+                    "errors": [],
+                    "links": {},
+                })
+        body_out: dict[str, Any] = {
+            "status": "COMPLETE", "results": results,
+            "startedAt": started, "completedAt": _now_iso(),
+        }
+        if errors:
+            body_out.update(numErrors=len(errors), errors=errors)
+            return _Reply(207, body_out)
+        return _Reply(201, body_out)
+
+    def _create_property(self, body: Any) -> _Reply:
+        if not isinstance(body, dict):
+            return _validation_error("Invalid input JSON: expected a property object")
+        required = ["name", "label", "type", "fieldType", "groupName"]
+        missing = [key for key in required if not body.get(key)]
+        if missing:
+            return _validation_error(
+                "Invalid input JSON: Cannot build PropertyCreate, some of required attributes "
+                f"are not set [{', '.join(missing)}]")
+        name = body["name"]
+        if not isinstance(name, str) or not PROPERTY_NAME_RE.match(name):
+            return _validation_error(
+                f"Property name {name!r} is invalid: use lowercase letters, digits and "
+                "underscores, starting with a letter")
+        if body["type"] not in PROPERTY_TYPES:
+            return _validation_error(
+                f"Invalid input JSON: type {body['type']!r} is not one of {sorted(PROPERTY_TYPES)}")
+        if body["fieldType"] not in PROPERTY_FIELD_TYPES:
+            return _validation_error(
+                f"Invalid input JSON: fieldType {body['fieldType']!r} is not one of "
+                f"{sorted(PROPERTY_FIELD_TYPES)}")
+        if name in self._properties:
+            return _error(409, "CONFLICT", f"Property named '{name}' already exists.")
+        definition = _property_definition(
+            name, str(body["label"]), body["type"], body["fieldType"], str(body["groupName"]),
+            hubspot_defined=False,
+            description=str(body.get("description") or ""),
+            options=body.get("options") or [],
+            display_order=int(body.get("displayOrder", -1)),
+            has_unique_value=bool(body.get("hasUniqueValue", False)),
+            hidden=bool(body.get("hidden", False)),
+            form_field=bool(body.get("formField", False)),
+        )
+        self._properties[name] = definition
+        return _Reply(201, copy.deepcopy(definition))
