@@ -1,0 +1,30 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: setup run test dev benchmark clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml || true
+
+run: setup  ## run daily_etl once on the embedded defaults (or whatever the environment configures)
+	$(BIN)/dagster job execute -m etl_assets -j daily_etl
+
+dev: setup  ## the Dagster UI on http://127.0.0.1:3000 with the daemon (schedule, sensors)
+	$(BIN)/dagster dev -m etl_assets
+
+test: setup
+	$(BIN)/pytest
+
+benchmark: setup
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf .etl .dagster_home
