@@ -5,6 +5,7 @@ import dagster as dg
 from etl_assets.assets import contacts_table, hubspot_contacts, kaggle_dataset
 from etl_assets.checks import contacts_reject_rate, hubspot_failed_rate
 from etl_assets.jobs import daily_etl
+from etl_assets.logs.handlers import json_console_logger
 from etl_assets.resources.database import DatabaseResource
 from etl_assets.resources.hubspot import HubSpotResource
 from etl_assets.resources.kaggle import KaggleResource
@@ -26,4 +27,6 @@ defs = dg.Definitions(
         "database": DatabaseResource(secrets=secrets),
         "hubspot": HubSpotResource(secrets=secrets),
     },
+    # JSON lines on stderr in place of Dagster's coloured text (etl_assets/logs/handlers.py).
+    loggers={"console": json_console_logger},
 )

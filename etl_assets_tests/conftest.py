@@ -6,9 +6,11 @@ A test that needs MariaDB fails loudly when it is missing: CI must not pass by s
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -48,11 +50,26 @@ def hubspot_server():
         yield server
 
 
+def start_kaggle_server(wait_s: float = 120.0) -> KaggleServer:
+    """The server on port 7777, where KAGGLE_API_ENVIRONMENT=TEST points; waits while another test holds it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return KaggleServer().start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 @pytest.fixture
 def kaggle_server():
-    with KaggleServer() as server:
+    server = start_kaggle_server()
+    try:
         server.add_dataset("datablist", "customers", {"customers-1000.csv": SAMPLE_CSV.read_bytes()})
         yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -81,7 +81,8 @@ def record_outcomes(engine: sa.Engine, outcomes: list[ContactOutcome], run_id: s
              error_transient=o.transient, attempts=1, run_id=run_id, last_attempt_at=now, synced_at=None)
         for o in outcomes if o.outcome == "failed"
     ]
-    attempts = table.c.attempts + 1
+    # Literal SQL, not a bound parameter: PyMySQL's executemany cannot bind in the ON DUPLICATE tail.
+    attempts = sa.literal_column(f"{schema.SYNC_STATE}.attempts + 1")
     with engine.begin() as conn:
         if synced:
             _upsert(conn, table, synced, {name: None for name in synced[0] if name != EMAIL_FIELD} | {"attempts": attempts})

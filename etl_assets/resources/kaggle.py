@@ -126,5 +126,5 @@ class KaggleResource(dg.ConfigurableResource):
         destination.mkdir(parents=True, exist_ok=True)
         with contextlib.redirect_stdout(io.StringIO()):  # the client prints the dataset URL
             self._api().dataset_download_files(
-                f"{owner}/{slug}/versions/{version.number}", path=str(destination), force=True, quiet=True)
+                f"{owner}/{slug}/{version.number}", path=str(destination), force=True, quiet=True)
         return destination / f"{slug}.zip"

@@ -1,19 +1,21 @@
 """Where credentials come from: environment, secret files, or AWS Secrets Manager.
 
 `ETL_SECRETS_BACKEND` picks the backend when a run starts. Values are fetched on use and
-cached for a short time, so a rotated secret reaches the next run without a restart.
+cached for a short time, so a rotated secret reaches the next run without a restart. Every
+value read is registered with the log redaction filter, and no error message carries one.
 """
 
 import json
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import dagster as dg
 from pydantic import PrivateAttr
 
-from etl_assets.errors import PermanentError
+from etl_assets.errors import PermanentError, TransientError
+from etl_assets.logs.redaction import register_secret
 
 BACKEND_VARIABLE = "ETL_SECRETS_BACKEND"
 BACKENDS = ("env", "files", "aws")
@@ -25,10 +27,13 @@ class SecretsResource(dg.ConfigurableResource):
 
     backend: Optional[str] = None  # falls back to ETL_SECRETS_BACKEND, then "env"
     secrets_dir: Optional[str] = None  # files backend; falls back to ETL_SECRETS_DIR, then /run/secrets
-    aws_secret_id: Optional[str] = None  # aws backend; falls back to ETL_AWS_SECRET_ID
+    aws_secret_id: Optional[str] = None  # aws: one JSON secret of name/value pairs; else ETL_AWS_SECRET_ID
+    aws_secret_prefix: Optional[str] = None  # aws, one secret per key: id = prefix + name; else ETL_AWS_SECRET_PREFIX
     cache_seconds: float = 60.0
 
+    # (backend, source) -> (value, fetched at); private, so never in repr, config or the UI
     _cache: dict = PrivateAttr(default_factory=dict)
+    _aws_client: Any = PrivateAttr(default=None)
 
     def resolved_backend(self) -> str:
         backend = (self.backend or dg.EnvVar(BACKEND_VARIABLE).get_value() or "env").strip().lower()
@@ -39,31 +44,40 @@ class SecretsResource(dg.ConfigurableResource):
     def get(self, name: str, required: bool = False) -> str | None:
         """The secret's value, or None when absent and not `required`."""
         backend = self.resolved_backend()
-        cached = self._cache.get((backend, name))
-        if cached and time.monotonic() - cached[1] < self.cache_seconds:
-            value = cached[0]
-        else:
-            value = self._fetch(backend, name)
-            self._cache[(backend, name)] = (value, time.monotonic())
-        if value is None and required:
-            raise PermanentError(f"secret {name} is missing from the {backend} secrets backend{self._where(backend)}")
-        return value
-
-    def _where(self, backend: str) -> str:
-        if backend == "files":
-            return f" (no file {self._secrets_dir() / '<name>'})"
-        if backend == "aws":
-            return f" (secret id {self._aws_secret_id() or '<one secret per key>'})"
-        return ""
-
-    def _fetch(self, backend: str, name: str) -> str | None:
         if backend == "env":
-            value = dg.EnvVar(name).get_value()
+            value = self._cached(("env", name), lambda: dg.EnvVar(name).get_value())
         elif backend == "files":
-            value = self._read_file(name)
+            value = self._cached(("files", name), lambda: self._read_file(name))
         else:
             value = self._read_aws(name)
-        return value if value else None
+        value = value or None  # an empty secret counts as missing
+        if value is None and required:
+            raise PermanentError(f"secret {name} is missing from the {backend} secrets backend"
+                                 f" ({self._where(backend, name)})")
+        return value
+
+    def _cached(self, key: tuple, fetch: Callable[[], Any]) -> Any:
+        hit = self._cache.get(key)
+        if hit and time.monotonic() - hit[1] < self.cache_seconds:
+            return hit[0]
+        value = fetch()
+        for secret in value.values() if isinstance(value, dict) else [value]:
+            if isinstance(secret, str):
+                register_secret(secret)
+        self._cache[key] = (value, time.monotonic())
+        return value
+
+    def _where(self, backend: str, name: str) -> str:
+        if backend == "files":
+            return f"no file {self._secrets_dir() / name}"
+        if backend == "aws":
+            bundle_id = self._aws_secret_id()
+            if bundle_id:
+                return f"no key {name} in AWS secret {bundle_id!r}"
+            return f"no AWS secret {self._aws_prefix() + name!r}"
+        return f"environment variable {name} is unset or empty"
+
+    # files: one file per secret, the Docker/Compose secrets convention
 
     def _secrets_dir(self) -> Path:
         return Path(self.secrets_dir or dg.EnvVar("ETL_SECRETS_DIR").get_value() or DEFAULT_SECRETS_DIR)
@@ -71,34 +85,68 @@ class SecretsResource(dg.ConfigurableResource):
     def _read_file(self, name: str) -> str | None:
         path = self._secrets_dir() / name
         try:
-            return path.read_text(encoding="utf-8").strip()
+            return path.read_text(encoding="utf-8").strip()  # editors and `echo` add a trailing newline
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise PermanentError(f"secret {name}: cannot read {path}: {exc.strerror}") from None
+            raise PermanentError(f"secret {name} (files secrets backend): cannot read {path}: {exc.strerror}"
+                                 ) from None
+
+    # aws: AWS Secrets Manager, one JSON secret holding every key, or one secret per key
 
     def _aws_secret_id(self) -> str | None:
-        return self.aws_secret_id or dg.EnvVar("ETL_AWS_SECRET_ID").get_value()
+        return self.aws_secret_id or dg.EnvVar("ETL_AWS_SECRET_ID").get_value() or None
+
+    def _aws_prefix(self) -> str:
+        return self.aws_secret_prefix or dg.EnvVar("ETL_AWS_SECRET_PREFIX").get_value() or ""
 
     def _read_aws(self, name: str) -> str | None:
-        from botocore.exceptions import ClientError  # the AWS SDK loads only for this backend
-
-        from dagster_aws.secretsmanager import SecretsManagerResource
-
-        # Region, endpoint (AWS_ENDPOINT_URL) and credentials come from the standard AWS chain.
-        client = SecretsManagerResource(region_name=os.environ.get("AWS_REGION") or os.environ.get(
-            "AWS_DEFAULT_REGION")).get_client()
         bundle_id = self._aws_secret_id()
+        if bundle_id:
+            document = self._cached(("aws", bundle_id), lambda: self._aws_bundle(bundle_id))
+            value = document.get(name)
+            return None if value is None else str(value)
+        secret_id = self._aws_prefix() + name
+        return self._cached(("aws", secret_id), lambda: self._aws_secret_string(secret_id))
+
+    def _aws_bundle(self, secret_id: str) -> dict:
+        text = self._aws_secret_string(secret_id)
+        if text is None:
+            return {}
         try:
-            if bundle_id:
-                document = json.loads(client.get_secret_value(SecretId=bundle_id)["SecretString"])
-                value = document.get(name)
-                return None if value is None else str(value)
-            return client.get_secret_value(SecretId=name)["SecretString"]
+            document = json.loads(text)
+        except json.JSONDecodeError:
+            document = None
+        if not isinstance(document, dict):  # the error names the secret, never quotes its text
+            raise PermanentError(f"AWS secret {secret_id!r} (aws secrets backend) is not a JSON object of "
+                                 "name/value pairs")
+        return document
+
+    def _client(self):
+        if self._aws_client is None:
+            from dagster_aws.secretsmanager import SecretsManagerResource  # AWS SDK loads only for this backend
+
+            # Endpoint (AWS_ENDPOINT_URL) and credentials come from the standard AWS chain; botocore
+            # itself reads only AWS_DEFAULT_REGION, so AWS_REGION is passed on here.
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            self._aws_client = SecretsManagerResource(region_name=region).get_client()
+        return self._aws_client
+
+    def _aws_secret_string(self, secret_id: str) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
+
+        where = f"AWS secret {secret_id!r} (aws secrets backend)"
+        try:
+            response = self._client().get_secret_value(SecretId=secret_id)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "ResourceNotFoundException":
                 return None
-            raise PermanentError(f"secret {name}: AWS Secrets Manager answered {code}") from None
-        except json.JSONDecodeError:
-            raise PermanentError(f"AWS secret {bundle_id} is not a JSON object of name/value pairs") from None
+            raise PermanentError(f"{where}: AWS Secrets Manager answered {code}") from None
+        except BotoConnectionError as exc:
+            raise TransientError(f"{where}: AWS Secrets Manager unreachable ({type(exc).__name__})") from None
+        except BotoCoreError as exc:  # no credentials or region, bad endpoint...: configuration, not chance
+            raise PermanentError(f"{where}: {exc}") from None
+        if "SecretString" not in response:
+            raise PermanentError(f"{where} holds binary data; store the value as a string")
+        return response["SecretString"]
