@@ -12,4 +12,7 @@ daily_etl = dg.define_asset_job(
     selection=dg.AssetSelection.assets(kaggle_dataset, contacts_table, hubspot_contacts),
     tags={HUBSPOT_SYNC_TAG: "true"},
     description="Kaggle → contacts table → HubSpot, once.",
+    # Dagster builds only the loggers a run's config names, else its coloured text logger; naming
+    # `console` selects the JSON stderr logger of etl_assets.logs (see definitions.py).
+    config={"loggers": {"console": {}}},
 )

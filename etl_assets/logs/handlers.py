@@ -1,11 +1,14 @@
 """Where run logs go, built from the environment when Dagster sets up a run's logging.
 
-- stderr: always, through the job's `console` logger (it replaces Dagster's coloured text
-  logger, so stderr carries only JSON lines).
+- stderr: always, through the job's `console` logger, which replaces Dagster's coloured text
+  logger. (Dagster still writes a few lines of its own there before a run's loggers exist:
+  warnings, and each step worker's STEP_WORKER_STARTED; the file and CloudWatch get only JSON.)
 - ETL_LOG_FILE: a size-rotated file; ETL_CLOUDWATCH_LOG_GROUP: CloudWatch Logs. Both are
   handlers in dagster.yaml (`python_logs: dagster_handler_config`), which Dagster feeds every
   event and message of a run. Unset, they are NullHandlers, so one dagster.yaml serves all.
-- ETL_LOG_LEVEL (default INFO) is the threshold of all three.
+- ETL_LOG_LEVEL (default INFO) is the threshold of all three. Dagster logs its events (step
+  started, asset materialized...) at DEBUG; they count as INFO here, so the default shows a
+  run's progress and DEBUG adds only debug messages.
 Every handler carries the RedactSecrets filter and the JSON formatter (dagster.yaml names them
 for its handlers; the console logger attaches them here).
 """
@@ -43,13 +46,26 @@ def log_level(raw: str | None = None) -> int:
     return logging.getLevelName(name)
 
 
-def _leveled(handler: logging.Handler, level: str | None = None) -> logging.Handler:
-    handler.setLevel(log_level(level))
+class LevelThreshold(logging.Filter):
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        meta = getattr(record, "dagster_meta", None)
+        is_event = isinstance(meta, dict) and meta.get("dagster_event") is not None
+        return max(record.levelno, logging.INFO if is_event else logging.NOTSET) >= self.level
+
+
+def _with_threshold(handler: logging.Handler, level: str | None = None) -> logging.Handler:
+    # The threshold is a filter, not the handler's level: Dagster drops records below a
+    # handler's level before its filters could count an event as INFO.
+    handler.addFilter(LevelThreshold(log_level(level)))
     return handler
 
 
 def stderr_handler(level: str | None = None) -> logging.Handler:
-    handler = _leveled(logging.StreamHandler(sys.stderr), level)
+    handler = _with_threshold(logging.StreamHandler(sys.stderr), level)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RedactSecrets())
     return handler
@@ -61,7 +77,7 @@ def file_handler(path: str | None = None, max_bytes: int = 10_000_000, backup_co
         return logging.NullHandler()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     # delay: the file is opened by the first line, not by every process that merely loads the config
-    return _leveled(logging.handlers.RotatingFileHandler(
+    return _with_threshold(logging.handlers.RotatingFileHandler(
         path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True))
 
 
@@ -70,12 +86,12 @@ def cloudwatch_handler(log_group: str | None = None, log_stream: str | None = No
     if not group:
         return logging.NullHandler()
     stream = log_stream or _env(CLOUDWATCH_LOG_STREAM) or f"etl_assets/{socket.gethostname()}"
-    return _leveled(CloudWatchLogsHandler(group, stream))
+    return _with_threshold(CloudWatchLogsHandler(group, stream))
 
 
 @dg.logger(
-    # A default value, so Dagster builds this logger without run config (it only builds the
-    # loggers the run config names, else falls back to its coloured console logger).
+    # Dagster builds only the loggers a run's config names (else its coloured text logger);
+    # daily_etl's default config names `console` with no fields, hence a default here.
     config_schema={"log_level": dg.Field(str, default_value="",
                                          description=f"Threshold; empty means {LOG_LEVEL}, then INFO.")},
     description="JSON lines on stderr (replaces Dagster's default coloured console logger).",
@@ -83,6 +99,7 @@ def cloudwatch_handler(log_group: str | None = None, log_stream: str | None = No
 def json_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     level = init_context.logger_config.get("log_level")
     # Not logging.getLogger: a private logger per run, so handlers do not pile up across runs.
-    logger = logging.Logger("etl_assets", level=log_level(level))
+    # No level of its own: the handler's threshold decides (see LevelThreshold).
+    logger = logging.Logger("etl_assets")
     logger.addHandler(stderr_handler(level))
     return logger

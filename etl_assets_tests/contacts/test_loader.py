@@ -1,0 +1,185 @@
+"""The staged load on a real MariaDB (both load paths) and on SQLite."""
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from etl_assets.contacts.loader import load_contacts
+from etl_assets.contacts.mapping import load_column_map
+from etl_assets.contacts.records import prepare_chunk
+from etl_assets.contacts.staging import InsertWriter, LoadDataWriter, choose_writer
+from etl_assets.errors import PermanentError
+from etl_assets.retrying import RetrySettings
+from etl_assets_tests.conftest import REPO, SAMPLE_CSV
+
+COLUMN_MAP = load_column_map(None)
+RETRY = RetrySettings(attempts=4, max_seconds=60, initial_delay=0.1, max_delay=1)
+LOG = logging.getLogger("test_loader")
+
+
+def mysql_engine(url: str) -> sa.Engine:
+    return sa.create_engine(url, connect_args={"local_infile": True}, pool_pre_ping=True)
+
+
+def generate_csv(path: Path, rows: int, seed: int = 7) -> Path:
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from generate_sample_dataset import write_csv
+
+    write_csv(path, rows, seed)
+    return path
+
+
+def expected_table(csv_path: Path) -> pd.DataFrame:
+    """The source's valid, de-duplicated contacts, computed in one pass without the database."""
+    raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    valid = prepare_chunk(raw, COLUMN_MAP, 1, {}).valid
+    return valid.set_index("email").sort_index()
+
+
+def table_content(engine: sa.Engine) -> pd.DataFrame:
+    with engine.connect() as conn:
+        frame = pd.read_sql(sa.text("SELECT * FROM contacts"), conn, dtype=str)
+    return frame.set_index("email").sort_index()
+
+
+def assert_table_equals_source(engine: sa.Engine, csv_path: Path) -> None:
+    expected, actual = expected_table(csv_path), table_content(engine)
+    assert len(actual) == len(expected)
+    assert list(actual.index) == list(expected.index)
+    for name in COLUMN_MAP.field_names + ["content_hash"]:
+        if name == "email":
+            continue
+        left = actual[name].fillna("").astype(str).tolist()
+        right = expected[name].fillna("").astype(str).tolist()
+        assert left == right, name
+
+
+@pytest.fixture(params=["mariadb-load-data", "mariadb-insert", "sqlite"])
+def target(request, tmp_path):
+    """(engine, writer) for each load path."""
+    if request.param == "sqlite":
+        yield sa.create_engine(f"sqlite:///{tmp_path / 'etl.sqlite'}"), InsertWriter()
+        return
+    url = request.getfixturevalue("mariadb_url")
+    engine = mysql_engine(url)
+    yield engine, LoadDataWriter() if request.param == "mariadb-load-data" else InsertWriter()
+    engine.dispose()
+
+
+def test_first_load_rerun_changes_and_deletes(target, tmp_path):
+    engine, writer = target
+    first = load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "run-1", LOG, RETRY, chunk_rows=300)
+    assert (first.rows_read, first.inserted, first.rejected, first.contacts_after) == (1000, 988, 12, 988)
+    assert_table_equals_source(engine, SAMPLE_CSV)
+    with engine.connect() as conn:
+        rejects = dict(conn.execute(sa.text("SELECT source_row, reason FROM contacts_rejected")).all())
+    assert rejects[50].startswith("invalid email")
+    assert rejects[120] == "duplicate email, first seen at source row 45"
+
+    again = load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "run-2", LOG, RETRY, chunk_rows=300)
+    assert again.skipped_identical_source and again.unchanged == 988 and again.contacts_after == 988
+
+    changed_csv = tmp_path / "changed.csv"
+    frame = pd.read_csv(SAMPLE_CSV, dtype=str, keep_default_na=False)
+    frame.loc[0, "City"] = "Ulm"  # row 1 changes
+    frame = frame.drop(index=[1, 2])  # rows 2 and 3 disappear
+    frame.to_csv(changed_csv, index=False)
+    third = load_contacts(engine, changed_csv, COLUMN_MAP, writer, "run-3", LOG, RETRY, chunk_rows=300)
+    assert (third.inserted, third.updated, third.deleted, third.contacts_after) == (0, 1, 2, 986)
+    assert third.unchanged == 985
+    assert_table_equals_source(engine, changed_csv)
+
+
+def test_bulk_and_insert_paths_store_the_same_content(mariadb_url, tmp_path):
+    tricky = tmp_path / "tricky.csv"
+    frame = pd.read_csv(SAMPLE_CSV, dtype=str, keep_default_na=False).head(50)
+    frame.loc[0, "Company"] = "Tab\there, back\\slash, \\N, and a\nnewline"
+    frame.loc[1, "City"] = "Zürich 🚀"
+    frame.to_csv(tricky, index=False)
+    engine = mysql_engine(mariadb_url)
+    load_contacts(engine, tricky, COLUMN_MAP, LoadDataWriter(), "bulk", LOG, RETRY)
+    bulk = table_content(engine).drop(columns=["first_loaded_at", "updated_at"])
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM contacts")
+        conn.exec_driver_sql("DELETE FROM etl_loads")
+    load_contacts(engine, tricky, COLUMN_MAP, InsertWriter(), "insert", LOG, RETRY)
+    inserted = table_content(engine).drop(columns=["first_loaded_at", "updated_at"])
+    pd.testing.assert_frame_equal(bulk, inserted)
+    assert "Tab\there, back\\slash, \\N, and a\nnewline" in set(bulk["company"])
+    assert_table_equals_source(engine, tricky)
+
+
+def test_local_infile_off_falls_back_and_says_so(mariadb_url, caplog):
+    admin = sa.create_engine(mariadb_url)
+    with admin.connect() as conn:
+        conn.exec_driver_sql("SET GLOBAL local_infile = 0")
+    try:
+        with caplog.at_level(logging.WARNING):
+            writer = choose_writer(mysql_engine(mariadb_url), LOG)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("SET GLOBAL local_infile = 1")
+    assert isinstance(writer, InsertWriter)
+    assert "local_infile off" in caplog.text
+
+
+def test_missing_email_column_fails_naming_it_and_leaves_the_table(mariadb_url, tmp_path):
+    engine = mysql_engine(mariadb_url)
+    load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, LoadDataWriter(), "ok", LOG, RETRY)
+    broken = tmp_path / "no_email.csv"
+    pd.read_csv(SAMPLE_CSV, dtype=str).drop(columns=["Email"]).to_csv(broken, index=False)
+    with pytest.raises(PermanentError, match=r"lacks the mapped column\(s\) \['Email'\]; columns found: \['Index'"):
+        load_contacts(engine, broken, COLUMN_MAP, LoadDataWriter(), "broken", LOG, RETRY)
+    assert_table_equals_source(engine, SAMPLE_CSV)
+
+
+def test_killed_connection_mid_load_is_retried_and_readers_never_see_a_partial_table(mariadb_url, tmp_path, caplog):
+    engine = mysql_engine(mariadb_url)
+    load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, LoadDataWriter(), "before", LOG, RETRY)
+    before = len(expected_table(SAMPLE_CSV))
+    big_csv = generate_csv(tmp_path / "big.csv", 40_000, seed=11)
+    after = len(expected_table(big_csv))
+    database = sa.make_url(mariadb_url).database
+    admin = sa.create_engine(mariadb_url)
+    stop, killed, counts = threading.Event(), [], set()
+
+    def killer() -> None:
+        with admin.connect() as conn:
+            while not stop.is_set() and not killed:
+                ids = conn.exec_driver_sql(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND INFO LIKE 'LOAD DATA%%'",
+                    (database,)).scalars().all()
+                for thread_id in ids:
+                    conn.exec_driver_sql(f"KILL {int(thread_id)}")
+                    killed.append(thread_id)
+                time.sleep(0.002)
+
+    def reader() -> None:
+        with admin.connect() as conn:
+            while not stop.is_set():
+                counts.add(conn.exec_driver_sql("SELECT COUNT(*) FROM contacts").scalar_one())
+                conn.commit()  # end the snapshot so the next count sees newly committed data
+
+    threads = [threading.Thread(target=killer), threading.Thread(target=reader)]
+    for thread in threads:
+        thread.start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            report = load_contacts(engine, big_csv, COLUMN_MAP, LoadDataWriter(), "during", LOG, RETRY,
+                                   chunk_rows=2_000)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert killed, "the test never caught a LOAD DATA to kill"
+    assert "retrying" in caplog.text
+    assert report.contacts_after == after
+    assert counts <= {before, after}, f"a reader saw a partial table: {sorted(counts)}"
+    assert_table_equals_source(engine, big_csv)

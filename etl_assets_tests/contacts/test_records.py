@@ -1,0 +1,83 @@
+import hashlib
+import json
+
+import pandas as pd
+import pytest
+
+from etl_assets.contacts.mapping import load_column_map
+from etl_assets.contacts.records import check_columns, content_hashes, prepare_chunk
+from etl_assets.errors import PermanentError
+
+COLUMN_MAP = load_column_map(None)
+COLUMNS = ["Index", "Customer Id", "First Name", "Last Name", "Company", "City", "Country",
+           "Phone 1", "Phone 2", "Email", "Subscription Date", "Website"]
+
+
+def rows(*overrides: dict) -> pd.DataFrame:
+    base = dict(zip(COLUMNS, ["1", "ABC", "Ada", "Lovelace", "Acme", "Berlin", "Germany", "+1", "", "ada@example.com",
+                              "2021-01-02", "https://acme.example.com"]))
+    return pd.DataFrame([{**base, **override} for override in overrides], dtype=str)
+
+
+def test_values_are_trimmed_emails_lowercased_and_blanks_become_null():
+    chunk = prepare_chunk(rows({"Email": "  Ada@Example.COM ", "First Name": " Ada  "}), COLUMN_MAP, 1, {})
+    record = chunk.valid.iloc[0]
+    assert record["email"] == "ada@example.com"
+    assert record["first_name"] == "Ada"
+    assert pd.isna(record["phone_2"])
+    assert record["source_row"] == 1
+
+
+@pytest.mark.parametrize(("override", "reason"), [
+    ({"Email": "ada at example.com"}, "invalid email: ada at example.com"),
+    ({"Email": "ada@example"}, "invalid email: ada@example"),
+    ({"Email": "ada..x@example.com"}, "invalid email"),
+    ({"Email": "   "}, "missing required 'Email'"),
+    ({"Subscription Date": "02/01/2021"}, "invalid date in 'Subscription Date': 02/01/2021"),
+    ({"Company": "x" * 256}, "'Company' longer than 255 characters"),
+])
+def test_invalid_rows_are_rejected_with_reason_and_raw_values(override, reason):
+    chunk = prepare_chunk(rows({}, override), COLUMN_MAP, 10, {})
+    assert len(chunk.valid) == 1
+    [rejected] = chunk.rejected
+    assert rejected["source_row"] == 11
+    assert rejected["reason"].startswith(reason)
+    raw = json.loads(rejected["raw_values"])
+    assert raw[next(iter(override))] == next(iter(override.values()))
+
+
+def test_duplicates_keep_the_first_valid_row_within_and_across_chunks():
+    seen: dict[str, int] = {}
+    first = prepare_chunk(rows({"Email": "a@example.com"}, {"Email": "b@example.com", "Subscription Date": "bad"},
+                               {"Email": "A@EXAMPLE.com"}), COLUMN_MAP, 1, seen)
+    assert list(first.valid["email"]) == ["a@example.com"]
+    reasons = {item["source_row"]: item["reason"] for item in first.rejected}
+    assert reasons[3] == "duplicate email, first seen at source row 1"
+    second = prepare_chunk(rows({"Email": "b@example.com"}, {"Email": "a@example.com"}), COLUMN_MAP, 4, seen)
+    # b@ at row 2 was invalid, so row 4 is its first valid occurrence.
+    assert list(second.valid["email"]) == ["b@example.com"]
+    assert second.rejected[0]["reason"] == "duplicate email, first seen at source row 1"
+
+
+def test_missing_mapped_column_names_it_and_the_columns_found():
+    with pytest.raises(PermanentError) as error:
+        check_columns(["Index", "Name", "Mail"], COLUMN_MAP)
+    assert "'Email'" in str(error.value) and "columns found: ['Index', 'Name', 'Mail']" in str(error.value)
+
+
+def test_content_hash_is_stable_and_sensitive():
+    frame = pd.DataFrame({"email": ["a@x.com", "a@x.com", "a@x.com"], "name": ["Ann", None, ""]}, dtype="string")
+    hashes = content_hashes(frame, ["email", "name"])
+    # The documented recipe, pinned: a change here resyncs every contact to HubSpot.
+    assert hashes[0] == hashlib.blake2b(b"email\x1ename\x1ea@x.com\x1fAnn", digest_size=16).hexdigest()
+    assert hashes[0] == "d18510b94662029c92bfb7ee06379e01"
+    assert len(set(hashes)) == 3  # NULL and "" differ
+    assert content_hashes(frame, ["email", "name"]) == hashes
+    assert content_hashes(frame.rename(columns={"name": "first"}), ["email", "first"])[0] != hashes[0]
+
+
+def test_hash_does_not_depend_on_row_position_or_chunking():
+    data = rows({"Email": "a@example.com"}, {"Email": "b@example.com"})
+    whole = prepare_chunk(data, COLUMN_MAP, 1, {}).valid.set_index("email")["content_hash"]
+    later = prepare_chunk(data.iloc[[1]].reset_index(drop=True), COLUMN_MAP, 99, {}).valid
+    assert later["content_hash"][0] == whole["b@example.com"]
