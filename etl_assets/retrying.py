@@ -47,7 +47,8 @@ def call_with_retries(
 
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(settings.attempts) | tenacity.stop_after_delay(settings.max_seconds),
-        wait=tenacity.wait_exponential_jitter(multiplier=settings.initial_delay, max=settings.max_delay),
+        wait=tenacity.wait_exponential_jitter(
+            multiplier=settings.initial_delay, max=settings.max_delay, jitter=settings.initial_delay),
         retry=tenacity.retry_if_exception(is_transient),
         before_sleep=before_sleep,
         reraise=True,

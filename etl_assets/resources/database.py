@@ -27,7 +27,7 @@ class DatabaseResource(dg.ConfigurableResource):
     """MySQL/MariaDB in production (`mysql+pymysql://`), SQLite on the embedded defaults."""
 
     url: Optional[str] = None  # falls back to ETL_DATABASE_URL, then SQLite under the data dir
-    password: Optional[str] = Field(default=None, json_schema_extra=_SECRET)  # else secret ETL_DATABASE_PASSWORD
+    password: Optional[str] = Field(default=None, repr=False, json_schema_extra=_SECRET)  # else secret ETL_DATABASE_PASSWORD
     lock_timeout_seconds: int = 900
     secrets: dg.ResourceDependency[SecretsResource]
 

@@ -74,8 +74,8 @@ class KaggleResource(dg.ConfigurableResource):
 
     dataset: Optional[str] = None  # falls back to KAGGLE_DATASET; unset → the embedded sample
     file: Optional[str] = None  # falls back to KAGGLE_FILE; unset → the only/largest CSV
-    api_token: Optional[str] = Field(default=None, json_schema_extra=_SECRET)  # else secret KAGGLE_API_TOKEN
-    key: Optional[str] = Field(default=None, json_schema_extra=_SECRET)  # else secret KAGGLE_KEY
+    api_token: Optional[str] = Field(default=None, repr=False, json_schema_extra=_SECRET)  # else secret KAGGLE_API_TOKEN
+    key: Optional[str] = Field(default=None, repr=False, json_schema_extra=_SECRET)  # else secret KAGGLE_KEY
     secrets: dg.ResourceDependency[SecretsResource]
 
     def dataset_ref(self) -> str | None:

@@ -1,0 +1,52 @@
+from etl_assets.hubspot.ratelimit import RollingWindowLimiter
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def limiter(clock: FakeClock, **kwargs) -> RollingWindowLimiter:
+    return RollingWindowLimiter(clock=clock, sleep=clock.sleep, **{"max_requests": 3, "interval_s": 10, "margin_s": 0.5,
+                                                                    **kwargs})
+
+
+def test_never_more_than_the_limit_in_any_window():
+    clock = FakeClock()
+    rate = limiter(clock)
+    sent = []
+    for _ in range(10):
+        rate.acquire()
+        sent.append(clock.now)
+    for start in sent:
+        assert sum(1 for t in sent if start <= t < start + 10.5) <= 3
+    assert sent[:3] == [0.0, 0.0, 0.0]
+    assert sent[3] == 10.5
+
+
+def test_adopts_a_lower_limit_from_headers_and_pauses_when_none_remain():
+    clock = FakeClock()
+    rate = limiter(clock, max_requests=100)
+    rate.observe({"X-HubSpot-RateLimit-Max": "2", "X-HubSpot-RateLimit-Remaining": "1"})
+    assert rate.max_requests == 2
+    rate.acquire()
+    rate.observe({"x-hubspot-ratelimit-remaining": "0"})
+    rate.acquire()
+    assert clock.now == 10.5
+
+
+def test_a_429_pauses_every_sender_for_retry_after_or_a_whole_window():
+    clock = FakeClock()
+    rate = limiter(clock, max_requests=100)
+    assert rate.back_off(2.0) == 2.0
+    rate.acquire()
+    assert clock.now == 2.0
+    assert rate.back_off(None) == 10.5
+    rate.acquire()
+    assert clock.now == 12.5

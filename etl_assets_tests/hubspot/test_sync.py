@@ -1,0 +1,121 @@
+"""The sync against the local HubSpot server, through the real hubspot-api-client."""
+
+import logging
+import time
+
+import pytest
+
+from etl_assets.contacts.mapping import load_column_map
+from etl_assets.hubspot.client import HubSpotApi, HubSpotApiError
+from etl_assets.hubspot.ratelimit import RollingWindowLimiter
+from etl_assets.hubspot.sync import SyncReport, batched, prevalidate, sync_contacts
+from etl_assets.retrying import RetrySettings
+from etl_assets_tests.servers.hubspot_server import HubSpotServer
+
+COLUMN_MAP = load_column_map(None)
+LOG = logging.getLogger("test_sync")
+RETRY = RetrySettings(attempts=8, max_seconds=120, initial_delay=0.05, max_delay=1)
+
+
+def contact(i: int, email: str | None = None) -> dict:
+    return {"email": email or f"person{i}@example.com", "first_name": f"P{i}", "last_name": "Test", "company": None,
+            "city": "Berlin", "country": None, "phone_1": None, "phone_2": None, "customer_id": f"C{i}",
+            "subscription_date": "2021-01-01", "website": None, "content_hash": f"{i:032x}"}
+
+
+def api_for(server: HubSpotServer, rate_limit: int = 100, token: str | None = None) -> HubSpotApi:
+    limiter = RollingWindowLimiter(max_requests=rate_limit, interval_s=server.interval_ms / 1000)
+    return HubSpotApi(token or server.token, server.url, limiter, RETRY, LOG)
+
+
+def run_sync(api: HubSpotApi, rows: list[dict], max_in_flight: int = 4):
+    recorded = []
+    report = SyncReport(due=len(rows))
+    sync_contacts(api, rows, COLUMN_MAP, recorded.extend, report, LOG, max_in_flight=max_in_flight)
+    return report, {item.email: item for item in recorded}
+
+
+def test_batches_hold_at_most_100():
+    sizes = [len(batch) for batch in batched(range(250))]
+    assert sizes == [100, 100, 50]
+    with pytest.raises(ValueError):
+        list(batched([1], 101))
+
+
+def test_prevalidation_catches_bad_emails_duplicates_and_unknown_properties():
+    rows = [contact(1), contact(2, "not-an-email"), contact(1)]
+    accepted, refused = prevalidate(rows, None, COLUMN_MAP)
+    assert [row["email"] for row in accepted] == ["person1@example.com"]
+    assert [item.error_category for item in refused] == ["INVALID_EMAIL", "DUPLICATE_EMAIL"]
+    _accepted, refused = prevalidate([contact(3)], {"email", "firstname"}, COLUMN_MAP)
+    assert refused[0].error_category == "PROPERTY_DOESNT_EXIST" and "source_customer_id" in refused[0].error_message
+
+
+def test_rejected_records_are_isolated_and_every_good_one_arrives():
+    # Syntactically fine, but HubSpot refuses special-use domains: only HubSpot can tell.
+    bad = {17: "alice@mail.invalid", 160: "bob@host.localhost", 161: "carol@box.test"}
+    rows = [contact(i, bad.get(i)) for i in range(250)]
+    with HubSpotServer(existing_properties=["source_customer_id", "subscription_date"]) as server:
+        report, outcomes = run_sync(api_for(server), rows)
+        stored = server.contacts_snapshot()
+    assert set(stored) == {row["email"] for row in rows} - set(bad.values())
+    assert report.created == 247 and report.failed == 3 and report.split_batches > 0
+    for email in bad.values():
+        assert outcomes[email].outcome == "failed"
+        assert outcomes[email].error_category == "VALIDATION_ERROR"
+        assert "INVALID_EMAIL" in outcomes[email].error_message
+    assert outcomes["person0@example.com"].hubspot_id == stored["person0@example.com"]["id"]
+
+
+def test_updates_are_told_from_creates():
+    with HubSpotServer(existing_properties=["source_customer_id", "subscription_date"]) as server:
+        api = api_for(server)
+        run_sync(api, [contact(1)])
+        report, outcomes = run_sync(api, [contact(1), contact(2)])
+    assert (report.created, report.updated) == (1, 1)
+    assert outcomes["person1@example.com"].outcome == "updated"
+
+
+def test_a_rejected_token_is_an_auth_error_not_a_retry():
+    with HubSpotServer() as server:
+        api = api_for(server, token="wrong-token")
+        with pytest.raises(HubSpotApiError) as error:
+            run_sync(api, [contact(1)])
+        assert error.value.error.is_auth_error and error.value.error.category == "INVALID_AUTHENTICATION"
+        assert server.count_requests() == 1
+
+
+def test_daily_limit_stops_cleanly_with_the_rest_pending():
+    rows = [contact(i) for i in range(1000)]
+    with HubSpotServer(existing_properties=["source_customer_id", "subscription_date"], daily_limit=3) as server:
+        report, outcomes = run_sync(api_for(server), rows, max_in_flight=1)
+        assert server.count_status(429) == 1  # no retries burnt on a DAILY 429
+    assert report.created == 300
+    assert report.pending == 700 and "daily limit" in report.stopped_reason
+    assert len(outcomes) == 300
+
+
+def test_chaos_10k_contacts_arrive_exactly_once_within_the_rate_limit():
+    """20% 5xx, dropped connections, 429 bursts with and without Retry-After."""
+    rows = [contact(i) for i in range(10_000)]
+    with HubSpotServer(existing_properties=["source_customer_id", "subscription_date"], error_rate=0.2,
+                       drop_rate=0.05, seed=42, latency=0.01) as server:
+        server.script_429(3)  # no Retry-After: wait out the window
+        api = api_for(server)
+        started = time.monotonic()
+        report, outcomes = run_sync(api, rows[:5_000])
+        server.script_429(2, retry_after=1)
+        second, more = run_sync(api, rows[5_000:])
+        elapsed = time.monotonic() - started
+        stored = server.contacts_snapshot()
+        first_429 = server.first_429_time()
+        busiest = server.max_requests_in_window(since=first_429)
+        drops = sum(1 for record in server.request_log if record.dropped)
+        errors = sum(1 for record in server.request_log if record.status and record.status >= 500)
+    assert set(stored) == {row["email"] for row in rows}
+    assert len({record["id"] for record in stored.values()}) == 10_000
+    assert report.created + second.created + report.updated + second.updated == 10_000
+    assert report.failed == second.failed == 0
+    assert first_429 is not None and drops > 0 and errors > 0
+    assert busiest <= 100, f"{busiest} requests in one 10 s window after the first 429"
+    print(f"chaos: {elapsed:.1f}s, {api.calls} calls, {errors} 5xx, {drops} drops, busiest window {busiest}")
