@@ -49,7 +49,7 @@ def contacts_table(context: dg.AssetExecutionContext, database: DatabaseResource
         engine = database.engine
         writer = choose_writer(engine, log)
         with database.exclusive(LOAD_LOCK):
-            report = load_contacts(engine, Path(source.path), column_map, writer, context.run_id, log, retry)
+            report = load_contacts(engine, Path(source.path), column_map, writer, context.run.run_id, log, retry)
     rate = report.rows_read / report.seconds if report.seconds else 0
     return dg.MaterializeResult(
         metadata={

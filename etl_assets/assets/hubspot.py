@@ -40,7 +40,7 @@ def ensure_properties(api: HubSpotApi, column_map: ColumnMap, create: bool, log:
 
 def _dry_run(context: dg.AssetExecutionContext, engine: sa.Engine, column_map: ColumnMap, due: int):
     context.log.info("HubSpot: dry run, no HUBSPOT_ACCESS_TOKEN; writing the batches to the outbox instead")
-    outbox = settings.data_dir() / "hubspot_outbox" / f"{context.run_id}.jsonl"
+    outbox = settings.data_dir() / "hubspot_outbox" / f"{context.run.run_id}.jsonl"
     rows = itertools.chain.from_iterable(state.due_contacts(engine, column_map))
     batches, contacts = write_outbox(outbox, rows, column_map)
     return dg.MaterializeResult(metadata={
@@ -86,7 +86,7 @@ def hubspot_contacts(
             report = SyncReport(due=due)
             api = hubspot.open_api(log)
             if due:
-                record = lambda outcomes: state.record_outcomes(engine, outcomes, context.run_id)  # noqa: E731
+                record = lambda outcomes: state.record_outcomes(engine, outcomes, context.run.run_id)  # noqa: E731
                 try:
                     known = ensure_properties(api, column_map, hubspot.may_create_properties(), log)
                     sync_contacts(api, _rows_to_send(engine, column_map, known, report, record), column_map,

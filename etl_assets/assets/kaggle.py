@@ -36,7 +36,7 @@ def _fetch(context: dg.AssetExecutionContext, kaggle: KaggleResource, ref: str, 
         log.info("Kaggle: %s version %s is already on disk; no download", ref, version.number)
         return on_disk, False
     target = data_dir / "kaggle" / ref.replace("/", "__")
-    archive = _kaggle_call(lambda: kaggle.download(version, target / f".download-{context.run_id}"),
+    archive = _kaggle_call(lambda: kaggle.download(version, target / f".download-{context.run.run_id}"),
                            f"downloading Kaggle dataset {ref} v{version.number}", ref, log)
     try:
         csv_path = extract_csv(archive, wanted, target / f"v{version.number}")

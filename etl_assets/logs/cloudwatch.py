@@ -66,6 +66,11 @@ class CloudWatchLogsHandler(logging.Handler):
             sys.stderr.write(f"etl_assets: could not ship {len(events)} log lines to CloudWatch Logs "
                              f"{self.log_group}/{self.log_stream}: {type(exc).__name__}: {exc}\n")
 
+    def close(self) -> None:
+        # logging.shutdown (process exit) and Dagster's re-configuration close handlers: send the rest.
+        self.flush()
+        super().close()
+
     def _put(self, batch: list[tuple[int, str]]) -> None:
         self.client().put_log_events(logGroupName=self.log_group, logStreamName=self.log_stream,
                                      logEvents=[{"timestamp": ts, "message": msg} for ts, msg in batch])

@@ -124,12 +124,15 @@ class SecretsResource(dg.ConfigurableResource):
 
     def _client(self):
         if self._aws_client is None:
-            from dagster_aws.secretsmanager import SecretsManagerResource  # AWS SDK loads only for this backend
+            # boto3 itself, not dagster-aws's SecretsManagerResource: that is beta and warns on
+            # stderr in every step. Endpoint (AWS_ENDPOINT_URL) and credentials come from the
+            # standard AWS chain; botocore reads only AWS_DEFAULT_REGION, so AWS_REGION is passed on.
+            import boto3  # the AWS SDK loads only for this backend
+            from botocore.config import Config
 
-            # Endpoint (AWS_ENDPOINT_URL) and credentials come from the standard AWS chain; botocore
-            # itself reads only AWS_DEFAULT_REGION, so AWS_REGION is passed on here.
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-            self._aws_client = SecretsManagerResource(region_name=region).get_client()
+            self._aws_client = boto3.client("secretsmanager", region_name=region,
+                                            config=Config(retries={"max_attempts": 5, "mode": "standard"}))
         return self._aws_client
 
     def _aws_secret_string(self, secret_id: str) -> str | None:
