@@ -15,7 +15,7 @@ from etl_assets.resources.secrets import SecretsResource
 from etl_assets.retrying import RetrySettings, call_with_retries
 
 _SECRET = {"dagster__is_secret": True}
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^/]*@")  # greedy: a password may hold "@"
 
 
 def mask_url(raw: str) -> str:
