@@ -17,6 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 _TSV_ESCAPES = [("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\0", "\\0")]
+_NEEDS_ESCAPE = r"[\\\t\n\r\x00]"
 
 
 class StagingWriter(Protocol):
@@ -32,8 +33,9 @@ def to_load_data_tsv(frame: pd.DataFrame) -> str:
     columns = []
     for name in frame.columns:
         values = frame[name].astype("string")
-        for raw, escaped in _TSV_ESCAPES:
-            values = values.str.replace(raw, escaped, regex=False)
+        if values.str.contains(_NEEDS_ESCAPE, regex=True).any():  # rare: escape only then
+            for raw, escaped in _TSV_ESCAPES:
+                values = values.str.replace(raw, escaped, regex=False)
         columns.append(values.fillna("\\N"))
     lines = columns[0].str.cat(columns[1:], sep="\t")
     return "\n".join(lines) + "\n"
