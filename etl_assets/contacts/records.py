@@ -72,11 +72,10 @@ def _reasons(frame: pd.DataFrame, column_map: ColumnMap) -> pd.Series:
             parsed = pd.to_datetime(values, format="%Y-%m-%d", errors="coerce")
             flag(values.notna() & parsed.isna(), "invalid date in " + repr(spec.source) + ": " + values.fillna(""))
     email = frame[EMAIL_FIELD]
-    local_part = email.str.split("@").str[0]
     bad_email = email.notna() & (
         ~email.str.fullmatch(EMAIL_PATTERN).fillna(False).astype(bool)
         | (email.str.len() > MAX_EMAIL_LENGTH)
-        | (local_part.str.len() > MAX_LOCAL_PART)
+        | (email.str.find("@") > MAX_LOCAL_PART)
     )
     flag(bad_email, "invalid email: " + email.fillna(""))
     return reasons
@@ -92,7 +91,7 @@ def content_hashes(frame: pd.DataFrame, field_names: list[str]) -> list[str]:
     joined = frame[field_names[0]].fillna("\x00").str.cat(
         [frame[name].fillna("\x00") for name in field_names[1:]], sep="\x1f"
     )
-    return [hashlib.blake2b((prefix + text).encode(), digest_size=16).hexdigest() for text in joined]
+    return [hashlib.blake2b((prefix + text).encode(), digest_size=16).hexdigest() for text in joined.tolist()]
 
 
 def prepare_chunk(
@@ -112,7 +111,7 @@ def prepare_chunk(
 
     good = reasons.isna()
     valid = frame.loc[good].copy()
-    seen_emails.update(zip(valid[EMAIL_FIELD], valid[ROW_COLUMN]))
+    seen_emails.update(zip(valid[EMAIL_FIELD].tolist(), valid[ROW_COLUMN].tolist()))
     valid[HASH_COLUMN] = content_hashes(valid, column_map.field_names) if len(valid) else []
 
     bad = ~good
