@@ -156,3 +156,12 @@ def test_bad_database_url_fails_naming_host_or_driver_with_password_masked(clean
     assert expected in message
     if secret:
         assert secret not in message
+
+
+def test_missing_custom_properties_fail_by_name_when_creating_is_off(pipeline_env, hubspot_server, monkeypatch):
+    monkeypatch.setenv("HUBSPOT_CREATE_PROPERTIES", "false")
+    result = run_daily_etl()
+    assert not result.success
+    message = failure_message(result)
+    assert "HubSpot lacks the contact properties ['source_customer_id', 'subscription_date']" in message
+    assert hubspot_server.count_requests("/batch/") == 0

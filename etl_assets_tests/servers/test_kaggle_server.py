@@ -18,6 +18,7 @@ from datetime import datetime
 import pytest
 import requests
 
+from etl_assets_tests.conftest import start_kaggle_server
 from etl_assets_tests.servers.kaggle_server import KaggleServer
 
 OWNER, SLUG = "datablist", "customers"
@@ -64,8 +65,11 @@ def kaggle_env(monkeypatch, tmp_path):
 
 @pytest.fixture
 def server():
-    with KaggleServer() as srv:
+    srv = start_kaggle_server()
+    try:
         yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture

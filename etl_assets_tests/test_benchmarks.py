@@ -1,0 +1,105 @@
+"""A smoke run of benchmarks/run.py with tiny sizes, so the script cannot rot.
+
+Only that it runs end to end on MariaDB and the local HubSpot server, prints its table and writes
+its JSON with every key, and that the counts it reports are right. No timing assertions: the
+figures of a tiny run on a shared machine mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import sqlalchemy as sa
+
+from etl_assets_tests.conftest import MARIADB_ADMIN_URL, REPO
+
+ROWS, SMALL_ROWS, CONTACTS = 2000, 200, 500
+
+TOP_KEYS = {
+    "schema_version", "started_at", "finished_at", "total_seconds", "machine", "parameters", "csv", "to_sql",
+    "load_data", "step_first_load", "step_rerun", "step_small", "peak_rss", "hubspot", "targets",
+    "all_targets_passed", "errors", "table",
+}
+MACHINE_KEYS = {"nproc", "memory_bytes", "cpu_model", "mariadb_version", "python_version", "load_average_start",
+                "load_average_end"}
+STEP_KEYS = {"rows_read", "inserted", "rejected", "contacts_after", "writer", "skipped_identical_source", "seconds",
+             "rows_per_s", "peak_rss_bytes", "baseline_rss_bytes"}
+HUBSPOT_KEYS = {"contacts", "rate_limit", "interval_ms", "ceiling_contacts_per_s", "seconds", "contacts_per_s",
+                "fraction_of_ceiling", "requests_sent", "upsert_requests", "status_429", "expected", "stored", "lost",
+                "duplicated", "state_synced", "rerun"}
+TARGET_NAMES = [
+    "first load >= 0.5x LOAD DATA", "first load >= 3x to_sql", "unchanged re-run <= 0.2x", "peak RSS at N <= 400 MB",
+    "peak RSS at N <= 1.5x at N/10", "HubSpot >= 90%", "HubSpot 0 contacts lost", "HubSpot 0 contacts duplicated",
+    "HubSpot 0 requests on the unchanged re-run",
+]
+
+
+def existing_databases(names: list[str]) -> set[str]:
+    engine = sa.create_engine(MARIADB_ADMIN_URL)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(sa.text("SELECT schema_name FROM information_schema.schemata "
+                                         "WHERE schema_name IN :names").bindparams(sa.bindparam("names", expanding=True)),
+                                 {"names": names})
+            return {row[0] for row in found}
+    finally:
+        engine.dispose()
+
+
+def test_benchmark_smoke_run_prints_the_table_and_writes_every_figure(tmp_path):
+    out = tmp_path / "results" / "smoke.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--rows", str(ROWS), "--hubspot-contacts", str(CONTACTS),
+         "--hubspot-rate-limit", "5", "--hubspot-interval-ms", "1000", "--hubspot-latency", "0.01",
+         "--mysql-url", MARIADB_ADMIN_URL, "--workdir", str(tmp_path / "work"), "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+
+    # The table: every measure and every target, with a verdict column.
+    table = completed.stdout
+    for label in ("pandas read_csv + to_sql", "LOAD DATA LOCAL INFILE", "contacts_table step, first load",
+                  "re-run on the unchanged file", "peak RSS of the step at N/10", "peak RSS of the step at N ",
+                  "hubspot_contacts, 500 new contacts", "429s received", "lost", "duplicated",
+                  "nothing changed: requests", "Machine:", "MariaDB", "Load average"):
+        assert label in table, label
+    assert "result" in table and ("PASS" in table or "FAIL" in table)
+
+    results = json.loads(out.read_text())
+    assert TOP_KEYS <= set(results), TOP_KEYS - set(results)
+    assert results["errors"] == {}
+    assert results["table"] in table
+    assert MACHINE_KEYS <= set(results["machine"]) and results["machine"]["mariadb_version"]
+    for key in ("step_first_load", "step_rerun", "step_small"):
+        assert STEP_KEYS <= set(results[key]), (key, STEP_KEYS - set(results[key]))
+    assert HUBSPOT_KEYS <= set(results["hubspot"])
+    assert {"requests_sent", "status_429", "due"} <= set(results["hubspot"]["rerun"])
+
+    # Every figure a target needs was measured.
+    names = [target["name"] for target in results["targets"]]
+    for expected in TARGET_NAMES:
+        assert any(name.startswith(expected) for name in names), expected
+    for target in results["targets"]:
+        assert target["value"] is not None and target["passed"] in (True, False), target
+
+    # The counts behind the figures (not timings).
+    assert results["csv"]["rows"] == ROWS
+    assert results["to_sql"]["rows"] == results["load_data"]["rows"] == ROWS
+    assert results["load_data"]["same_content_as_to_sql"] is True
+    first, rerun, small = results["step_first_load"], results["step_rerun"], results["step_small"]
+    assert first["rows_read"] == ROWS and first["inserted"] + first["rejected"] == ROWS
+    assert first["writer"] == "LOAD DATA LOCAL INFILE"
+    assert rerun["skipped_identical_source"] is True and rerun["inserted"] == 0
+    assert small["rows_read"] == SMALL_ROWS
+    assert results["peak_rss"]["n_bytes"] > 0 and results["peak_rss"]["n10_bytes"] > 0
+    hubspot = results["hubspot"]
+    assert hubspot["expected"] == hubspot["stored"] == hubspot["created"] == hubspot["state_synced"] == CONTACTS
+    assert hubspot["lost"] == 0 and hubspot["duplicated"] == 0 and hubspot["state_id_mismatch"] == 0
+    assert hubspot["upsert_requests"] == CONTACTS // 100
+    assert hubspot["rerun"]["requests_sent"] == 0 and hubspot["rerun"]["due"] == 0
+
+    # The databases it created are gone.
+    assert len(results["parameters"]["databases"]) == 3
+    assert existing_databases(results["parameters"]["databases"]) == set()

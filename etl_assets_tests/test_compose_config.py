@@ -1,0 +1,174 @@
+"""The compose deployment's files agree with each other (fast; no containers are started).
+
+`docker-compose config` must accept docker-compose.yml (alone, and with the CI override
+docker-compose.test.yml) read with .env.example, and what it resolves must line up with
+deploy/dagster.yaml and deploy/workspace.yaml: every variable DockerRunLauncher copies into a
+run container is set in the daemon, the launcher's network and volumes_from name what compose
+creates, the run queue's tag limit matches the job's tag. The stack itself is exercised by
+scripts/stack_test.sh.
+
+Needs the `docker-compose` binary (v1, Debian's package; scripts/container_engine.sh installs
+it). Without it these tests fail rather than skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_TEST = ROOT / "docker-compose.test.yml"
+DEPLOY_INSTANCE = ROOT / "deploy" / "dagster.yaml"
+DEPLOY_WORKSPACE = ROOT / "deploy" / "workspace.yaml"
+SERVICES = {"mysql", "postgres", "user_code", "webserver", "daemon", "run_janitor"}
+SECRETS = {
+    "MYSQL_ROOT_PASSWORD", "ETL_DATABASE_PASSWORD", "DAGSTER_PG_PASSWORD",
+    "HUBSPOT_ACCESS_TOKEN", "KAGGLE_KEY", "KAGGLE_API_TOKEN",
+}
+
+
+def _docker_compose() -> str:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail(
+            "docker-compose is not installed; run scripts/container_engine.sh "
+            "(or `apt-get install docker-compose`) before the test suite"
+        )
+    return exe
+
+
+def compose_config(*files: Path, env: dict[str, str] | None = None) -> dict:
+    args = [_docker_compose(), "--env-file", str(ROOT / ".env.example")]
+    for file in files:
+        args += ["-f", str(file)]
+    # Only what the test chooses: no developer .env / shell settings leak in.
+    clean_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL")}
+    clean_env.update(env or {})
+    result = subprocess.run(
+        [*args, "config"], cwd=ROOT, env=clean_env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
+    return yaml.safe_load(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return compose_config(COMPOSE)
+
+
+@pytest.fixture(scope="module")
+def instance() -> dict:
+    return yaml.safe_load(DEPLOY_INSTANCE.read_text())
+
+
+def test_compose_file_is_valid_and_complete(config):
+    assert set(config["services"]) == SERVICES
+    assert set(config["secrets"]) == SECRETS
+    for name, service in config["services"].items():
+        assert "healthcheck" in service, f"{name} has no healthcheck"
+        assert list(service["networks"]) == ["etl"], name
+    assert config["networks"]["etl"]["name"] == "etl_assets_network"
+
+
+def test_official_images_and_mysql_local_infile(config):
+    services = config["services"]
+    assert services["mysql"]["image"].startswith("mysql:8.")
+    assert "--local-infile=ON" in services["mysql"]["command"]
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert _container_port(services["webserver"]["ports"][0]) == 3000
+
+
+def _container_port(port) -> int:
+    """Compose v1 prints "127.0.0.1:3000:3000/tcp", v2 a mapping with `target`."""
+    if isinstance(port, dict):
+        return int(port["target"])
+    return int(str(port).split("/")[0].rsplit(":", 1)[-1])
+
+
+def test_secrets_are_files_not_environment(config):
+    services = config["services"]
+    user_code_secrets = {s["source"] for s in services["user_code"]["secrets"]}
+    assert {"ETL_DATABASE_PASSWORD", "HUBSPOT_ACCESS_TOKEN", "KAGGLE_KEY"} <= user_code_secrets
+    for name, service in services.items():
+        for variable in service.get("environment", {}):
+            assert variable not in SECRETS, f"{name} has secret {variable} in its environment"
+    assert services["user_code"]["environment"]["ETL_SECRETS_BACKEND"] == "files"
+
+
+def test_run_launcher_matches_compose(config, instance):
+    services = config["services"]
+    launcher = instance["run_launcher"]
+    assert launcher["class"] == "DockerRunLauncher"
+    daemon_env = services["daemon"]["environment"]
+    # DockerRunLauncher raises for a bare name missing from the launching process.
+    missing = [name for name in launcher["config"]["env_vars"]
+               if "=" not in name and name not in daemon_env]
+    assert not missing, f"run_launcher.env_vars not set in the daemon: {missing}"
+    assert launcher["config"]["network"] == config["networks"]["etl"]["name"]
+    volumes_from = launcher["config"]["container_kwargs"]["volumes_from"]
+    assert volumes_from == [services["user_code"]["container_name"]]
+    # Runs start from the image the code server advertises.
+    assert services["user_code"]["environment"]["DAGSTER_CURRENT_IMAGE"] == services["user_code"]["image"]
+
+
+def test_every_pipeline_variable_reaches_runs(config, instance):
+    env_vars = set(instance["run_launcher"]["config"]["env_vars"])
+    etl_vars = {
+        name for name in config["services"]["user_code"]["environment"]
+        if name.startswith(("ETL_", "KAGGLE_", "HUBSPOT_", "DAGSTER_PG_"))
+    }
+    assert etl_vars <= env_vars, f"not passed to run containers: {sorted(etl_vars - env_vars)}"
+
+
+def test_instance_config_is_valid_dagster_config(instance):
+    from dagster._core.instance.config import dagster_instance_config
+
+    env = {"DAGSTER_PG_USER": "u", "DAGSTER_PG_PASSWORD": "p", "DAGSTER_PG_HOST": "h",
+           "DAGSTER_PG_DB": "d"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        validated, _ = dagster_instance_config(str(DEPLOY_INSTANCE.parent))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert validated["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert validated["run_monitoring"]["enabled"] is True
+    assert "postgres" in validated["storage"]
+
+
+def test_hubspot_syncs_run_one_at_a_time(instance):
+    from etl_assets.jobs import HUBSPOT_SYNC_TAG, daily_etl
+
+    limits = instance["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": HUBSPOT_SYNC_TAG, "value": "true", "limit": 1} in limits
+    assert daily_etl.tags.get(HUBSPOT_SYNC_TAG) == "true"
+    assert instance["concurrency"]["runs"]["max_concurrent_runs"] >= 1
+
+
+def test_workspace_points_at_the_code_server(config):
+    workspace = yaml.safe_load(DEPLOY_WORKSPACE.read_text())
+    grpc = workspace["load_from"][0]["grpc_server"]
+    assert (grpc["host"], grpc["port"]) == ("user_code", 4000)
+    assert "user_code" in config["services"]
+
+
+def test_test_override_swaps_in_standins_and_the_hubspot_fake():
+    config = compose_config(COMPOSE, COMPOSE_TEST)
+    services = config["services"]
+    assert services["mysql"]["image"].startswith("etl-standin/mysql")
+    assert services["postgres"]["image"].startswith("etl-standin/postgres")
+    assert "hubspot" in services
+    assert services["daemon"]["environment"]["HUBSPOT_API_BASE"] == "http://hubspot:8080"
+    # The override adds to the base file, it does not drop what the base sets.
+    assert services["daemon"]["environment"]["ETL_SECRETS_BACKEND"] == "files"
+    assert "mysql" in services["user_code"]["depends_on"]

@@ -1,0 +1,286 @@
+"""No secret value reaches anything a person or a log shipper can see.
+
+Two real `daily_etl` runs with distinctive secrets held in a local AWS Secrets Manager (moto):
+one that succeeds (HubSpot token, Kaggle key and database password all in use), then, after
+rotating the database password to a wrong one, one that fails on it. Then every output is
+searched for the values: the captured stdout/stderr, every file of the Dagster instance (the
+SQLite event log and run storage, zlib-compressed snapshots included, compute logs), the JSON
+log file, the lines shipped to CloudWatch Logs, the data directory, and what the GraphQL API
+(the UI) shows of runs, events, errors, run config and resource config, also for a code
+location that sets the secrets as literal resource config (see the xfail below).
+"""
+
+import json
+import shutil
+import sqlite3
+import uuid
+import zlib
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
+from dagster._core.workspace.load_target import WorkspaceLoadTarget
+from dagster_graphql.test.utils import execute_dagster_graphql
+
+from etl_assets_tests.conftest import MARIADB_ADMIN_URL, REPO, run_dagster
+from etl_assets_tests.resources.test_secrets import aws_env, moto_server  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.e2e
+
+HUBSPOT_TOKEN = "hs-SECRET-TOKEN-8f3a"
+KAGGLE_KEY = "kg-SECRET-KEY-4b1d"
+DB_PASSWORD = "db-SECRET-PASS-51c7"
+WRONG_DB_PASSWORD = "db-SECRET-WRONG-9e2c"
+SECRETS = (HUBSPOT_TOKEN, KAGGLE_KEY, DB_PASSWORD, WRONG_DB_PASSWORD)
+LOG_GROUP = "/etl_assets/leak-test"
+
+
+@pytest.fixture
+def db_user(mariadb_url):
+    """A MariaDB account for the test database whose password is one of the secrets."""
+    name = f"etl_leak_{uuid.uuid4().hex[:8]}"
+    database = sa.make_url(mariadb_url).database
+    admin = sa.create_engine(MARIADB_ADMIN_URL)
+    with admin.begin() as conn:
+        for host in ("%", "localhost"):
+            conn.exec_driver_sql("CREATE USER %s@%s IDENTIFIED BY %s", (name, host, DB_PASSWORD))
+            conn.exec_driver_sql(f"GRANT ALL ON {database}.* TO %s@%s", (name, host))
+    # The URL carries no password: it comes from the secret ETL_DATABASE_PASSWORD.
+    yield sa.make_url(mariadb_url).set(username=name, password=None).render_as_string(hide_password=False)
+    with admin.begin() as conn:
+        for host in ("%", "localhost"):
+            conn.exec_driver_sql("DROP USER IF EXISTS %s@%s", (name, host))
+    admin.dispose()
+
+
+@pytest.fixture
+def leak_env(pipeline_env, aws_env, db_user, hubspot_server, kaggle_server, monkeypatch, tmp_path):
+    hubspot_server.token = HUBSPOT_TOKEN
+    kaggle_server.key = KAGGLE_KEY
+    secret_id = f"etl_assets/leak-{uuid.uuid4().hex[:8]}"
+    boto3.client("secretsmanager", region_name="eu-west-1").create_secret(Name=secret_id, SecretString=json.dumps(
+        {"HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "KAGGLE_KEY": KAGGLE_KEY, "ETL_DATABASE_PASSWORD": DB_PASSWORD}))
+    for name in ("HUBSPOT_ACCESS_TOKEN", "KAGGLE_KEY"):  # pipeline_env's values; ours live in AWS only
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("ETL_SECRETS_BACKEND", "aws")
+    monkeypatch.setenv("ETL_AWS_SECRET_ID", secret_id)
+    monkeypatch.setenv("ETL_DATABASE_URL", db_user)
+    monkeypatch.setenv("ETL_LOG_FILE", str(tmp_path / "logs" / "etl.jsonl"))
+    monkeypatch.setenv("ETL_CLOUDWATCH_LOG_GROUP", LOG_GROUP)
+    monkeypatch.setenv("ETL_STEP_RETRIES", "0")
+    shutil.copy(REPO / "dagster.yaml", Path(pipeline_env["DAGSTER_HOME"]) / "dagster.yaml")
+    return {"env": dict(pipeline_env), "secret_id": secret_id}
+
+
+def _sqlite_texts(path: Path) -> list[bytes]:
+    """Every value of every table, compressed blobs (Dagster's snapshots) decompressed."""
+    found = []
+    with sqlite3.connect(path) as conn:
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for row in conn.execute(f'SELECT * FROM "{table}"'):
+                for value in row:
+                    if isinstance(value, str):
+                        found.append(value.encode())
+                    elif isinstance(value, bytes):
+                        found.append(value)
+                        try:
+                            found.append(zlib.decompress(value))
+                        except zlib.error:
+                            pass
+    return found
+
+
+def _files(root: Path) -> list[bytes]:
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        found.append(path.read_bytes())
+        if path.suffix == ".db":
+            found.extend(_sqlite_texts(path))
+    return found
+
+
+class _InProcessModules(WorkspaceLoadTarget):
+    """The code locations loaded in this process, as the webserver would load them."""
+
+    def __init__(self, locations: dict[str, LoadableTargetOrigin]):
+        self.locations = locations
+
+    def create_origins(self):
+        return [InProcessCodeLocationOrigin(origin, location_name=name) for name, origin in self.locations.items()]
+
+
+RUNS_QUERY = """
+query Runs($runIds: [String]) {
+  runsOrError(filter: {runIds: $runIds}) {
+    ... on Runs { results { runId status runConfigYaml tags { key value } } }
+  }
+}"""
+
+EVENTS_QUERY = """
+query Events($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection {
+      events {
+        __typename
+        ... on MessageEvent { message stepKey eventType }
+        ... on ErrorEvent { error { className message stack cause { message stack } } }
+      }
+    }
+  }
+}"""
+
+LOCATION_QUERY = """
+query Location($repo: RepositorySelector!, $job: PipelineSelector!) {
+  allTopLevelResourceDetailsOrError(repositorySelector: $repo) {
+    ... on ResourceDetailsList { results { name configuredValues { key value type } } }
+  }
+  runConfigSchemaOrError(selector: $job) {
+    ... on RunConfigSchema {
+      rootDefaultYaml
+      allConfigTypes { key ... on CompositeConfigType { fields { name isSecret defaultValueAsJson } } }
+    }
+  }
+}"""
+
+
+LITERAL_SECRETS_DEFS = f"""
+import dagster as dg
+from etl_assets.definitions import defs as real
+from etl_assets.resources.database import DatabaseResource
+from etl_assets.resources.hubspot import HubSpotResource
+from etl_assets.resources.kaggle import KaggleResource
+from etl_assets.resources.secrets import SecretsResource
+
+secrets = SecretsResource()
+defs = dg.Definitions(
+    assets=real.assets, asset_checks=real.asset_checks, jobs=real.jobs, loggers=real.loggers,
+    resources={{
+        "secrets": secrets,
+        "kaggle": KaggleResource(key={KAGGLE_KEY!r}, secrets=secrets),
+        "database": DatabaseResource(password={DB_PASSWORD!r}, secrets=secrets),
+        "hubspot": HubSpotResource(access_token={HUBSPOT_TOKEN!r}, secrets=secrets),
+    }},
+)
+"""
+
+
+def _location_view(context: WorkspaceRequestContext, location: str) -> dict:
+    """The Resources page and the launchpad's config schema of daily_etl, as the UI fetches them."""
+    repo = {"repositoryLocationName": location, "repositoryName": "__repository__"}
+    shown = execute_dagster_graphql(context, LOCATION_QUERY, {"repo": repo, "job": {**repo, "pipelineName": "daily_etl"}})
+    resources = {r["name"] for r in shown.data["allTopLevelResourceDetailsOrError"]["results"]}
+    assert {"hubspot", "database", "kaggle", "secrets"} <= resources
+    return shown.data
+
+
+def _graphql_views(instance: dg.DagsterInstance, run_ids: list[str]) -> list[str]:
+    """Runs (with their run config), their event logs and errors, and the code location's config."""
+    target = _InProcessModules({
+        "etl_assets": LoadableTargetOrigin(module_name="etl_assets", working_directory=str(REPO))})
+    with WorkspaceProcessContext(instance, target) as process_context:
+        context = process_context.create_request_context()
+        runs = execute_dagster_graphql(context, RUNS_QUERY, {"runIds": run_ids}).data
+        assert len(runs["runsOrError"]["results"]) == len(run_ids)
+        views = [json.dumps(runs), json.dumps(_location_view(context, "etl_assets"))]
+        for run_id in run_ids:
+            events = execute_dagster_graphql(context, EVENTS_QUERY, {"runId": run_id}).data
+            assert events["logsForRun"]["events"]
+            views.append(json.dumps(events))
+    return views
+
+
+@pytest.fixture
+def literal_secrets_view(tmp_path) -> dict:
+    """The UI's view of a code location that (wrongly) sets the secrets as literal resource config."""
+    module = tmp_path / "literal_secrets_defs.py"
+    module.write_text(LITERAL_SECRETS_DEFS)
+    target = _InProcessModules({"literal_secrets": LoadableTargetOrigin(python_file=str(module), attribute="defs")})
+    with dg.instance_for_test() as instance, WorkspaceProcessContext(instance, target) as process_context:
+        return _location_view(process_context.create_request_context(), "literal_secrets")
+
+
+def test_ui_masks_secret_fields_set_as_literal_resource_config(literal_secrets_view):
+    resources = {r["name"]: r for r in literal_secrets_view["allTopLevelResourceDetailsOrError"]["results"]}
+    values = {(name, v["key"]): v for name, r in resources.items() for v in r["configuredValues"]}
+    for field in (("hubspot", "access_token"), ("database", "password"), ("kaggle", "key")):
+        assert values[field]["type"] == "SECRET" and values[field]["value"] == "********"
+    shown = json.dumps(resources) + literal_secrets_view["runConfigSchemaOrError"]["rootDefaultYaml"]
+    assert not [secret for secret in SECRETS if secret in shown]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Dagster 1.13.27 masks dagster__is_secret fields on the Resources page and in the launchpad's default "
+    "config, but the config type browser (allConfigTypes) shows the enclosing `config` field's default with "
+    "the value in clear. Hence the rule: secret values come only through SecretsResource, never as literal "
+    "resource config or run config. If this starts passing, Dagster fixed it."))
+def test_config_type_browser_masks_literal_secret_defaults(literal_secrets_view):
+    shown = json.dumps(literal_secrets_view["runConfigSchemaOrError"]["allConfigTypes"])
+    assert not [secret for secret in SECRETS if secret in shown]
+
+
+def _cloudwatch_lines() -> list[str]:
+    logs = boto3.client("logs", region_name="eu-west-1")
+    lines = []
+    for stream in logs.describe_log_streams(logGroupName=LOG_GROUP)["logStreams"]:
+        events = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream["logStreamName"],
+                                     startFromHead=True)["events"]
+        lines.extend(event["message"] for event in events)
+    return lines
+
+
+def _run_id(stdout_and_stderr: str, log_lines: list[dict], before: set[str]) -> str:
+    new = {line["run_id"] for line in log_lines if line["run_id"]} - before
+    assert len(new) == 1, (new, stdout_and_stderr[-3000:])
+    return new.pop()
+
+
+def test_no_secret_value_reaches_logs_events_ui_or_errors(leak_env, hubspot_server):
+    env, secret_id = leak_env["env"], leak_env["secret_id"]
+    log_file = Path(env["ETL_LOG_FILE"])
+
+    ok = run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl", env=env)
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
+    assert hubspot_server.contacts_snapshot(), "the HubSpot token from AWS was not used"
+    ok_run = _run_id(ok.stderr, [json.loads(line) for line in log_file.read_text().splitlines()], set())
+
+    # Rotate the database password to a wrong one: the next run picks it up and fails on it.
+    boto3.client("secretsmanager", region_name="eu-west-1").put_secret_value(SecretId=secret_id, SecretString=json.dumps(
+        {"HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "KAGGLE_KEY": KAGGLE_KEY, "ETL_DATABASE_PASSWORD": WRONG_DB_PASSWORD}))
+    failed = run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl", env=env)
+    assert failed.returncode != 0
+
+    # The JSON log file: every line parses, carries the run id, and the asset where there is one.
+    log_lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    failed_run = _run_id(failed.stderr, log_lines, {ok_run})
+    assert all(line["run_id"] in (ok_run, failed_run) and line["job"] == "daily_etl" for line in log_lines)
+    materialized = {line["asset"] for line in log_lines if line["event"] == "ASSET_MATERIALIZATION"}
+    assert {"kaggle_dataset", "contacts_table", "hubspot_contacts"} <= materialized
+    (failure,) = [line for line in log_lines if line["run_id"] == failed_run and line["event"] == "STEP_FAILURE"]
+    assert failure["asset"] == "contacts_table" and failure["level"] == "ERROR"
+    assert failure["error_class"] == "Failure" and "Access denied" in failure["error"], failure
+
+    # CloudWatch Logs got the same lines (shipped when each run process exited).
+    shipped = _cloudwatch_lines()
+    shipped_events = {(json.loads(line)["run_id"], json.loads(line)["event"]) for line in shipped}
+    assert {(ok_run, "PIPELINE_SUCCESS"), (failed_run, "STEP_FAILURE"), (failed_run, "PIPELINE_FAILURE")} <= shipped_events
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        graphql = _graphql_views(instance, [ok_run, failed_run])
+    assert "Access denied" in "".join(graphql)  # the failing run's error is what the UI shows
+
+    haystacks = {
+        "stdout/stderr": [(r.stdout + r.stderr).encode() for r in (ok, failed)],
+        "DAGSTER_HOME (event log, runs, snapshots, compute logs)": _files(Path(env["DAGSTER_HOME"])),
+        "JSON log files": _files(log_file.parent),
+        "CloudWatch Logs": [line.encode() for line in shipped],
+        "data dir": _files(Path(env["ETL_DATA_DIR"])),
+        "GraphQL (UI)": [view.encode() for view in graphql],
+    }
+    leaks = [(where, secret) for where, texts in haystacks.items() for secret in SECRETS
+             if any(secret.encode() in text for text in texts)]
+    assert not leaks

@@ -1,0 +1,184 @@
+"""Structured logs: the JSON line format, the redaction filter, the level threshold, the
+dagster.yaml handlers as Dagster applies them to a run, and shipping to CloudWatch Logs (moto)."""
+
+import io
+import json
+import logging
+import time
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+import yaml
+from botocore.config import Config
+
+from etl_assets.logs.cloudwatch import CloudWatchLogsHandler
+from etl_assets.logs.handlers import LevelThreshold, json_console_logger, log_level
+from etl_assets.logs.json_format import JsonFormatter
+from etl_assets.logs.redaction import RedactSecrets, register_secret
+from etl_assets_tests.conftest import REPO
+from etl_assets_tests.resources.test_secrets import aws_env, moto_server  # noqa: F401 (fixtures)
+
+
+def _capture(*filters: logging.Filter) -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    for item in filters:
+        handler.addFilter(item)
+    logger = logging.Logger(f"test-{time.time_ns()}")
+    logger.addHandler(handler)
+    return logger, stream
+
+
+def _lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_a_plain_record_becomes_one_json_line_with_the_error_class():
+    logger, stream = _capture()
+    try:
+        raise ValueError("the reason")
+    except ValueError:
+        logger.exception("loading failed\nsecond line")
+    (line,) = _lines(stream.getvalue())
+    assert line["level"] == "ERROR"
+    assert line["message"] == "loading failed\nsecond line"
+    assert line["event"] == "LOG_MESSAGE"
+    assert line["error_class"] == "ValueError" and line["error"] == "the reason"
+    assert {"timestamp", "run_id", "job", "step", "asset"} <= set(line)
+
+
+def test_known_secrets_are_masked_in_messages_arguments_urls_and_tracebacks():
+    secret = "p@ss/w:rd-SECRET-9911"
+    register_secret(secret)
+    # No RedactSecrets on this handler: the record factory already cleaned the record.
+    logger, stream = _capture()
+    logger.info("token=%s", secret)
+    logger.info("url mysql+pymysql://etl:p%40ss%2Fw%3Ard-SECRET-9911@db/etl")
+    try:
+        raise RuntimeError(f"server said {secret}")
+    except RuntimeError:
+        logger.exception("failed")
+    logger.handlers[0].setFormatter(logging.Formatter("%(message)s"))  # the traceback, as text formatters print it
+    try:
+        raise RuntimeError(f"server said {secret}")
+    except RuntimeError:
+        logger.exception("failed")
+    output = stream.getvalue()
+    assert "SECRET-9911" not in output
+    assert "token=***" in output and "etl:***@db" in output and "server said ***" in output
+
+
+def test_redaction_filter_cleans_dagster_metadata():
+    register_secret("meta-SECRET-4242")
+    record = logging.makeLogRecord({"msg": "x", "dagster_meta": {"orig_message": "got meta-SECRET-4242"}})
+    RedactSecrets().filter(record)
+    assert record.dagster_meta["orig_message"] == "got ***"
+
+
+def test_short_values_are_not_registered():
+    register_secret("abc")
+    logger, stream = _capture()
+    logger.info("abc stays")
+    assert _lines(stream.getvalue())[0]["message"] == "abc stays"
+
+
+def test_threshold_counts_dagster_events_as_info(monkeypatch):
+    monkeypatch.setenv("ETL_LOG_LEVEL", "info")
+    threshold = LevelThreshold(log_level())
+    event = logging.makeLogRecord({"levelno": logging.DEBUG, "dagster_meta": {"dagster_event": object()}})
+    debug = logging.makeLogRecord({"levelno": logging.DEBUG})
+    assert threshold.filter(event) and not threshold.filter(debug)
+    assert not LevelThreshold(log_level("WARNING")).filter(event)
+    monkeypatch.setenv("ETL_LOG_LEVEL", "chatty")
+    with pytest.raises(ValueError, match="ETL_LOG_LEVEL must be one of"):
+        log_level()
+
+
+@dg.asset
+def counted(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    context.log.info("counting contacts")
+    context.log.debug("debug detail")
+    return dg.MaterializeResult(metadata={"rows_read": 3, "note": "text is not a count"})
+
+
+@dg.asset(deps=[counted])
+def broken(context: dg.AssetExecutionContext) -> None:
+    raise dg.Failure(description="HubSpot rejected the access token (401)")
+
+
+def test_dagster_yaml_handlers_put_dagsters_events_and_ours_in_one_format(clean_env, tmp_path, monkeypatch, capfd):
+    """The python_logs section of the repo's dagster.yaml, applied by Dagster to a real run."""
+    log_file = tmp_path / "logs" / "etl.jsonl"
+    monkeypatch.setenv("ETL_LOG_FILE", str(log_file))
+    python_logs = yaml.safe_load((REPO / "dagster.yaml").read_text())["python_logs"]
+    job = dg.define_asset_job("logged", selection=[counted, broken], config={"loggers": {"console": {}}})
+    defs = dg.Definitions(assets=[counted, broken], jobs=[job], loggers={"console": json_console_logger})
+    with dg.instance_for_test(overrides={"python_logs": python_logs}) as instance:
+        result = defs.resolve_job_def("logged").execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+
+    lines = _lines(log_file.read_text())
+    assert lines and all(line["run_id"] == result.run_id and line["job"] == "logged" for line in lines)
+    events = {line["event"] for line in lines}
+    assert {"STEP_START", "ASSET_MATERIALIZATION", "STEP_FAILURE", "PIPELINE_FAILURE", "LOG_MESSAGE"} <= events
+    (ours,) = [line for line in lines if line["message"] == "counting contacts"]
+    assert ours["asset"] == "counted" and ours["step"] == "counted" and ours["level"] == "INFO"
+    assert not [line for line in lines if line["message"] == "debug detail"]  # ETL_LOG_LEVEL defaults to INFO
+    (materialized,) = [line for line in lines if line["event"] == "ASSET_MATERIALIZATION"]
+    assert materialized["asset"] == "counted" and materialized["counts"] == {"rows_read": 3}
+    (failure,) = [line for line in lines if line["event"] == "STEP_FAILURE"]
+    assert failure["asset"] == "broken" and failure["level"] == "ERROR"
+    assert failure["error_class"] == "Failure" and "HubSpot rejected the access token" in failure["error"]
+
+    # stderr: the same lines from the job's console logger, JSON only.
+    stderr_lines = _lines("\n".join(line for line in capfd.readouterr().err.splitlines() if line.startswith("{")))
+    assert {line["event"] for line in stderr_lines} == events
+
+
+def test_log_file_and_cloudwatch_handlers_are_no_ops_when_unset(clean_env):
+    from etl_assets.logs.handlers import cloudwatch_handler, file_handler
+
+    assert isinstance(file_handler(), logging.NullHandler)
+    assert isinstance(cloudwatch_handler(), logging.NullHandler)
+
+
+def test_cloudwatch_handler_creates_group_and_stream_and_ships_lines(aws_env):
+    group, stream = f"/etl_assets/test-{time.time_ns()}", "host-1"
+    handler = CloudWatchLogsHandler(group, stream, batch_size=3)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.Logger("cloudwatch-test")
+    logger.addHandler(handler)
+    for number in range(4):  # the third line sends a batch, close() the rest
+        logger.info("line %d", number)
+    handler.close()
+
+    logs = boto3.client("logs", region_name="eu-west-1")
+    assert [g["logGroupName"] for g in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]] == [group]
+    events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
+    assert [json.loads(event["message"])["message"] for event in events] == [f"line {n}" for n in range(4)]
+
+    # A second handler finds the group and stream in place.
+    again = CloudWatchLogsHandler(group, stream)
+    again.setFormatter(JsonFormatter())
+    again.handle(logging.makeLogRecord({"msg": "line 4", "levelno": logging.INFO, "levelname": "INFO"}))
+    again.flush()
+    events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
+    assert len(events) == 5
+
+
+def test_cloudwatch_failures_are_reported_not_raised(aws_env, capfd):
+    client = boto3.client("logs", region_name="eu-west-1", endpoint_url="http://127.0.0.1:1",
+                          config=Config(retries={"max_attempts": 1}))
+    handler = CloudWatchLogsHandler("/etl_assets/unreachable", "s", client=client)
+    handler.setFormatter(JsonFormatter())
+    handler.handle(logging.makeLogRecord({"msg": "lost", "levelno": logging.INFO, "levelname": "INFO"}))
+    handler.flush()
+    assert "could not ship 1 log lines to CloudWatch Logs /etl_assets/unreachable/s" in capfd.readouterr().err
+
+
+def test_dagster_yaml_keeps_its_other_settings():
+    config = yaml.safe_load(Path(REPO / "dagster.yaml").read_text())
+    assert config["telemetry"] == {"enabled": False} and "concurrency" in config

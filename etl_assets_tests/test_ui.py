@@ -1,0 +1,252 @@
+"""The user's path through the Dagster UI, in a real browser.
+
+`dagster dev` (webserver + daemon) on a free local port, DAGSTER_HOME in tmp, every setting pointed at
+MariaDB and the local Kaggle/HubSpot servers; Debian's Chromium driven by Playwright (the system
+binary, no browser download): the asset graph shows the three assets and their lineage, "Materialize
+all" launches a run that succeeds, and contacts_table shows its row count, Markdown preview and checks.
+
+Screenshots go to test-artifacts/ui/. With ETL_UPDATE_DOCS_SCREENSHOTS=1 the test also refreshes the
+ones docs/ui.md and the README show.
+
+Chromium missing is a failure, not a skip: run `bash scripts/install_browser.sh`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from etl_assets_tests.conftest import REPO
+from etl_assets_tests.test_schedule_daemon import (
+    artifacts_dir, dagster_service, log_tail, prepare_dagster_home, wait_for,
+)
+
+CHROMIUM = os.environ.get("ETL_TEST_CHROMIUM", "/usr/bin/chromium")
+# As the machine notes prescribe for root in this sandbox: no sandbox, no GPU, and nothing that
+# phones home (the network is closed; without these Chromium keeps retrying Google's hosts).
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+ASSETS = ("kaggle_dataset", "contacts_table", "hubspot_contacts")
+LINEAGE = {("kaggle_dataset", "contacts_table"), ("contacts_table", "hubspot_contacts")}
+DOCS = REPO / "docs"
+VIEWPORT = {"width": 1440, "height": 900}
+UI_TIMEOUT_MS = 30_000
+RUN_TIMEOUT_MS = 180_000
+
+# Which asset-graph node each lineage arrow leaves and enters: the graph is one SVG whose nodes are
+# <foreignObject>s (named by their data-tooltip) and whose edges are <path marker-end=arrow>s.
+_EDGES_JS = """
+() => {
+  const svg = [...document.querySelectorAll('svg')].find(s => s.querySelector('foreignObject [data-tooltip]'));
+  if (!svg) return null;
+  const nodes = [...svg.querySelectorAll('foreignObject')].map(fo => ({
+    name: fo.querySelector('[data-tooltip]')?.getAttribute('data-tooltip'),
+    x: +fo.getAttribute('x'), y: +fo.getAttribute('y'), w: +fo.getAttribute('width'), h: +fo.getAttribute('height'),
+  })).filter(n => n.name);
+  const nearest = (pt, side) => {
+    let best = null, bestDist = Infinity;
+    for (const n of nodes) {
+      const x = side === 'out' ? n.x + n.w : n.x;
+      const dy = pt.y < n.y ? n.y - pt.y : (pt.y > n.y + n.h ? pt.y - n.y - n.h : 0);
+      const d = Math.abs(pt.x - x) + dy;
+      if (d < bestDist) { best = n.name; bestDist = d; }
+    }
+    return bestDist < 40 ? best : null;
+  };
+  return [...svg.querySelectorAll('path[marker-end]')].map(p => {
+    const len = p.getTotalLength();
+    return [nearest(p.getPointAtLength(0), 'out'), nearest(p.getPointAtLength(len), 'in')];
+  });
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _quiet_cron() -> str:
+    """A daily cron twelve hours away, so the RUNNING schedule cannot start a run during the test."""
+    return f"0 {(dt.datetime.now(dt.timezone.utc).hour + 12) % 24} * * *"
+
+
+def _require_chromium() -> None:
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(f"Chromium is required at {CHROMIUM} for the UI test and is missing: "
+                    "run `bash scripts/install_browser.sh` (Debian's chromium package)")
+
+
+def _launch_chromium(playwright, profile: Path):
+    return playwright.chromium.launch_persistent_context(
+        str(profile),  # a fresh --user-data-dir
+        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, viewport=VIEWPORT,
+        timeout=60_000)
+
+
+def _graph_clip(page, graph, margin: int = 28) -> dict:
+    """The part of the page the asset nodes (and their kind tags below them) take up, plus a margin."""
+    boxes = [graph.locator(f'foreignObject:has([data-tooltip="{asset}"])').bounding_box() for asset in ASSETS]
+    left = max(0, min(b["x"] for b in boxes) - margin)
+    top = max(0, min(b["y"] for b in boxes) - margin)
+    right = min(VIEWPORT["width"], max(b["x"] + b["width"] for b in boxes) + margin)
+    bottom = min(VIEWPORT["height"], max(b["y"] + b["height"] for b in boxes) + margin)
+    return {"x": left, "y": top, "width": right - left, "height": bottom - top}
+
+
+def _contacts_count(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT COUNT(*) FROM contacts").scalar()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.e2e
+def test_materialize_all_from_the_ui(pipeline_env, monkeypatch, mariadb_url, hubspot_server, tmp_path):
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        pytest.fail("the `playwright` package is required for the UI test: pip install -e '.[dev]'")
+    _require_chromium()  # before spending half a minute starting dagster dev
+    import dagster as dg
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    monkeypatch.setenv("ETL_SCHEDULE_CRON", _quiet_cron())
+    home = prepare_dagster_home(pipeline_env)
+    out = artifacts_dir("ui")
+    log_path = out / "dagster-dev.log"
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    shots: list[Path] = []
+
+    def shot(page, name: str, **kwargs) -> Path:
+        path = out / f"{len(shots) + 1:02d}-{name}.png"
+        page.screenshot(path=str(path), **kwargs)
+        shots.append(path)
+        return path
+
+    with dagster_service("dagster", "dev", "-m", "etl_assets", "-h", "127.0.0.1", "-p", str(port),
+                         env=dict(os.environ), log_path=log_path) as dev:
+
+        def webserver_up() -> bool:
+            try:
+                return requests.get(f"{base}/server_info", timeout=2).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(f"dagster dev to serve {base}", webserver_up, timeout=120, alive=dev, log_path=log_path)
+
+        with sync_playwright() as playwright:
+            browser = _launch_chromium(playwright, tmp_path / "chromium-profile")
+            page = browser.pages[0] if browser.pages else browser.new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            # The UI greets a new instance with a "Join the Dagster community" dialog; skip it as a user would.
+            page.add_locator_handler(page.get_by_role("button", name="Skip", exact=True), lambda b: b.click())
+            try:
+                # 1. The asset graph: three assets, two lineage edges.
+                page.goto(f"{base}/asset-groups")
+                graph = page.locator("svg:has(foreignObject [data-tooltip])")
+                for asset in ASSETS:
+                    expect(graph.locator(f'foreignObject [data-tooltip="{asset}"]')).to_be_visible(timeout=90_000)
+                edges = wait_for("the lineage edges", lambda: (e := page.evaluate(_EDGES_JS)) and len(e) >= 2 and e,
+                                 timeout=30, interval=0.5)
+                assert {tuple(edge) for edge in edges} == LINEAGE, edges
+                shot(page, "asset-graph")
+
+                # 2. Materialize all: the toast names the run; its page shows it succeed.
+                page.get_by_role("button", name="Materialize all").click()
+                toast = page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}"))
+                expect(toast).to_be_visible()
+                short_id = re.search(r"[0-9a-f]{8}", toast.inner_text()).group(0)
+                shot(page, "run-launched")
+                page.get_by_role("link", name="View").or_(page.get_by_role("button", name="View")).first.click()
+                page.wait_for_url(re.compile(rf"/runs/{short_id}[0-9a-f-]+"))
+                run_id = page.url.rsplit("/runs/", 1)[1].split("?")[0]
+                status = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$"))
+                expect(status.first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+                shot(page, "run")
+                assert status.first.inner_text() == "Success", log_tail(log_path)
+
+                # The instance in DAGSTER_HOME agrees, and the run materialized every asset.
+                with dg.DagsterInstance.from_config(str(home)) as instance:
+                    run = instance.get_run_by_id(run_id)
+                    assert run.status == dg.DagsterRunStatus.SUCCESS
+                    assert "dagster/schedule_name" not in run.tags  # launched from the UI, not the schedule
+                    for asset in ASSETS:
+                        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+                        assert event is not None and event.run_id == run_id, asset
+                rows = _contacts_count(mariadb_url)
+                assert rows > 0 and len(hubspot_server.contacts_snapshot()) == rows
+
+                # The graph now shows the materializations.
+                page.goto(f"{base}/asset-groups")
+                for asset in ASSETS:
+                    node = graph.locator(f'foreignObject:has([data-tooltip="{asset}"])')
+                    expect(node.get_by_text("Materialized", exact=True)).to_be_visible()
+                    expect(node.locator(f'a[href*="/runs/{run_id}"]').first).to_be_visible()
+                shot(page, "asset-graph-materialized")
+                graph_shot = shot(page, "asset-graph-materialized-closeup", clip=_graph_clip(page, graph))
+
+                # 3. contacts_table: the row count (dagster/row_count) up top and row_count in the metadata.
+                page.goto(f"{base}/assets/contacts_table")
+                count_text = re.compile(rf"^({rows}|{rows:,})$")
+                row_count_box = page.get_by_text("Row count", exact=True).locator("xpath=..")
+                expect(row_count_box.get_by_text(count_text)).to_be_visible()
+                metadata_row = page.locator("tr", has=page.get_by_text("row_count", exact=True))
+                expect(metadata_row.get_by_text(count_text)).to_be_visible()
+                expect(page.get_by_text("Latest check results")).to_be_visible()
+                asset_shot = shot(page, "contacts-table")
+                metadata_row.scroll_into_view_if_needed()
+                shot(page, "contacts-table-metadata")
+
+                # The preview renders as a Markdown table.
+                preview_row = page.locator("tr", has=page.get_by_text("preview", exact=True))
+                preview_row.get_by_text("Show Markdown").click()
+                dialog = page.get_by_role("dialog")
+                expect(dialog.locator("table th", has_text="email")).to_be_visible()
+                assert dialog.locator("table tbody tr").count() >= 1
+                shot(page, "contacts-table-preview")
+                page.keyboard.press("Escape")
+                expect(dialog).to_have_count(0)
+
+                # The asset check is visible and passed.
+                page.goto(f"{base}/assets/contacts_table?view=checks")
+                expect(page.get_by_text("contacts_reject_rate").first).to_be_visible()
+                expect(page.get_by_text("Passed").first).to_be_visible()
+                shot(page, "contacts-table-checks")
+
+                # The other two assets say what they did: the dataset version, the sync's outcome counts.
+                page.goto(f"{base}/assets/kaggle_dataset")
+                expect(page.locator("tr", has=page.get_by_text("version", exact=True))).to_be_visible()
+                shot(page, "kaggle-dataset")
+                page.goto(f"{base}/assets/hubspot_contacts")
+                summary_row = page.locator("tr", has=page.get_by_text("summary", exact=True))
+                expect(summary_row.get_by_text(re.compile(rf"\b{rows} created\b"))).to_be_visible()
+                shot(page, "hubspot-contacts")
+                summary_row.scroll_into_view_if_needed()
+                shot(page, "hubspot-contacts-metadata")
+            except BaseException:
+                with contextlib.suppress(Exception):  # never hide the real failure
+                    shot(page, "failure")
+                raise
+            finally:
+                browser.close()
+
+    if os.environ.get("ETL_UPDATE_DOCS_SCREENSHOTS") == "1":
+        DOCS.mkdir(exist_ok=True)
+        shutil.copy(graph_shot, DOCS / "ui-asset-graph.png")
+        shutil.copy(asset_shot, DOCS / "ui-contacts-table.png")
