@@ -68,6 +68,9 @@ def contacts_table(context: dg.AssetExecutionContext, database: DatabaseResource
             "load_path": report.writer,
             "rows_per_second": round(rate),
             "preview": dg.MetadataValue.md(_preview(engine)),
+            "summary": (f"{report.rows_read:,} rows read: {report.inserted:,} inserted, {report.updated:,} updated, "
+                        f"{report.unchanged:,} unchanged, {report.deleted:,} deleted, {report.rejected:,} rejected; "
+                        f"{report.contacts_after:,} contacts in {schema.CONTACTS}"),
         },
         data_version=dg.DataVersion(f"{source.sha256[:16]}-{column_map.fingerprint()}"),
     )

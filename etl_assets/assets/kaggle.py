@@ -74,6 +74,8 @@ def kaggle_dataset(context: dg.AssetExecutionContext, kaggle: KaggleResource) ->
             "downloaded": downloaded,
             "sha256": source.sha256,
             "preview": dg.MetadataValue.md(preview_markdown(Path(source.path))),
+            "summary": (f"{source.dataset} version {source.version}: {source.file}, {source.rows:,} rows, "
+                        f"{source.bytes:,} bytes; " + ("downloaded" if downloaded else "no download needed")),
         },
         data_version=dg.DataVersion(source.sha256),
     )
