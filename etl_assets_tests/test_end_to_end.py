@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from etl_assets.contacts.mapping import load_column_map
-from etl_assets.contacts.records import prepare_chunk
+from etl_assets.contacts.records import SeenEmails, prepare_chunk
 from etl_assets_tests.conftest import SAMPLE_CSV, run_dagster
 
 pytestmark = pytest.mark.e2e
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 def expected_contacts() -> dict[str, dict]:
     """The valid, de-duplicated contacts of the sample, computed independently of the pipeline run."""
     raw = pd.read_csv(SAMPLE_CSV, dtype=str, keep_default_na=False)
-    chunk = prepare_chunk(raw, load_column_map(None), 1, {})
+    chunk = prepare_chunk(raw, load_column_map(None), 1, SeenEmails())
     return {row["email"]: row for row in chunk.valid.to_dict("records")}
 
 

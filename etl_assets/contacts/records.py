@@ -10,7 +10,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
 from etl_assets.errors import PermanentError
@@ -81,37 +84,72 @@ def _reasons(frame: pd.DataFrame, column_map: ColumnMap) -> pd.Series:
     return reasons
 
 
+class SeenEmails:
+    """The first valid source row of every email so far, across chunks.
+
+    Kept as sorted 64-bit hashes of the emails (16 bytes a row) rather than a dict of strings,
+    so memory stays small at millions of rows. The hash only has to hold within one load.
+    """
+
+    def __init__(self) -> None:
+        self._keys = np.empty(0, dtype=np.uint64)
+        self._rows = np.empty(0, dtype=np.int64)
+
+    @staticmethod
+    def keys(emails: pd.Series) -> np.ndarray:
+        return pd.util.hash_pandas_object(emails, index=False).to_numpy()
+
+    def first_rows(self, keys: np.ndarray) -> np.ndarray:
+        """The earlier row for each key, or -1 where the email was not seen before."""
+        if not len(self._keys):
+            return np.full(len(keys), -1, dtype=np.int64)
+        positions = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        return np.where(self._keys[positions] == keys, self._rows[positions], -1)
+
+    def add(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        all_keys = np.concatenate([self._keys, keys])
+        order = np.argsort(all_keys, kind="stable")
+        self._keys, self._rows = all_keys[order], np.concatenate([self._rows, rows])[order]
+
+
+def join_columns(frame: pd.DataFrame, names: list[str], separator: str, null: str) -> list[str]:
+    """Each row's values joined by `separator`, NULL written as `null` (Arrow does it in C)."""
+    arrays = [pa.array(frame[name], type=pa.large_string()) for name in names]
+    joined = pc.binary_join_element_wise(*arrays, pa.scalar(separator, pa.large_string()),
+                                         null_handling="replace", null_replacement=null)
+    return joined.to_pylist()
+
+
 def content_hashes(frame: pd.DataFrame, field_names: list[str]) -> list[str]:
     """A stable digest of each row's mapped values, for change detection.
 
     Field names are part of the digest so a changed mapping counts as a change. NULL and
     the empty string differ (\\x00 marks NULL); \\x1f separates values.
     """
-    prefix = "\x1e".join(field_names) + "\x1e"
-    joined = frame[field_names[0]].fillna("\x00").str.cat(
-        [frame[name].fillna("\x00") for name in field_names[1:]], sep="\x1f"
-    )
-    return [hashlib.blake2b((prefix + text).encode(), digest_size=16).hexdigest() for text in joined.tolist()]
+    prefix = ("\x1e".join(field_names) + "\x1e").encode()
+    return [hashlib.blake2b(prefix + text.encode(), digest_size=16).hexdigest()
+            for text in join_columns(frame, field_names, "\x1f", "\x00")]
 
 
-def prepare_chunk(
-    raw: pd.DataFrame, column_map: ColumnMap, first_row: int, seen_emails: dict[str, int]
-) -> PreparedChunk:
-    """Normalise and validate one chunk; `seen_emails` carries first occurrences across chunks."""
+def prepare_chunk(raw: pd.DataFrame, column_map: ColumnMap, first_row: int, seen: SeenEmails) -> PreparedChunk:
+    """Normalise and validate one chunk; `seen` carries first occurrences across chunks."""
     frame = _normalise(raw, column_map)
     frame.insert(0, ROW_COLUMN, range(first_row, first_row + len(frame)))
     reasons = _reasons(frame, column_map)
 
     # The first valid occurrence of an email wins; later ones are rejected as duplicates.
     candidates = frame.loc[reasons.isna()]
-    first_in_chunk = candidates.groupby(EMAIL_FIELD)[ROW_COLUMN].transform("first")
-    first_seen = candidates[EMAIL_FIELD].map(seen_emails).fillna(first_in_chunk).astype("int64")
-    duplicate = first_seen[first_seen != candidates[ROW_COLUMN]]
-    reasons.loc[duplicate.index] = "duplicate email, first seen at source row " + duplicate.astype("string")
+    keys = SeenEmails.keys(candidates[EMAIL_FIELD])
+    first_in_chunk = candidates.groupby(EMAIL_FIELD)[ROW_COLUMN].transform("first").to_numpy()
+    earlier = seen.first_rows(keys)
+    first_seen = np.where(earlier >= 0, earlier, first_in_chunk)
+    is_duplicate = first_seen != candidates[ROW_COLUMN].to_numpy()
+    duplicate_of = pd.Series(first_seen[is_duplicate], index=candidates.index[is_duplicate])
+    reasons.loc[duplicate_of.index] = "duplicate email, first seen at source row " + duplicate_of.astype("string")
+    seen.add(keys[~is_duplicate], candidates[ROW_COLUMN].to_numpy()[~is_duplicate])
 
     good = reasons.isna()
     valid = frame.loc[good].copy()
-    seen_emails.update(zip(valid[EMAIL_FIELD].tolist(), valid[ROW_COLUMN].tolist()))
     valid[HASH_COLUMN] = content_hashes(valid, column_map.field_names) if len(valid) else []
 
     bad = ~good

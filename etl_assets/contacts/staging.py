@@ -16,6 +16,8 @@ from typing import Protocol
 import pandas as pd
 import sqlalchemy as sa
 
+from etl_assets.contacts.records import join_columns
+
 _TSV_ESCAPES = [("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\0", "\\0")]
 _NEEDS_ESCAPE = r"[\\\t\n\r\x00]"
 
@@ -30,15 +32,14 @@ def to_load_data_tsv(frame: pd.DataFrame) -> str:
     """Rows in LOAD DATA's default text format: tab-separated, backslash escapes, \\N for NULL."""
     if frame.empty:
         return ""
-    columns = []
+    escaped = pd.DataFrame(index=frame.index)
     for name in frame.columns:
         values = frame[name].astype("string")
         if values.str.contains(_NEEDS_ESCAPE, regex=True).any():  # rare: escape only then
-            for raw, escaped in _TSV_ESCAPES:
-                values = values.str.replace(raw, escaped, regex=False)
-        columns.append(values.fillna("\\N"))
-    lines = columns[0].str.cat(columns[1:], sep="\t")
-    return "\n".join(lines) + "\n"
+            for raw, replacement in _TSV_ESCAPES:
+                values = values.str.replace(raw, replacement, regex=False)
+        escaped[name] = values
+    return "\n".join(join_columns(escaped, list(escaped.columns), "\t", "\\N")) + "\n"
 
 
 class LoadDataWriter:

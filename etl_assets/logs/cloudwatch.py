@@ -46,7 +46,8 @@ class CloudWatchLogsHandler(logging.Handler):
         if len(encoded) > _MAX_EVENT_BYTES:
             message = encoded[:_MAX_EVENT_BYTES].decode("utf-8", "ignore")
         self._pending.append((int(record.created * 1000), message))
-        if len(self._pending) >= self.batch_size or time.time() * 1000 - self._pending[0][0] >= self.flush_seconds * 1000:
+        oldest_age_s = time.time() - self._pending[0][0] / 1000
+        if len(self._pending) >= self.batch_size or oldest_age_s >= self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:

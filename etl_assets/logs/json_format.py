@@ -23,7 +23,9 @@ def _asset(event, step_key: str | None) -> str | None:
         key = event.asset_key or getattr(event.event_specific_data, "asset_key", None)
     if key is not None:
         return key.to_user_string()
-    return step_key  # in this code location every step materializes the asset it is named after
+    # Other lines of a step: its key, which for an asset's step is the asset's name (a check's
+    # step is named <asset>_<check>).
+    return step_key
 
 
 def _error(event, record: logging.LogRecord) -> tuple[str, str] | None:

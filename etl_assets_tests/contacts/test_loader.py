@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from etl_assets.contacts.loader import load_contacts
 from etl_assets.contacts.mapping import load_column_map
-from etl_assets.contacts.records import prepare_chunk
+from etl_assets.contacts.records import SeenEmails, prepare_chunk
 from etl_assets.contacts.staging import InsertWriter, LoadDataWriter, choose_writer
 from etl_assets.errors import PermanentError
 from etl_assets.retrying import RetrySettings
@@ -39,7 +39,7 @@ def generate_csv(path: Path, rows: int, seed: int = 7) -> Path:
 def expected_table(csv_path: Path) -> pd.DataFrame:
     """The source's valid, de-duplicated contacts, computed in one pass without the database."""
     raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    valid = prepare_chunk(raw, COLUMN_MAP, 1, {}).valid
+    valid = prepare_chunk(raw, COLUMN_MAP, 1, SeenEmails()).valid
     return valid.set_index("email").sort_index()
 
 

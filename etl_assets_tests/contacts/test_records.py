@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from etl_assets.contacts.mapping import load_column_map
-from etl_assets.contacts.records import check_columns, content_hashes, prepare_chunk
+from etl_assets.contacts.records import SeenEmails, check_columns, content_hashes, prepare_chunk
 from etl_assets.errors import PermanentError
 
 COLUMN_MAP = load_column_map(None)
@@ -20,7 +20,7 @@ def rows(*overrides: dict) -> pd.DataFrame:
 
 
 def test_values_are_trimmed_emails_lowercased_and_blanks_become_null():
-    chunk = prepare_chunk(rows({"Email": "  Ada@Example.COM ", "First Name": " Ada  "}), COLUMN_MAP, 1, {})
+    chunk = prepare_chunk(rows({"Email": "  Ada@Example.COM ", "First Name": " Ada  "}), COLUMN_MAP, 1, SeenEmails())
     record = chunk.valid.iloc[0]
     assert record["email"] == "ada@example.com"
     assert record["first_name"] == "Ada"
@@ -37,7 +37,7 @@ def test_values_are_trimmed_emails_lowercased_and_blanks_become_null():
     ({"Company": "x" * 256}, "'Company' longer than 255 characters"),
 ])
 def test_invalid_rows_are_rejected_with_reason_and_raw_values(override, reason):
-    chunk = prepare_chunk(rows({}, override), COLUMN_MAP, 10, {})
+    chunk = prepare_chunk(rows({}, override), COLUMN_MAP, 10, SeenEmails())
     assert len(chunk.valid) == 1
     [rejected] = chunk.rejected
     assert rejected["source_row"] == 11
@@ -47,7 +47,7 @@ def test_invalid_rows_are_rejected_with_reason_and_raw_values(override, reason):
 
 
 def test_duplicates_keep_the_first_valid_row_within_and_across_chunks():
-    seen: dict[str, int] = {}
+    seen = SeenEmails()
     first = prepare_chunk(rows({"Email": "a@example.com"}, {"Email": "b@example.com", "Subscription Date": "bad"},
                                {"Email": "A@EXAMPLE.com"}), COLUMN_MAP, 1, seen)
     assert list(first.valid["email"]) == ["a@example.com"]
@@ -78,6 +78,6 @@ def test_content_hash_is_stable_and_sensitive():
 
 def test_hash_does_not_depend_on_row_position_or_chunking():
     data = rows({"Email": "a@example.com"}, {"Email": "b@example.com"})
-    whole = prepare_chunk(data, COLUMN_MAP, 1, {}).valid.set_index("email")["content_hash"]
-    later = prepare_chunk(data.iloc[[1]].reset_index(drop=True), COLUMN_MAP, 99, {}).valid
+    whole = prepare_chunk(data, COLUMN_MAP, 1, SeenEmails()).valid.set_index("email")["content_hash"]
+    later = prepare_chunk(data.iloc[[1]].reset_index(drop=True), COLUMN_MAP, 99, SeenEmails()).valid
     assert later["content_hash"][0] == whole["b@example.com"]
