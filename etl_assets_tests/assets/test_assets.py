@@ -125,10 +125,12 @@ def test_kaggle_failures_are_clear_and_leave_the_table_as_it_was(pipeline_env, m
     assert count(mariadb_url, "SELECT COUNT(*) FROM contacts") == 988
 
 
-def test_kaggle_5xx_is_retried_and_a_new_version_is_downloaded(pipeline_env, kaggle_server):
+def test_kaggle_5xx_and_drops_are_retried_and_a_new_version_is_downloaded(pipeline_env, kaggle_server):
     kaggle_server.fail_next(503, count=2, path_contains="GetDataset")
+    kaggle_server.drop_next(1)
     result = run_daily_etl()
     assert result.success
+    assert kaggle_server.count_requests("GetDataset") == 4
     assert materialization(result, "kaggle_dataset")["version"] == "1"
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as bundle:
