@@ -1,0 +1,1 @@
+"""Benchmarks of the pipeline's steps: `python benchmarks/run.py --help`."""
