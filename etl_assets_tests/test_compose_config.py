@@ -14,6 +14,7 @@ it). Without it these tests fail rather than skip.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -121,9 +122,22 @@ def test_every_pipeline_variable_reaches_runs(config, instance):
     env_vars = set(instance["run_launcher"]["config"]["env_vars"])
     etl_vars = {
         name for name in config["services"]["user_code"]["environment"]
-        if name.startswith(("ETL_", "KAGGLE_", "HUBSPOT_", "DAGSTER_PG_"))
+        if name.startswith(("ETL_", "KAGGLE_", "HUBSPOT_", "AWS_", "DAGSTER_PG_"))
     }
     assert etl_vars <= env_vars, f"not passed to run containers: {sorted(etl_vars - env_vars)}"
+
+
+def test_every_variable_the_package_reads_is_configured(instance):
+    """A variable the package reads is a compose secret (a file) or reaches run containers."""
+    pattern = re.compile(r"""["']((?:ETL|KAGGLE|HUBSPOT|AWS)_[A-Z0-9_]+)["']""")
+    read = {
+        name
+        for path in (ROOT / "etl_assets").rglob("*.py")
+        for name in pattern.findall(path.read_text(encoding="utf-8"))
+    }
+    env_vars = set(instance["run_launcher"]["config"]["env_vars"])
+    missing = read - env_vars - SECRETS
+    assert not missing, f"read by etl_assets but neither a secret nor in run_launcher.env_vars: {sorted(missing)}"
 
 
 def test_instance_config_is_valid_dagster_config(instance):
