@@ -172,7 +172,8 @@ defs = dg.Definitions(
 def _location_view(context: WorkspaceRequestContext, location: str) -> dict:
     """The Resources page and the launchpad's config schema of daily_etl, as the UI fetches them."""
     repo = {"repositoryLocationName": location, "repositoryName": "__repository__"}
-    shown = execute_dagster_graphql(context, LOCATION_QUERY, {"repo": repo, "job": {**repo, "pipelineName": "daily_etl"}})
+    job = {**repo, "pipelineName": "daily_etl"}
+    shown = execute_dagster_graphql(context, LOCATION_QUERY, {"repo": repo, "job": job})
     resources = {r["name"] for r in shown.data["allTopLevelResourceDetailsOrError"]["results"]}
     assert {"hubspot", "database", "kaggle", "secrets"} <= resources
     return shown.data
@@ -239,18 +240,21 @@ def _run_id(stdout_and_stderr: str, log_lines: list[dict], before: set[str]) -> 
     return new.pop()
 
 
-def test_no_secret_value_reaches_logs_events_ui_or_errors(leak_env, hubspot_server):
+def test_no_secret_value_reaches_logs_events_ui_or_errors(leak_env, hubspot_server, kaggle_server):
     env, secret_id = leak_env["env"], leak_env["secret_id"]
     log_file = Path(env["ETL_LOG_FILE"])
 
     ok = run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl", env=env)
     assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
-    assert hubspot_server.contacts_snapshot(), "the HubSpot token from AWS was not used"
+    # All three secrets came from AWS and worked (the database account has no other password).
+    assert hubspot_server.contacts_snapshot() and kaggle_server.downloads == 1
     ok_run = _run_id(ok.stderr, [json.loads(line) for line in log_file.read_text().splitlines()], set())
 
     # Rotate the database password to a wrong one: the next run picks it up and fails on it.
-    boto3.client("secretsmanager", region_name="eu-west-1").put_secret_value(SecretId=secret_id, SecretString=json.dumps(
-        {"HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "KAGGLE_KEY": KAGGLE_KEY, "ETL_DATABASE_PASSWORD": WRONG_DB_PASSWORD}))
+    rotated = {"HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "KAGGLE_KEY": KAGGLE_KEY,
+               "ETL_DATABASE_PASSWORD": WRONG_DB_PASSWORD}
+    secretsmanager = boto3.client("secretsmanager", region_name="eu-west-1")
+    secretsmanager.put_secret_value(SecretId=secret_id, SecretString=json.dumps(rotated))
     failed = run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl", env=env)
     assert failed.returncode != 0
 
@@ -267,7 +271,8 @@ def test_no_secret_value_reaches_logs_events_ui_or_errors(leak_env, hubspot_serv
     # CloudWatch Logs got the same lines (shipped when each run process exited).
     shipped = _cloudwatch_lines()
     shipped_events = {(json.loads(line)["run_id"], json.loads(line)["event"]) for line in shipped}
-    assert {(ok_run, "PIPELINE_SUCCESS"), (failed_run, "STEP_FAILURE"), (failed_run, "PIPELINE_FAILURE")} <= shipped_events
+    expected = {(ok_run, "PIPELINE_SUCCESS"), (failed_run, "STEP_FAILURE"), (failed_run, "PIPELINE_FAILURE")}
+    assert expected <= shipped_events
 
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         graphql = _graphql_views(instance, [ok_run, failed_run])
@@ -284,3 +289,21 @@ def test_no_secret_value_reaches_logs_events_ui_or_errors(leak_env, hubspot_serv
     leaks = [(where, secret) for where, texts in haystacks.items() for secret in SECRETS
              if any(secret.encode() in text for text in texts)]
     assert not leaks
+
+
+def test_repr_and_database_url_hide_secret_values(monkeypatch):
+    from etl_assets.resources.database import DatabaseResource
+    from etl_assets.resources.hubspot import HubSpotResource
+    from etl_assets.resources.kaggle import KaggleResource
+    from etl_assets.resources.secrets import SecretsResource
+
+    monkeypatch.setenv("ETL_SECRETS_BACKEND", "env")
+    monkeypatch.setenv("ETL_DATABASE_PASSWORD", DB_PASSWORD)
+    secrets = SecretsResource()
+    database = DatabaseResource(url="mysql+pymysql://etl@db:3306/etl", secrets=secrets)
+    resources = [database, HubSpotResource(access_token=HUBSPOT_TOKEN, secrets=secrets),
+                 KaggleResource(api_token=KAGGLE_KEY, key=KAGGLE_KEY, secrets=secrets)]
+    assert database.describe() == "mysql+pymysql://etl:***@db:3306/etl"
+    assert database._url().password == DB_PASSWORD  # the password is there, only never shown
+    shown = " ".join([repr(r) for r in resources] + [str(r) for r in resources] + [database.describe()])
+    assert not [secret for secret in SECRETS if secret in shown]

@@ -107,7 +107,12 @@ class SecretsResource(dg.ConfigurableResource):
             value = document.get(name)
             return None if value is None else str(value)
         secret_id = self._aws_prefix() + name
-        return self._cached(("aws", secret_id), lambda: self._aws_secret_string(secret_id))
+
+        def fetch() -> str | None:
+            text = self._aws_secret_string(secret_id)
+            return None if text is None else text.strip()  # `--secret-string file://x` keeps the newline
+
+        return self._cached(("aws", secret_id), fetch)
 
     def _aws_bundle(self, secret_id: str) -> dict:
         text = self._aws_secret_string(secret_id)

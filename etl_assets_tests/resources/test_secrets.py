@@ -162,7 +162,7 @@ def test_aws_json_secret_holds_every_key(secretsmanager, monkeypatch):
 
 def test_aws_one_secret_per_key_with_prefix(secretsmanager):
     prefix = _unique("etl_assets") + "/"
-    secretsmanager.create_secret(Name=prefix + "HUBSPOT_ACCESS_TOKEN", SecretString="aws-token-per-key")
+    secretsmanager.create_secret(Name=prefix + "HUBSPOT_ACCESS_TOKEN", SecretString="aws-token-per-key\n")
     secrets = SecretsResource(backend="aws", aws_secret_prefix=prefix)
     assert secrets.get("HUBSPOT_ACCESS_TOKEN") == "aws-token-per-key"
     with pytest.raises(PermanentError) as caught:
@@ -178,7 +178,8 @@ def test_aws_rotation_reaches_a_fresh_resource_and_an_expired_cache(secretsmanag
     expiring = SecretsResource(backend="aws", aws_secret_id=secret_id, cache_seconds=0.2)
     assert cached.get("HUBSPOT_ACCESS_TOKEN") == expiring.get("HUBSPOT_ACCESS_TOKEN") == "before-rotation"
 
-    secretsmanager.put_secret_value(SecretId=secret_id, SecretString=json.dumps({"HUBSPOT_ACCESS_TOKEN": "after-rotation"}))
+    rotated = json.dumps({"HUBSPOT_ACCESS_TOKEN": "after-rotation"})
+    secretsmanager.put_secret_value(SecretId=secret_id, SecretString=rotated)
 
     assert cached.get("HUBSPOT_ACCESS_TOKEN") == "before-rotation"  # within its cache window
     time.sleep(0.3)
@@ -201,7 +202,8 @@ def test_aws_rotation_reaches_the_next_run_of_the_same_definitions(secretsmanage
 
     resources = {"secrets": SecretsResource(cache_seconds=3600)}
     assert dg.materialize([token_probe], resources=resources).success
-    secretsmanager.put_secret_value(SecretId=secret_id, SecretString=json.dumps({"HUBSPOT_ACCESS_TOKEN": "run-2-token"}))
+    rotated = json.dumps({"HUBSPOT_ACCESS_TOKEN": "run-2-token"})
+    secretsmanager.put_secret_value(SecretId=secret_id, SecretString=rotated)
     assert dg.materialize([token_probe], resources=resources).success
     assert seen == ["run-1-token", "run-2-token"]
 
