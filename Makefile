@@ -12,7 +12,7 @@ $(BIN)/python:
 
 setup: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
-	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml || true
+	mkdir -p $(DAGSTER_HOME) && cp -u dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 run: setup  ## run daily_etl once on the embedded defaults (or whatever the environment configures)
 	$(BIN)/dagster job execute -m etl_assets -j daily_etl
