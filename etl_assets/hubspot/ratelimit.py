@@ -68,8 +68,9 @@ class RollingWindowLimiter:
                 self.max_requests = limit
             remaining = _as_int(lowered.get("x-hubspot-ratelimit-remaining"))
             if remaining == 0 and self._sent:
-                # The server's window is full: nothing more until our oldest request ages out.
-                self._paused_until = max(self._paused_until, self._sent[-1] + self.window_s)
+                # The server's window is full: nothing more until the oldest request we count leaves
+                # it (waiting for the newest would idle a whole window after every burst).
+                self._paused_until = max(self._paused_until, self._sent[0] + self.window_s)
 
     def back_off(self, retry_after_s: float | None) -> float:
         """Pause every sender after a 429; returns the pause in seconds."""

@@ -50,3 +50,14 @@ def test_a_429_pauses_every_sender_for_retry_after_or_a_whole_window():
     assert rate.back_off(None) == 10.5
     rate.acquire()
     assert clock.now == 12.5
+
+
+def test_a_full_server_window_waits_for_the_oldest_request_not_the_newest():
+    clock = FakeClock()
+    rate = limiter(clock, max_requests=100)
+    rate.acquire()
+    clock.now = 5.0
+    rate.acquire()
+    rate.observe({"X-HubSpot-RateLimit-Remaining": "0"})
+    rate.acquire()
+    assert clock.now == 10.5
