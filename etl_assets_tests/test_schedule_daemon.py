@@ -30,10 +30,22 @@ T = TypeVar("T")
 
 
 def prepare_dagster_home(env: dict[str, str]) -> Path:
-    """DAGSTER_HOME (a tmp dir from clean_env) with the repo's dagster.yaml, as `make setup` does."""
+    """DAGSTER_HOME (a tmp dir from clean_env) with the repo's dagster.yaml, as `make setup` does,
+    and its SQLite storage created here, before any service starts.
+
+    The test process reads the instance while the daemon (and its code server) start; on a fresh
+    home all of them would create the SQLite databases at once, and two alembic stamps in one
+    database make every later load fail ("Version table 'alembic_version' has more than one head").
+    """
+    import dagster as dg
+
     home = Path(env["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)  # run storage
+        instance.all_instigator_state()  # schedule storage
+        instance.get_latest_materialization_event(dg.AssetKey("kaggle_dataset"))  # event log storage
     return home
 
 
@@ -107,6 +119,14 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, *, interv
         time.sleep(interval)
 
 
+def failure_summary(instance, run_id: str) -> str:
+    """The run's step and run failure messages, for an assertion message."""
+    return "\n".join(
+        f"{entry.dagster_event.event_type_value} {entry.step_key or ''}: {entry.message}"
+        for entry in instance.all_logs(run_id) if entry.dagster_event and entry.dagster_event.is_failure
+    )[-6000:]
+
+
 def _scheduled_runs(instance):
     import dagster as dg
 
@@ -124,8 +144,8 @@ def test_daemon_fires_the_schedule_and_the_run_succeeds(pipeline_env, monkeypatc
     log_path = out / "dagster-daemon.log"
     started = time.time()
 
-    with dagster_service("dagster-daemon", "run", "-m", "etl_assets", env=dict(os.environ), log_path=log_path) as daemon, \
-            dg.DagsterInstance.from_config(str(home)) as instance:
+    with dagster_service("dagster-daemon", "run", "-m", "etl_assets", env=dict(os.environ),
+                         log_path=log_path) as daemon, dg.DagsterInstance.from_config(str(home)) as instance:
         # The first tick is the first minute boundary after the daemon has seen the schedule: up to
         # ~60 s plus the daemon's start-up.
         run = wait_for("a run of daily_etl started by the schedule", lambda: _scheduled_runs(instance),
@@ -136,10 +156,8 @@ def test_daemon_fires_the_schedule_and_the_run_succeeds(pipeline_env, monkeypatc
             lambda: (r if (r := instance.get_run_by_id(run.run_id)).is_finished else None),
             timeout=150, alive=daemon, log_path=log_path)
 
-        failure = "" if finished.status == dg.DagsterRunStatus.SUCCESS else "\n".join(
-            f"{e.dagster_event.event_type_value}: {e.message}"
-            for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.is_failure)
-        assert finished.status == dg.DagsterRunStatus.SUCCESS, f"{finished.status}: {failure}\n{log_tail(log_path)}"
+        assert finished.status == dg.DagsterRunStatus.SUCCESS, \
+            f"{finished.status}: {failure_summary(instance, run.run_id)}\n{log_tail(log_path)}"
 
         # Started by the schedule, for a tick of the cron in the environment.
         assert finished.job_name == "daily_etl"

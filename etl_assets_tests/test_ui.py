@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,12 @@ import sqlalchemy as sa
 
 from etl_assets_tests.conftest import REPO
 from etl_assets_tests.test_schedule_daemon import (
-    artifacts_dir, dagster_service, log_tail, prepare_dagster_home, wait_for,
+    artifacts_dir, dagster_service, failure_summary, log_tail, prepare_dagster_home, wait_for,
 )
 
+# Read at import: the clean_env fixture removes every ETL_* variable before the test runs.
 CHROMIUM = os.environ.get("ETL_TEST_CHROMIUM", "/usr/bin/chromium")
+UPDATE_DOCS = os.environ.get("ETL_UPDATE_DOCS_SCREENSHOTS") == "1"
 # As the machine notes prescribe for root in this sandbox: no sandbox, no GPU, and nothing that
 # phones home (the network is closed; without these Chromium keeps retrying Google's hosts).
 CHROMIUM_ARGS = [
@@ -72,15 +75,46 @@ _EDGES_JS = """
 """
 
 
+# Resolves once every finite CSS animation/transition running now has ended (dialogs fade in, status
+# tags fade), or after 3 s: screenshots of the end state, not of a frame half-way. Infinite ones
+# (spinners) are skipped.
+_SETTLE_JS = """
+() => Promise.race([
+  Promise.all(document.getAnimations()
+    .filter(a => a.effect && a.effect.getComputedTiming().iterations !== Infinity)
+    .map(a => a.finished.catch(() => null))),
+  new Promise(resolve => setTimeout(resolve, 3000)),
+])
+"""
+
+
+_LOCATIONS_QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
+  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+
+def _code_location(base: str) -> dict | None:
+    """The etl_assets location entry once the webserver has finished loading it, else None."""
+    try:
+        reply = requests.post(f"{base}/graphql", json={"query": _LOCATIONS_QUERY}, timeout=5).json()
+    except (requests.RequestException, ValueError):
+        return None
+    entries = (reply.get("data") or {}).get("workspaceOrError", {}).get("locationEntries") or []
+    entry = next((e for e in entries if e["name"] == "etl_assets"), None)
+    return entry if entry and entry["loadStatus"] == "LOADED" else None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _quiet_cron() -> str:
-    """A daily cron twelve hours away, so the RUNNING schedule cannot start a run during the test."""
-    return f"0 {(dt.datetime.now(dt.timezone.utc).hour + 12) % 24} * * *"
+def _keep_schedule_quiet(monkeypatch) -> None:
+    """The schedule is RUNNING under `dagster dev`: within a quarter of an hour of its default time
+    (06:00 UTC) move it twelve hours away, so it cannot start a second run during the test."""
+    now = dt.datetime.now(dt.timezone.utc)
+    if abs(now.hour * 60 + now.minute - 6 * 60) < 15:
+        monkeypatch.setenv("ETL_SCHEDULE_CRON", "0 18 * * *")
 
 
 def _require_chromium() -> None:
@@ -106,6 +140,29 @@ def _graph_clip(page, graph, margin: int = 28) -> dict:
     return {"x": left, "y": top, "width": right - left, "height": bottom - top}
 
 
+def _metadata_row(page, key: str):
+    """The row of the asset page's metadata table whose key is `key`."""
+    return page.locator("tr", has=page.get_by_text(key, exact=True))
+
+
+def _metadata_value(page, key: str):
+    """The value cell (Key | Timestamp | Value) of that row."""
+    return _metadata_row(page, key).locator("td").last
+
+
+def _expect_markdown_table(page, expect, key: str, column: str) -> None:
+    """Open a Markdown metadata value and see it rendered as a table with `column`."""
+    _metadata_row(page, key).get_by_text("Show Markdown").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.locator("table th", has_text=column).first).to_be_visible()
+    assert dialog.locator("table tbody tr").count() >= 1
+
+
+def _close_dialog(page, expect) -> None:
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0)
+
+
 def _contacts_count(url: str) -> int:
     engine = sa.create_engine(url)
     try:
@@ -125,15 +182,23 @@ def test_materialize_all_from_the_ui(pipeline_env, monkeypatch, mariadb_url, hub
     import dagster as dg
 
     expect.set_options(timeout=UI_TIMEOUT_MS)
-    monkeypatch.setenv("ETL_SCHEDULE_CRON", _quiet_cron())
+    _keep_schedule_quiet(monkeypatch)
     home = prepare_dagster_home(pipeline_env)
     out = artifacts_dir("ui")
     log_path = out / "dagster-dev.log"
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     shots: list[Path] = []
+    timings: list[str] = []
+    last = [time.monotonic()]
+
+    def lap(what: str) -> None:
+        now = time.monotonic()
+        timings.append(f"{now - last[0]:6.1f}s  {what}")
+        last[0] = now
 
     def shot(page, name: str, **kwargs) -> Path:
+        page.evaluate(_SETTLE_JS)
         path = out / f"{len(shots) + 1:02d}-{name}.png"
         page.screenshot(path=str(path), **kwargs)
         shots.append(path)
@@ -149,6 +214,14 @@ def test_materialize_all_from_the_ui(pipeline_env, monkeypatch, mariadb_url, hub
                 return False
 
         wait_for(f"dagster dev to serve {base}", webserver_up, timeout=120, alive=dev, log_path=log_path)
+        # The code location as the webserver loaded it: an error here (a resource or setting that
+        # fails at load) is what a user would see as a red banner, so fail with its message.
+        location = wait_for("the webserver to load the etl_assets code location", lambda: _code_location(base),
+                            timeout=120, alive=dev, log_path=log_path)
+        error = location["locationOrLoadError"]
+        assert error["__typename"] == "RepositoryLocation", \
+            f"the webserver failed to load etl_assets:\n{error.get('message')}\n{log_tail(log_path)}"
+        lap("dagster dev serving, code location loaded")
 
         with sync_playwright() as playwright:
             browser = _launch_chromium(playwright, tmp_path / "chromium-profile")
@@ -166,6 +239,7 @@ def test_materialize_all_from_the_ui(pipeline_env, monkeypatch, mariadb_url, hub
                                  timeout=30, interval=0.5)
                 assert {tuple(edge) for edge in edges} == LINEAGE, edges
                 shot(page, "asset-graph")
+                lap("asset graph with lineage shown (browser started)")
 
                 # 2. Materialize all: the toast names the run; its page shows it succeed.
                 page.get_by_role("button", name="Materialize all").click()
@@ -173,13 +247,18 @@ def test_materialize_all_from_the_ui(pipeline_env, monkeypatch, mariadb_url, hub
                 expect(toast).to_be_visible()
                 short_id = re.search(r"[0-9a-f]{8}", toast.inner_text()).group(0)
                 shot(page, "run-launched")
-                page.get_by_role("link", name="View").or_(page.get_by_role("button", name="View")).first.click()
+                page.get_by_role("button", name="View", exact=True).or_(
+                    page.get_by_role("link", name="View", exact=True)).first.click()
                 page.wait_for_url(re.compile(rf"/runs/{short_id}[0-9a-f-]+"))
                 run_id = page.url.rsplit("/runs/", 1)[1].split("?")[0]
                 status = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$"))
                 expect(status.first).to_be_visible(timeout=RUN_TIMEOUT_MS)
                 shot(page, "run")
-                assert status.first.inner_text() == "Success", log_tail(log_path)
+                if status.first.inner_text() != "Success":
+                    with dg.DagsterInstance.from_config(str(home)) as instance:
+                        pytest.fail(f"the run {run_id} ended in {status.first.inner_text()}:\n"
+                                    f"{failure_summary(instance, run_id)}\n{log_tail(log_path)}")
+                lap("Materialize all: run launched and succeeded")
 
                 # The instance in DAGSTER_HOME agrees, and the run materialized every asset.
                 with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -201,27 +280,22 @@ def test_materialize_all_from_the_ui(pipeline_env, monkeypatch, mariadb_url, hub
                 shot(page, "asset-graph-materialized")
                 graph_shot = shot(page, "asset-graph-materialized-closeup", clip=_graph_clip(page, graph))
 
-                # 3. contacts_table: the row count (dagster/row_count) up top and row_count in the metadata.
+                # 3. contacts_table: the row count (dagster/row_count) up top, row_count and a summary in
+                # the metadata, the latest check result.
                 page.goto(f"{base}/assets/contacts_table")
-                count_text = re.compile(rf"^({rows}|{rows:,})$")
+                count = rf"({rows}|{rows:,})"
                 row_count_box = page.get_by_text("Row count", exact=True).locator("xpath=..")
-                expect(row_count_box.get_by_text(count_text)).to_be_visible()
-                metadata_row = page.locator("tr", has=page.get_by_text("row_count", exact=True))
-                expect(metadata_row.get_by_text(count_text)).to_be_visible()
+                expect(row_count_box.get_by_text(re.compile(rf"^{count}$"))).to_be_visible()
+                expect(_metadata_value(page, "row_count")).to_have_text(re.compile(rf"^\s*{count}\s*$"))
+                expect(_metadata_value(page, "summary")).to_contain_text(re.compile(rf"\b{count} contacts\b"))
                 expect(page.get_by_text("Latest check results")).to_be_visible()
                 asset_shot = shot(page, "contacts-table")
-                metadata_row.scroll_into_view_if_needed()
+                _metadata_row(page, "row_count").scroll_into_view_if_needed()
                 shot(page, "contacts-table-metadata")
-
                 # The preview renders as a Markdown table.
-                preview_row = page.locator("tr", has=page.get_by_text("preview", exact=True))
-                preview_row.get_by_text("Show Markdown").click()
-                dialog = page.get_by_role("dialog")
-                expect(dialog.locator("table th", has_text="email")).to_be_visible()
-                assert dialog.locator("table tbody tr").count() >= 1
+                _expect_markdown_table(page, expect, "preview", column="email")
                 shot(page, "contacts-table-preview")
-                page.keyboard.press("Escape")
-                expect(dialog).to_have_count(0)
+                _close_dialog(page, expect)
 
                 # The asset check is visible and passed.
                 page.goto(f"{base}/assets/contacts_table?view=checks")
@@ -231,22 +305,29 @@ def test_materialize_all_from_the_ui(pipeline_env, monkeypatch, mariadb_url, hub
 
                 # The other two assets say what they did: the dataset version, the sync's outcome counts.
                 page.goto(f"{base}/assets/kaggle_dataset")
-                expect(page.locator("tr", has=page.get_by_text("version", exact=True))).to_be_visible()
+                expect(_metadata_row(page, "version")).to_be_visible()
+                expect(_metadata_value(page, "summary")).to_contain_text("datablist/customers")
                 shot(page, "kaggle-dataset")
+                _expect_markdown_table(page, expect, "preview", column="Email")
+                shot(page, "kaggle-dataset-preview")
+                _close_dialog(page, expect)
                 page.goto(f"{base}/assets/hubspot_contacts")
-                summary_row = page.locator("tr", has=page.get_by_text("summary", exact=True))
-                expect(summary_row.get_by_text(re.compile(rf"\b{rows} created\b"))).to_be_visible()
+                expect(_metadata_value(page, "summary")).to_contain_text(re.compile(rf"^\s*{count} created\b"))
+                expect(page.get_by_text("Latest check results")).to_be_visible()
                 shot(page, "hubspot-contacts")
-                summary_row.scroll_into_view_if_needed()
+                _metadata_row(page, "summary").scroll_into_view_if_needed()
                 shot(page, "hubspot-contacts-metadata")
+                lap("graph, contacts_table, checks, kaggle_dataset, hubspot_contacts pages")
             except BaseException:
                 with contextlib.suppress(Exception):  # never hide the real failure
                     shot(page, "failure")
+                print(f"--- {log_path} (tail) ---\n{log_tail(log_path)}")  # shown with the failure
                 raise
             finally:
                 browser.close()
+                (out / "timings.txt").write_text("\n".join(timings) + "\n")
 
-    if os.environ.get("ETL_UPDATE_DOCS_SCREENSHOTS") == "1":
+    if UPDATE_DOCS:
         DOCS.mkdir(exist_ok=True)
         shutil.copy(graph_shot, DOCS / "ui-asset-graph.png")
         shutil.copy(asset_shot, DOCS / "ui-contacts-table.png")
