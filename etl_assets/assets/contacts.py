@@ -53,9 +53,12 @@ def contacts_table(context: dg.AssetExecutionContext, database: DatabaseResource
     rate = report.rows_read / report.seconds if report.seconds else 0
     return dg.MaterializeResult(
         metadata={
+            "summary": (f"{report.rows_read:,} rows read: {report.inserted:,} inserted, {report.updated:,} updated, "
+                        f"{report.unchanged:,} unchanged, {report.deleted:,} deleted, {report.rejected:,} rejected; "
+                        f"{report.contacts_after:,} contacts in {schema.CONTACTS}"),
             "table": schema.CONTACTS,
             "database": database.describe(),
-            "source": f"{source.dataset} v{source.version} ({source.file})",
+            "source": f"{source.dataset} version {source.version}, {source.file}",
             "rows_read": dg.MetadataValue.int(report.rows_read),
             "inserted": dg.MetadataValue.int(report.inserted),
             "updated": dg.MetadataValue.int(report.updated),
@@ -68,9 +71,6 @@ def contacts_table(context: dg.AssetExecutionContext, database: DatabaseResource
             "load_path": report.writer,
             "rows_per_second": round(rate),
             "preview": dg.MetadataValue.md(_preview(engine)),
-            "summary": (f"{report.rows_read:,} rows read: {report.inserted:,} inserted, {report.updated:,} updated, "
-                        f"{report.unchanged:,} unchanged, {report.deleted:,} deleted, {report.rejected:,} rejected; "
-                        f"{report.contacts_after:,} contacts in {schema.CONTACTS}"),
         },
         data_version=dg.DataVersion(f"{source.sha256[:16]}-{column_map.fingerprint()}"),
     )

@@ -44,12 +44,12 @@ def _dry_run(context: dg.AssetExecutionContext, engine: sa.Engine, column_map: C
     rows = itertools.chain.from_iterable(state.due_contacts(engine, column_map))
     batches, contacts = write_outbox(outbox, rows, column_map)
     return dg.MaterializeResult(metadata={
+        "summary": f"Dry run: {contacts} contacts in {batches} batches written to the outbox; nothing was sent.",
         "dry_run": True,
         "outbox": dg.MetadataValue.path(str(outbox)),
         "would_send_contacts": dg.MetadataValue.int(contacts),
         "would_send_batches": dg.MetadataValue.int(batches),
         "due": dg.MetadataValue.int(due),
-        "summary": f"Dry run: {contacts} contacts in {batches} batches written to the outbox; nothing was sent.",
     })
 
 
@@ -102,7 +102,9 @@ def hubspot_contacts(
     if report.stopped_reason:
         log.warning("HubSpot sync stopped early: %s; %d contacts stay pending for the next run",
                     report.stopped_reason, report.pending)
-    return dg.MaterializeResult(metadata={
+    metadata = {
+        "summary": (f"{report.created} created, {report.updated} updated, {report.failed} failed, "
+                    f"{report.pending} pending, in {api.calls} API calls"),
         "dry_run": False,
         "due": dg.MetadataValue.int(report.due),
         "created": dg.MetadataValue.int(report.created),
@@ -114,8 +116,10 @@ def hubspot_contacts(
         "api_calls": dg.MetadataValue.int(api.calls),
         "rate_limited_429": dg.MetadataValue.int(api.rate_limited),
         "retried_requests": dg.MetadataValue.int(api.retried),
-        "stopped_reason": report.stopped_reason or "",
-        "failure_reasons": dg.MetadataValue.json(dict(report.failure_reasons)),
-        "summary": (f"{report.created} created, {report.updated} updated, {report.failed} failed, "
-                    f"{report.pending} pending, in {api.calls} API calls"),
-    })
+    }
+    if report.stopped_reason:
+        metadata["stopped_reason"] = report.stopped_reason
+    if report.failure_reasons:
+        rows = "\n".join(f"| {reason} | {count} |" for reason, count in report.failure_reasons.most_common())
+        metadata["failure_reasons"] = dg.MetadataValue.md(f"| reason | contacts |\n|---|---|\n{rows}")
+    return dg.MaterializeResult(metadata=metadata)

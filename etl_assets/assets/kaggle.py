@@ -65,17 +65,18 @@ def kaggle_dataset(context: dg.AssetExecutionContext, kaggle: KaggleResource) ->
     write_manifest(data_dir, source)
     return dg.MaterializeResult(
         metadata={
+            "summary": (f"{source.dataset} version {source.version}: {source.file}, {source.rows:,} rows, "
+                        f"{source.bytes:,} bytes; " + ("downloaded" if downloaded else "no download needed")),
             "dataset": source.dataset,
             "version": source.version,
             "file": source.file,
             "path": dg.MetadataValue.path(source.path),
             "size_bytes": source.bytes,
             "rows": dg.MetadataValue.int(source.rows),
+            "dagster/row_count": dg.MetadataValue.int(source.rows),
             "downloaded": downloaded,
             "sha256": source.sha256,
             "preview": dg.MetadataValue.md(preview_markdown(Path(source.path))),
-            "summary": (f"{source.dataset} version {source.version}: {source.file}, {source.rows:,} rows, "
-                        f"{source.bytes:,} bytes; " + ("downloaded" if downloaded else "no download needed")),
         },
         data_version=dg.DataVersion(source.sha256),
     )

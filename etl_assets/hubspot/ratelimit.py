@@ -19,6 +19,8 @@ class DailyLimitReached(Exception):
 
 
 class RollingWindowLimiter:
+    MARGIN_STEP_S = 0.5
+
     def __init__(
         self,
         max_requests: int = 100,
@@ -31,6 +33,7 @@ class RollingWindowLimiter:
             raise ValueError("the rate limit needs max_requests >= 1 and interval_s > 0")
         self.max_requests = max_requests
         self.window_s = interval_s + margin_s
+        self._max_window_s = interval_s + max(margin_s, 2.0)
         self._clock, self._sleep = clock, sleep
         self._sent: collections.deque[float] = collections.deque()
         self._paused_until = 0.0
@@ -73,10 +76,15 @@ class RollingWindowLimiter:
                 self._paused_until = max(self._paused_until, self._sent[0] + self.window_s)
 
     def back_off(self, retry_after_s: float | None) -> float:
-        """Pause every sender after a 429; returns the pause in seconds."""
+        """Pause every sender after a 429; returns the pause in seconds.
+
+        A 429 also widens the margin a little: requests reached the server closer together than
+        they left here (a slow or busy server), so the window we count in was too short.
+        """
         pause = retry_after_s if retry_after_s is not None else self.window_s
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + pause)
+            self.window_s = min(self.window_s + self.MARGIN_STEP_S, self._max_window_s)
         return pause
 
 

@@ -47,9 +47,12 @@ def test_a_429_pauses_every_sender_for_retry_after_or_a_whole_window():
     assert rate.back_off(2.0) == 2.0
     rate.acquire()
     assert clock.now == 2.0
-    assert rate.back_off(None) == 10.5
+    assert rate.back_off(None) == 11.0  # the first 429 widened the window by 0.5 s
     rate.acquire()
-    assert clock.now == 12.5
+    assert clock.now == 13.0
+    for _ in range(10):
+        rate.back_off(0)
+    assert rate.window_s == 12.0  # widening stops at interval + 2 s
 
 
 def test_a_full_server_window_waits_for_the_oldest_request_not_the_newest():
