@@ -8,7 +8,8 @@
 #
 # Each stand-in is a debootstrap'ed root filesystem (cached as a tarball under
 # $ETL_STANDIN_CACHE, default /var/cache/etl_assets) imported into the engine,
-# plus a small Dockerfile under docker/standins/<name>/ (entrypoint, env).
+# plus a small Dockerfile under docker/standins/<name>/ (entrypoint, env; built with docker/standins
+# as the context so the entrypoints share docker/standins/common/).
 # A second run reuses the tarballs (and skips images already present with the
 # same recipe key), so it takes seconds.  Needs root and DOCKER_HOST pointing at
 # the engine (scripts/container_engine.sh).
@@ -148,7 +149,7 @@ build_standin() {
     tags=(${TAGS[$name]})
     first="${tags[0]}"
     local ctx_hash
-    ctx_hash="$(cat "$ROOT/docker/standins/$name"/* | sha256sum | cut -c1-12)"
+    ctx_hash="$(cat "$ROOT/docker/standins/$name"/* "$ROOT/docker/standins/common"/* | sha256sum | cut -c1-12)"
     if [ "$(docker image inspect -f '{{ index .Config.Labels "org.etl-assets.standin-key" }}' "$first" 2>/dev/null || true)" = "$key-$ctx_hash" ]; then
         log "$name: $first is up to date (key $key-$ctx_hash)"
         return
@@ -163,7 +164,7 @@ build_standin() {
     for t in "${tags[@]}"; do args+=(-t "$t"); done
     DOCKER_BUILDKIT=0 docker build -q --build-arg "ROOTFS=$rootfs_image" \
         --label "org.etl-assets.standin-key=$key-$ctx_hash" "${args[@]}" \
-        "$ROOT/docker/standins/$name" >/dev/null
+        -f "$ROOT/docker/standins/$name/Dockerfile" "$ROOT/docker/standins" >/dev/null
     log "$name: built ${tags[*]} in $(( $(now) - t0 ))s"
 }
 
