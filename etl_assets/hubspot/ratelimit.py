@@ -25,7 +25,7 @@ class RollingWindowLimiter:
         self,
         max_requests: int = 100,
         interval_s: float = 10.0,
-        margin_s: float = 0.25,
+        margin_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
