@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup run test dev benchmark clean
+.PHONY: setup test-tools run test dev benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ run: setup  ## run daily_etl once on the embedded defaults (or whatever the envi
 dev: setup  ## the Dagster UI on http://127.0.0.1:3000 with the daemon (schedule, sensors)
 	$(BIN)/dagster dev -m etl_assets
 
-test: setup
+# System tools some tests drive (Debian packages, so root or sudo): Chromium for the UI test,
+# docker-compose for the compose-file check.
+test-tools:
+	bash scripts/install_browser.sh
+	command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
+
+test: setup test-tools
 	$(BIN)/pytest
 
 benchmark: setup
