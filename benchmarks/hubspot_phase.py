@@ -122,15 +122,6 @@ class _ProcessServer:
         return reply["ok"]
 
 
-def _max_in_window(times: list[float], window_s: float) -> int:
-    best = start = 0
-    for end, arrived in enumerate(times):
-        while arrived - times[start] >= window_s:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 def empty_result() -> dict[str, Any]:
     result: dict[str, Any] = {key: None for key in HUBSPOT_KEYS}
     result["rerun"] = {key: None for key in RERUN_KEYS}
@@ -180,6 +171,8 @@ def run_hubspot(
     """Load `contacts` new contacts into `contacts`, sync them, sync again; the figures as a dict."""
     import dagster as dg
     import sqlalchemy as sa
+
+    from etl_assets_tests.servers.hubspot_server import max_in_window
 
     from etl_assets import settings
     from etl_assets.assets.hubspot import hubspot_contacts
@@ -247,7 +240,7 @@ def run_hubspot(
         out["upsert_requests"] = len(upserts)
         out["other_requests"] = len(records) - len(upserts)
         out["status_429"] = sum(1 for r in records if r[2] == 429)
-        out["max_requests_in_window"] = _max_in_window(sorted(r[0] for r in records), interval_ms / 1000)
+        out["max_requests_in_window"] = max_in_window(sorted(r[0] for r in records), interval_ms / 1000)
         out["client_429"] = metadata.get("rate_limited_429")
         out["client_api_calls"] = metadata.get("api_calls")
         for name in ("created", "updated", "failed", "pending"):

@@ -8,7 +8,6 @@ replaces the file the previous run loaded.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from etl_assets.contacts.loader import file_sha256
 from etl_assets.errors import PermanentError
 
 MANIFEST = "source.json"
@@ -42,14 +42,10 @@ def sample_csv_path() -> Path:
 
 
 def describe_csv(dataset: str, version: str, path: Path) -> SourceFile:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     with path.open(newline="", encoding="utf-8-sig") as handle:
         rows = max(sum(1 for _ in csv.reader(handle)) - 1, 0)
     return SourceFile(dataset=dataset, version=version, file=path.name, path=str(path),
-                      sha256=digest.hexdigest(), bytes=path.stat().st_size, rows=rows)
+                      sha256=file_sha256(path), bytes=path.stat().st_size, rows=rows)
 
 
 def write_manifest(data_dir: Path, source: SourceFile) -> None:

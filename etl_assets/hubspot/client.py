@@ -20,19 +20,11 @@ from hubspot.crm.properties import ApiException as PropertiesApiException
 from hubspot.crm.properties import PropertyCreate
 
 from etl_assets.errors import TransientError
-from etl_assets.hubspot.errors import HubSpotError, parse_error, retry_after_seconds
+from etl_assets.hubspot.errors import HubSpotApiError, parse_error, retry_after_seconds
 from etl_assets.hubspot.ratelimit import DailyLimitReached, RollingWindowLimiter
 from etl_assets.retrying import RetrySettings, call_with_retries
 
 _API_EXCEPTIONS = (ContactsApiException, PropertiesApiException)
-
-
-class HubSpotApiError(Exception):
-    """A non-retryable HubSpot answer, parsed."""
-
-    def __init__(self, error: HubSpotError):
-        super().__init__(error.summary())
-        self.error = error
 
 
 class HubSpotApi:

@@ -27,6 +27,14 @@ class HubSpotError:
         return f"{self.status} {self.category}: {self.message}"
 
 
+class HubSpotApiError(Exception):
+    """A non-retryable HubSpot answer, parsed."""
+
+    def __init__(self, error: HubSpotError):
+        super().__init__(error.summary())
+        self.error = error
+
+
 def parse_error(status: int, body: str | bytes | None) -> HubSpotError:
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")

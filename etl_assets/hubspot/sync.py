@@ -13,12 +13,13 @@ import concurrent.futures as futures
 import datetime as dt
 import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Protocol
 
 from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
 from etl_assets.contacts.records import EMAIL_PATTERN, HASH_COLUMN, MAX_EMAIL_LENGTH
-from etl_assets.hubspot.errors import HubSpotError
+from etl_assets.hubspot.errors import HubSpotApiError, HubSpotError
 from etl_assets.hubspot.ratelimit import DailyLimitReached
 from etl_assets.progress import Progress
 
@@ -52,6 +53,12 @@ class SyncReport:
     split_batches: int = 0
     stopped_reason: str | None = None
     failure_reasons: collections.Counter = field(default_factory=collections.Counter)
+    _split_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_split(self) -> None:
+        """Called from the sender threads, hence the lock."""
+        with self._split_lock:
+            self.split_batches += 1
 
     def add(self, outcomes: Iterable[ContactOutcome]) -> None:
         for item in outcomes:
@@ -123,8 +130,6 @@ def _failed(row: dict, error: HubSpotError) -> ContactOutcome:
 def upsert_isolating(api: ContactsApi, batch: list[dict], column_map: ColumnMap, report: SyncReport
                      ) -> list[ContactOutcome]:
     """Upsert `batch`; on a data error, halve it until the rejected records stand alone."""
-    from etl_assets.hubspot.client import HubSpotApiError  # the client module needs the hubspot package
-
     try:
         results = api.upsert_contacts([upsert_input(row, column_map) for row in batch])
     except HubSpotApiError as exc:
@@ -132,7 +137,7 @@ def upsert_isolating(api: ContactsApi, batch: list[dict], column_map: ColumnMap,
             raise
         if len(batch) == 1:
             return [_failed(batch[0], exc.error)]
-        report.split_batches += 1
+        report.count_split()
         middle = len(batch) // 2
         return (upsert_isolating(api, batch[:middle], column_map, report)
                 + upsert_isolating(api, batch[middle:], column_map, report))

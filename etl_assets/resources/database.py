@@ -11,10 +11,9 @@ from sqlalchemy import exc as sa_exc
 
 from etl_assets import settings
 from etl_assets.errors import PermanentError
-from etl_assets.resources.secrets import SecretsResource
+from etl_assets.resources.secrets import SECRET_FIELD, SecretsResource
 from etl_assets.retrying import RetrySettings, call_with_retries
 
-_SECRET = {"dagster__is_secret": True}
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^/]*@")  # greedy: a password may hold "@"
 
 
@@ -27,7 +26,7 @@ class DatabaseResource(dg.ConfigurableResource):
     """MySQL/MariaDB in production (`mysql+pymysql://`), SQLite on the embedded defaults."""
 
     url: Optional[str] = None  # falls back to ETL_DATABASE_URL, then SQLite under the data dir
-    password: Optional[str] = Field(default=None, repr=False, json_schema_extra=_SECRET)  # else secret ETL_DATABASE_PASSWORD
+    password: Optional[str] = Field(default=None, repr=False, json_schema_extra=SECRET_FIELD)  # else secret ETL_DATABASE_PASSWORD
     lock_timeout_seconds: int = 900
     secrets: dg.ResourceDependency[SecretsResource]
 

@@ -9,15 +9,13 @@ from pydantic import Field
 from etl_assets import settings
 from etl_assets.hubspot.client import HubSpotApi
 from etl_assets.hubspot.ratelimit import RollingWindowLimiter
-from etl_assets.resources.secrets import SecretsResource
-
-_SECRET = {"dagster__is_secret": True}
+from etl_assets.resources.secrets import SECRET_FIELD, SecretsResource
 
 
 class HubSpotResource(dg.ConfigurableResource):
     """Without a token the sync is a dry run: it writes the batches it would send to an outbox."""
 
-    access_token: Optional[str] = Field(default=None, repr=False, json_schema_extra=_SECRET)  # else secret HUBSPOT_ACCESS_TOKEN
+    access_token: Optional[str] = Field(default=None, repr=False, json_schema_extra=SECRET_FIELD)  # else secret HUBSPOT_ACCESS_TOKEN
     api_base: Optional[str] = None  # else HUBSPOT_API_BASE, else https://api.hubapi.com
     rate_limit: Optional[int] = None  # requests per 10 s window; else HUBSPOT_RATE_LIMIT, else 100
     rate_interval_ms: int = 10_000

@@ -17,9 +17,7 @@ from pydantic import Field
 
 from etl_assets import settings
 from etl_assets.errors import PermanentError
-from etl_assets.resources.secrets import SecretsResource
-
-_SECRET = {"dagster__is_secret": True}
+from etl_assets.resources.secrets import SECRET_FIELD, SecretsResource
 
 
 @dataclass(frozen=True)
@@ -74,8 +72,8 @@ class KaggleResource(dg.ConfigurableResource):
 
     dataset: Optional[str] = None  # falls back to KAGGLE_DATASET; unset → the embedded sample
     file: Optional[str] = None  # falls back to KAGGLE_FILE; unset → the only/largest CSV
-    api_token: Optional[str] = Field(default=None, repr=False, json_schema_extra=_SECRET)  # else secret KAGGLE_API_TOKEN
-    key: Optional[str] = Field(default=None, repr=False, json_schema_extra=_SECRET)  # else secret KAGGLE_KEY
+    api_token: Optional[str] = Field(default=None, repr=False, json_schema_extra=SECRET_FIELD)  # else secret KAGGLE_API_TOKEN
+    key: Optional[str] = Field(default=None, repr=False, json_schema_extra=SECRET_FIELD)  # else secret KAGGLE_KEY
     secrets: dg.ResourceDependency[SecretsResource]
 
     def dataset_ref(self) -> str | None:

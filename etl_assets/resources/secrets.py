@@ -20,6 +20,8 @@ from etl_assets.logs.redaction import register_secret
 BACKEND_VARIABLE = "ETL_SECRETS_BACKEND"
 BACKENDS = ("env", "files", "aws")
 DEFAULT_SECRETS_DIR = "/run/secrets"
+# json_schema_extra for resource fields that may hold a credential: hidden in Dagster's UI.
+SECRET_FIELD = {"dagster__is_secret": True}
 
 
 class SecretsResource(dg.ConfigurableResource):

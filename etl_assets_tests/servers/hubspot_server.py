@@ -293,6 +293,16 @@ class _HTTPServer(ThreadingHTTPServer):
                 pass
 
 
+
+def max_in_window(times: list[float], window_s: float) -> int:
+    """Most of the sorted `times` that fall within any window of `window_s` seconds."""
+    best = start = 0
+    for end, arrived in enumerate(times):
+        while arrived - times[start] >= window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
 class HubSpotServer:
     """A HubSpot CRM API on ``127.0.0.1`` for tests; see the module docstring.
 
@@ -457,13 +467,7 @@ class HubSpotServer:
         Counts every logged request (whatever its answer), only those at or after ``since``.
         """
         window = self.interval_ms / 1000 if window_s is None else window_s
-        times = sorted(r.time for r in self._records() if since is None or r.time >= since)
-        best = start = 0
-        for end, arrived in enumerate(times):
-            while arrived - times[start] >= window:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
+        return max_in_window(sorted(r.time for r in self._records() if since is None or r.time >= since), window)
 
     def reset_log(self) -> None:
         """Forget logged requests (rate-limit state and contacts are kept)."""
