@@ -572,8 +572,8 @@ class _Handler(BaseHTTPRequestHandler):
             make_error = _gcs_error if is_signed else _json_error
             status, out_headers, payload = make_error(failure.status, _reason(failure.status))
             out_headers.update(failure.headers)
+            record(status, "injected")  # before the reply, so a client that got it finds it counted
             self._respond(status, out_headers, payload)
-            record(status, "injected")
             return
 
         if is_api and self.command == "POST":
@@ -593,8 +593,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, out_headers, payload = _json_error(HTTPStatus.NOT_FOUND, "Not found")
 
         truncate_at = kaggle._take_truncation() if is_signed and status in (200, 206) else None
-        self._respond(status, out_headers, payload, truncate_at)
         record(status, "truncated" if truncate_at is not None else None)
+        self._respond(status, out_headers, payload, truncate_at)
 
     def _respond(self, status: int, headers: dict[str, str], payload: bytes, truncate_at: int | None = None) -> None:
         self.send_response(status)
