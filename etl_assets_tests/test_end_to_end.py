@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -16,9 +17,9 @@ pytestmark = pytest.mark.e2e
 
 def expected_contacts() -> dict[str, dict]:
     """The valid, de-duplicated contacts of the sample, computed independently of the pipeline run."""
-    raw = pd.read_csv(SAMPLE_CSV, dtype=str, keep_default_na=False)
+    raw = pa.Table.from_pandas(pd.read_csv(SAMPLE_CSV, dtype=str, keep_default_na=False), preserve_index=False)
     chunk = prepare_chunk(raw, load_column_map(None), 1, SeenEmails())
-    return {row["email"]: row for row in chunk.valid.to_dict("records")}
+    return {row["email"]: row for row in chunk.valid.to_pylist()}
 
 
 def test_daily_etl_against_mariadb_and_local_servers(pipeline_env, mariadb_url, hubspot_server, kaggle_server):

@@ -69,6 +69,7 @@ def contacts_table(context: dg.AssetExecutionContext, database: DatabaseResource
             "dagster/row_count": dg.MetadataValue.int(report.contacts_after),
             "skipped_identical_source": report.skipped_identical_source,
             "load_path": report.writer,
+            "applied_by": report.applied_by or "nothing to apply (identical source)",
             "rows_per_second": round(rate),
             "preview": dg.MetadataValue.md(_preview(engine)),
         },

@@ -21,7 +21,7 @@ from etl_assets.errors import PermanentError
 EMAIL_FIELD = "email"
 FIELD_TYPES = ("string", "date")
 # Columns the tables add around the mapped fields; a mapped field may not take these names.
-RESERVED_FIELDS = {"content_hash", "source_row", "first_loaded_at", "updated_at"}
+RESERVED_FIELDS = {"id", "content_hash", "source_row", "first_loaded_at", "updated_at"}
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 

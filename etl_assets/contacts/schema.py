@@ -13,21 +13,34 @@ REJECTED = "contacts_rejected"
 REJECTED_STAGING = "contacts_rejected_staging"
 LOADS = "etl_loads"
 SYNC_STATE = "hubspot_sync_state"
-STAGING_EMAIL_INDEX = sa.text(f"CREATE UNIQUE INDEX ix_{CONTACTS_STAGING}_email ON {CONTACTS_STAGING} (email)")
+EMAIL_INDEX = f"ux_{CONTACTS}_email"
 
 _MYSQL_TABLE_ARGS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
 
-def _field_columns(column_map: ColumnMap, email_is_key: bool) -> list[sa.Column]:
-    columns = []
+def _contact_columns(column_map: ColumnMap) -> list[sa.Column]:
+    """`contacts` and its staging twin have these same columns, so one can replace the other."""
+    columns = [sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+               sa.Column(ROW_COLUMN, sa.Integer, nullable=False)]
     for spec in column_map.fields:
         if spec.field == EMAIL_FIELD:
-            columns.append(sa.Column(EMAIL_FIELD, sa.String(254), primary_key=email_is_key, nullable=False))
+            columns.append(sa.Column(EMAIL_FIELD, sa.String(254), nullable=False))
         elif spec.type == "date":
             columns.append(sa.Column(spec.field, sa.Date))
         else:
             columns.append(sa.Column(spec.field, sa.String(spec.max_length)))
-    return columns
+    return columns + [
+        sa.Column(HASH_COLUMN, sa.CHAR(32), nullable=False),
+        sa.Column("first_loaded_at", sa.DateTime, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    ]
+
+
+def staging_email_index(dialect: str) -> sa.TextClause:
+    # MySQL names indexes per table, so the staged table gets the name `contacts` has and can be
+    # swapped in as it is; SQLite names them per database, so there the twin needs its own.
+    name = EMAIL_INDEX if dialect == "mysql" else f"ux_{CONTACTS_STAGING}_email"
+    return sa.text(f"CREATE UNIQUE INDEX {name} ON {CONTACTS_STAGING} ({EMAIL_FIELD})")
 
 
 def _loads(metadata: sa.MetaData) -> sa.Table:
@@ -83,22 +96,11 @@ def sync_state_table() -> sa.Table:
 def contact_tables(column_map: ColumnMap) -> sa.MetaData:
     """`contacts` and its staging twin, the reject tables, the load log and the sync state."""
     metadata = sa.MetaData()
-    sa.Table(
-        CONTACTS, metadata, *_field_columns(column_map, email_is_key=True),
-        sa.Column(HASH_COLUMN, sa.CHAR(32), nullable=False),
-        sa.Column(ROW_COLUMN, sa.Integer, nullable=False),
-        sa.Column("first_loaded_at", sa.DateTime, nullable=False),
-        sa.Column("updated_at", sa.DateTime, nullable=False, index=True),
-        **_MYSQL_TABLE_ARGS,
-    )
-    # Keyed by source row so chunks append in key order; the email index is built once, after
-    # the last chunk (see STAGING_EMAIL_INDEX), which is much cheaper than maintaining it per row.
-    sa.Table(
-        CONTACTS_STAGING, metadata, *_field_columns(column_map, email_is_key=False),
-        sa.Column(HASH_COLUMN, sa.CHAR(32), nullable=False),
-        sa.Column(ROW_COLUMN, sa.Integer, primary_key=True, autoincrement=False),
-        **_MYSQL_TABLE_ARGS,
-    )
+    sa.Table(CONTACTS, metadata, *_contact_columns(column_map),
+             sa.Index(EMAIL_INDEX, EMAIL_FIELD, unique=True), **_MYSQL_TABLE_ARGS)
+    # No index while chunks append in key order (`id` is the source row); the email index is
+    # built once, after the last chunk (see staging_email_index), much cheaper than per row.
+    sa.Table(CONTACTS_STAGING, metadata, *_contact_columns(column_map), **_MYSQL_TABLE_ARGS)
     for name in (REJECTED, REJECTED_STAGING):
         sa.Table(
             name, metadata,

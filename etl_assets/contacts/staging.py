@@ -4,6 +4,9 @@ MySQL/MariaDB with `local_infile` on: `LOAD DATA LOCAL INFILE` from a temporary 
 the server's own bulk path. Anywhere else: multi-row INSERTs. Both use INSERT IGNORE
 semantics on the staging key, so a chunk retried after a dropped connection (which may or
 may not have committed) is written exactly once.
+
+Each writer splits its work in two: `encode` (CPU only, so the loader can run it for the next
+chunk while the server ingests this one) and `write` (the database round trip).
 """
 
 from __future__ import annotations
@@ -11,48 +14,79 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from typing import Protocol
 
-import pandas as pd
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from etl_assets.contacts.records import join_columns
 
 _TSV_ESCAPES = [("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\0", "\\0")]
-_NEEDS_ESCAPE = r"[\\\t\n\r\x00]"
+
+
+@dataclass
+class EncodedRows:
+    columns: list[str]
+    count: int
+    payload: bytes | list[tuple]
+
+    @classmethod
+    def joined(cls, parts: list[EncodedRows]) -> EncodedRows:
+        """One statement's worth of rows from several encoded chunks of the same columns."""
+        return cls(parts[0].columns, sum(part.count for part in parts),
+                   b"".join(part.payload for part in parts) if isinstance(parts[0].payload, bytes) else
+                   [row for part in parts for row in part.payload])
 
 
 class StagingWriter(Protocol):
     name: str
 
-    def write(self, conn: sa.Connection, table: str, frame: pd.DataFrame) -> None: ...
+    def encode(self, rows: pa.Table) -> EncodedRows: ...
+
+    def write(self, conn: sa.Connection, table: str, rows: EncodedRows) -> None: ...
 
 
-def to_load_data_tsv(frame: pd.DataFrame) -> str:
+def _character_data(strings: pa.Array | pa.ChunkedArray) -> bytes:
+    """All of a large-string array's values back to back: Arrow keeps them so, in one buffer."""
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)[strings.offset:strings.offset + len(strings) + 1]
+    return strings.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+
+
+def to_load_data_tsv(rows: pa.Table) -> bytes:
     """Rows in LOAD DATA's default text format: tab-separated, backslash escapes, \\N for NULL."""
-    if frame.empty:
-        return ""
-    escaped = pd.DataFrame(index=frame.index)
-    for name in frame.columns:
-        values = frame[name].astype("string")
-        if values.str.contains(_NEEDS_ESCAPE, regex=True).any():  # rare: escape only then
-            for raw, replacement in _TSV_ESCAPES:
-                values = values.str.replace(raw, replacement, regex=False)
-        escaped[name] = values
-    return "\n".join(join_columns(escaped, list(escaped.columns), "\t", "\\N")) + "\n"
+    if not rows.num_rows:
+        return b""
+    columns = []
+    for column in rows.columns:
+        text = pc.cast(column, pa.large_string())
+        data = _character_data(text)
+        for raw, replacement in _TSV_ESCAPES:
+            if raw.encode() in data:  # rare: a byte search over the whole column decides
+                text = pc.replace_substring(text, raw, replacement)
+        columns.append(text)
+    # Each line ends in "\n", so the lines' character data is the file as it is.
+    return _character_data(join_columns([join_columns(columns, "\t", "\\N"), pa.scalar("")], "\n", ""))
 
 
 class LoadDataWriter:
     name = "LOAD DATA LOCAL INFILE"
 
-    def write(self, conn: sa.Connection, table: str, frame: pd.DataFrame) -> None:
-        if frame.empty:
+    def encode(self, rows: pa.Table) -> EncodedRows:
+        return EncodedRows(rows.column_names, rows.num_rows, to_load_data_tsv(rows))
+
+    def write(self, conn: sa.Connection, table: str, rows: EncodedRows) -> None:
+        if not rows.count:
             return
-        column_list = ", ".join(f"`{name}`" for name in frame.columns)
+        column_list = ", ".join(f"`{name}`" for name in rows.columns)
         fd, path = tempfile.mkstemp(prefix="etl_stage_", suffix=".tsv")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                handle.write(to_load_data_tsv(frame))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(rows.payload)
             conn.exec_driver_sql(
                 f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE `{table}` CHARACTER SET utf8mb4 "
                 f"FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({column_list})",
@@ -65,15 +99,18 @@ class LoadDataWriter:
 class InsertWriter:
     name = "multi-row INSERT"
 
-    def write(self, conn: sa.Connection, table: str, frame: pd.DataFrame) -> None:
-        if frame.empty:
+    def encode(self, rows: pa.Table) -> EncodedRows:
+        return EncodedRows(rows.column_names, rows.num_rows,
+                           list(zip(*(column.to_pylist() for column in rows.columns))))
+
+    def write(self, conn: sa.Connection, table: str, rows: EncodedRows) -> None:
+        if not rows.count:
             return
         prefix = "INSERT OR IGNORE" if conn.dialect.name == "sqlite" else "INSERT IGNORE"
         quote = conn.dialect.identifier_preparer.quote
-        columns = ", ".join(quote(name) for name in frame.columns)
-        marks = ", ".join(["%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"] * len(frame.columns))
-        rows = list(frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None))
-        conn.exec_driver_sql(f"{prefix} INTO {quote(table)} ({columns}) VALUES ({marks})", rows)
+        columns = ", ".join(quote(name) for name in rows.columns)
+        marks = ", ".join(["%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"] * len(rows.columns))
+        conn.exec_driver_sql(f"{prefix} INTO {quote(table)} ({columns}) VALUES ({marks})", rows.payload)
 
 
 def choose_writer(engine: sa.Engine, log: logging.Logger) -> StagingWriter:

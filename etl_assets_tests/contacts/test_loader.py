@@ -6,10 +6,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from etl_assets.contacts.loader import load_contacts
+from etl_assets.contacts.loader import ensure_tables, load_contacts
+from etl_assets.contacts import schema
 from etl_assets.contacts.mapping import load_column_map
 from etl_assets.contacts.records import SeenEmails, prepare_chunk
 from etl_assets.contacts.staging import InsertWriter, LoadDataWriter, choose_writer
@@ -38,8 +40,8 @@ def generate_csv(path: Path, rows: int, seed: int = 7) -> Path:
 
 def expected_table(csv_path: Path) -> pd.DataFrame:
     """The source's valid, de-duplicated contacts, computed in one pass without the database."""
-    raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    valid = prepare_chunk(raw, COLUMN_MAP, 1, SeenEmails()).valid
+    raw = pa.Table.from_pandas(pd.read_csv(csv_path, dtype=str, keep_default_na=False), preserve_index=False)
+    valid = prepare_chunk(raw, COLUMN_MAP, 1, SeenEmails()).valid.to_pandas()
     return valid.set_index("email").sort_index()
 
 
@@ -75,7 +77,7 @@ def target(request, tmp_path):
 
 def test_first_load_rerun_changes_and_deletes(target, tmp_path):
     engine, writer = target
-    first = load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "run-1", LOG, RETRY, chunk_rows=300)
+    first = load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "run-1", LOG, RETRY, chunk_rows=300, statement_rows=600)
     assert (first.rows_read, first.inserted, first.rejected, first.contacts_after) == (1000, 988, 12, 988)
     assert_table_equals_source(engine, SAMPLE_CSV)
     with engine.connect() as conn:
@@ -83,7 +85,7 @@ def test_first_load_rerun_changes_and_deletes(target, tmp_path):
     assert rejects[50].startswith("invalid email")
     assert rejects[120] == "duplicate email, first seen at source row 45"
 
-    again = load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "run-2", LOG, RETRY, chunk_rows=300)
+    again = load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "run-2", LOG, RETRY, chunk_rows=300, statement_rows=600)
     assert again.skipped_identical_source and again.unchanged == 988 and again.contacts_after == 988
 
     changed_csv = tmp_path / "changed.csv"
@@ -91,7 +93,7 @@ def test_first_load_rerun_changes_and_deletes(target, tmp_path):
     frame.loc[0, "City"] = "Ulm"  # row 1 changes
     frame = frame.drop(index=[1, 2])  # rows 2 and 3 disappear
     frame.to_csv(changed_csv, index=False)
-    third = load_contacts(engine, changed_csv, COLUMN_MAP, writer, "run-3", LOG, RETRY, chunk_rows=300)
+    third = load_contacts(engine, changed_csv, COLUMN_MAP, writer, "run-3", LOG, RETRY, chunk_rows=300, statement_rows=600)
     assert (third.inserted, third.updated, third.deleted, third.contacts_after) == (0, 1, 2, 986)
     assert third.unchanged == 985
     assert_table_equals_source(engine, changed_csv)
@@ -114,6 +116,31 @@ def test_bulk_and_insert_paths_store_the_same_content(mariadb_url, tmp_path):
     pd.testing.assert_frame_equal(bulk, inserted)
     assert "Tab\there, back\\slash, \\N, and a\nnewline" in set(bulk["company"])
     assert_table_equals_source(engine, tricky)
+
+
+def test_first_load_swaps_in_a_table_shaped_like_contacts_and_later_loads_extend_it(mariadb_url, tmp_path):
+    engine = mysql_engine(mariadb_url)
+    load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, LoadDataWriter(), "first", LOG, RETRY, chunk_rows=300, statement_rows=600)
+    expected = schema.contact_tables(COLUMN_MAP).tables[schema.CONTACTS]
+    inspector = sa.inspect(engine)
+    assert [column["name"] for column in inspector.get_columns("contacts")] == list(expected.columns.keys())
+    assert inspector.get_pk_constraint("contacts")["constrained_columns"] == ["id"]
+    assert [(index["name"], index["column_names"], bool(index["unique"]))
+            for index in inspector.get_indexes("contacts")] == [("ux_contacts_email", ["email"], True)]
+    assert not {"contacts_staging", "contacts_retired", "contacts_rejected_retired"} & set(inspector.get_table_names())
+
+    grown = tmp_path / "grown.csv"
+    frame = pd.read_csv(SAMPLE_CSV, dtype=str, keep_default_na=False)
+    extra = frame.iloc[[0]].assign(Email="new.contact@example.com")
+    pd.concat([extra, frame]).to_csv(grown, index=False)  # a new row on top shifts every source row
+    report = load_contacts(engine, grown, COLUMN_MAP, LoadDataWriter(), "second", LOG, RETRY, chunk_rows=300, statement_rows=600)
+    assert (report.inserted, report.updated, report.unchanged) == (1, 0, 988)
+    with engine.connect() as conn:
+        new_id, max_before = conn.execute(sa.text(
+            "SELECT id, (SELECT MAX(id) FROM contacts WHERE email <> 'new.contact@example.com') FROM contacts "
+            "WHERE email = 'new.contact@example.com'")).one()
+    assert new_id > max_before  # a new id, not a clash with the rows the first load numbered
+    assert_table_equals_source(engine, grown)
 
 
 def test_local_infile_off_falls_back_and_says_so(mariadb_url, caplog):
@@ -140,10 +167,16 @@ def test_missing_email_column_fails_naming_it_and_leaves_the_table(mariadb_url, 
     assert_table_equals_source(engine, SAMPLE_CSV)
 
 
-def test_killed_connection_mid_load_is_retried_and_readers_never_see_a_partial_table(mariadb_url, tmp_path, caplog):
+@pytest.mark.parametrize("loaded_before", [True, False], ids=["apply-to-existing", "swap-into-empty"])
+def test_killed_connection_mid_load_is_retried_and_readers_never_see_a_partial_table(
+        mariadb_url, tmp_path, caplog, loaded_before):
     engine = mysql_engine(mariadb_url)
-    load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, LoadDataWriter(), "before", LOG, RETRY)
-    before = len(expected_table(SAMPLE_CSV))
+    before = 0
+    if loaded_before:
+        load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, LoadDataWriter(), "before", LOG, RETRY)
+        before = len(expected_table(SAMPLE_CSV))
+    else:
+        ensure_tables(engine, COLUMN_MAP)
     big_csv = generate_csv(tmp_path / "big.csv", 40_000, seed=11)
     after = len(expected_table(big_csv))
     database = sa.make_url(mariadb_url).database
@@ -173,7 +206,7 @@ def test_killed_connection_mid_load_is_retried_and_readers_never_see_a_partial_t
     try:
         with caplog.at_level(logging.WARNING):
             report = load_contacts(engine, big_csv, COLUMN_MAP, LoadDataWriter(), "during", LOG, RETRY,
-                                   chunk_rows=2_000)
+                                   chunk_rows=2_000, statement_rows=2_000)
     finally:
         stop.set()
         for thread in threads:

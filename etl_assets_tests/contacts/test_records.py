@@ -1,7 +1,7 @@
 import hashlib
 import json
 
-import pandas as pd
+import pyarrow as pa
 import pytest
 
 from etl_assets.contacts.mapping import load_column_map
@@ -13,18 +13,18 @@ COLUMNS = ["Index", "Customer Id", "First Name", "Last Name", "Company", "City",
            "Phone 1", "Phone 2", "Email", "Subscription Date", "Website"]
 
 
-def rows(*overrides: dict) -> pd.DataFrame:
+def rows(*overrides: dict) -> pa.Table:
     base = dict(zip(COLUMNS, ["1", "ABC", "Ada", "Lovelace", "Acme", "Berlin", "Germany", "+1", "", "ada@example.com",
                               "2021-01-02", "https://acme.example.com"]))
-    return pd.DataFrame([{**base, **override} for override in overrides], dtype=str)
+    return pa.Table.from_pylist([{**base, **override} for override in overrides])
 
 
 def test_values_are_trimmed_emails_lowercased_and_blanks_become_null():
     chunk = prepare_chunk(rows({"Email": "  Ada@Example.COM ", "First Name": " Ada  "}), COLUMN_MAP, 1, SeenEmails())
-    record = chunk.valid.iloc[0]
+    [record] = chunk.valid.to_pylist()
     assert record["email"] == "ada@example.com"
     assert record["first_name"] == "Ada"
-    assert pd.isna(record["phone_2"])
+    assert record["phone_2"] is None
     assert record["source_row"] == 1
 
 
@@ -34,6 +34,8 @@ def test_values_are_trimmed_emails_lowercased_and_blanks_become_null():
     ({"Email": "ada..x@example.com"}, "invalid email"),
     ({"Email": "   "}, "missing required 'Email'"),
     ({"Subscription Date": "02/01/2021"}, "invalid date in 'Subscription Date': 02/01/2021"),
+    ({"Subscription Date": "2021-02-30"}, "invalid date in 'Subscription Date': 2021-02-30"),
+    ({"Subscription Date": "2021-1-2"}, "invalid date in 'Subscription Date': 2021-1-2"),
     ({"Company": "x" * 256}, "'Company' longer than 255 characters"),
 ])
 def test_invalid_rows_are_rejected_with_reason_and_raw_values(override, reason):
@@ -50,12 +52,12 @@ def test_duplicates_keep_the_first_valid_row_within_and_across_chunks():
     seen = SeenEmails()
     first = prepare_chunk(rows({"Email": "a@example.com"}, {"Email": "b@example.com", "Subscription Date": "bad"},
                                {"Email": "A@EXAMPLE.com"}), COLUMN_MAP, 1, seen)
-    assert list(first.valid["email"]) == ["a@example.com"]
+    assert first.valid.column("email").to_pylist() == ["a@example.com"]
     reasons = {item["source_row"]: item["reason"] for item in first.rejected}
     assert reasons[3] == "duplicate email, first seen at source row 1"
     second = prepare_chunk(rows({"Email": "b@example.com"}, {"Email": "a@example.com"}), COLUMN_MAP, 4, seen)
     # b@ at row 2 was invalid, so row 4 is its first valid occurrence.
-    assert list(second.valid["email"]) == ["b@example.com"]
+    assert second.valid.column("email").to_pylist() == ["b@example.com"]
     assert second.rejected[0]["reason"] == "duplicate email, first seen at source row 1"
 
 
@@ -66,18 +68,18 @@ def test_missing_mapped_column_names_it_and_the_columns_found():
 
 
 def test_content_hash_is_stable_and_sensitive():
-    frame = pd.DataFrame({"email": ["a@x.com", "a@x.com", "a@x.com"], "name": ["Ann", None, ""]}, dtype="string")
-    hashes = content_hashes(frame, ["email", "name"])
+    frame = pa.table({"email": ["a@x.com", "a@x.com", "a@x.com"], "name": ["Ann", None, ""]})
+    hashes = content_hashes(frame, ["email", "name"]).to_pylist()
     # The documented recipe, pinned: a change here resyncs every contact to HubSpot.
     assert hashes[0] == hashlib.blake2b(b"email\x1ename\x1ea@x.com\x1fAnn", digest_size=16).hexdigest()
     assert hashes[0] == "d18510b94662029c92bfb7ee06379e01"
     assert len(set(hashes)) == 3  # NULL and "" differ
-    assert content_hashes(frame, ["email", "name"]) == hashes
-    assert content_hashes(frame.rename(columns={"name": "first"}), ["email", "first"])[0] != hashes[0]
+    assert content_hashes(frame, ["email", "name"]).to_pylist() == hashes
+    assert content_hashes(frame.rename_columns(["email", "first"]), ["email", "first"])[0].as_py() != hashes[0]
 
 
 def test_hash_does_not_depend_on_row_position_or_chunking():
     data = rows({"Email": "a@example.com"}, {"Email": "b@example.com"})
-    whole = prepare_chunk(data, COLUMN_MAP, 1, SeenEmails()).valid.set_index("email")["content_hash"]
-    later = prepare_chunk(data.iloc[[1]].reset_index(drop=True), COLUMN_MAP, 99, SeenEmails()).valid
-    assert later["content_hash"][0] == whole["b@example.com"]
+    whole = prepare_chunk(data, COLUMN_MAP, 1, SeenEmails()).valid.to_pandas().set_index("email")["content_hash"]
+    later = prepare_chunk(data.slice(1), COLUMN_MAP, 99, SeenEmails()).valid
+    assert later.column("content_hash")[0].as_py() == whole["b@example.com"]
