@@ -9,7 +9,8 @@ One run, one fresh MariaDB database set (dropped at the end), one generated CSV 
    executemany, which PyMySQL rewrites into multi-row INSERTs of up to ~1 MB);
 2. `LOAD DATA LOCAL INFILE` of the raw file into an identical plain table: the ceiling;
 3. the `contacts_table` step's work (`choose_writer` + `load_contacts`: validation, de-duplication,
-   hashing, staging, set-based upsert) in a child process, on the same file, into a fresh database;
+   hashing, staging, then the RENAME swap a first load into an empty table gets) in a child
+   process, on the same file, into a fresh database;
 4. the same step again on the unchanged file (in this process: only its time matters);
 5. the step on the first N/10 rows, in a new child and a fresh database, for the memory ratio;
 6. `hubspot_contacts` materialized against a local HubSpot server limited to R requests per window:

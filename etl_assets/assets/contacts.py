@@ -32,7 +32,7 @@ def _preview(engine: sa.Engine, rows: int = 5) -> str:
     kinds={"mysql", "table"},
     pool="etl_assets_contacts_load",
     retry_policy=step_retry_policy(),
-    description="Validated, de-duplicated contacts keyed by email in the `contacts` table; rejected rows "
+    description="Validated, de-duplicated contacts, unique by email, in the `contacts` table; rejected rows "
                 "with their reasons in `contacts_rejected`.",
 )
 def contacts_table(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:

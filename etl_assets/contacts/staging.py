@@ -31,14 +31,13 @@ _TSV_ESCAPES = [("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\
 class EncodedRows:
     columns: list[str]
     count: int
-    payload: bytes | list[tuple]
+    payload: list  # TSV pieces for LOAD DATA, row tuples for INSERT
 
     @classmethod
     def joined(cls, parts: list[EncodedRows]) -> EncodedRows:
         """One statement's worth of rows from several encoded chunks of the same columns."""
         return cls(parts[0].columns, sum(part.count for part in parts),
-                   b"".join(part.payload for part in parts) if isinstance(parts[0].payload, bytes) else
-                   [row for part in parts for row in part.payload])
+                   [piece for part in parts for piece in part.payload])
 
 
 class StagingWriter(Protocol):
@@ -77,7 +76,7 @@ class LoadDataWriter:
     name = "LOAD DATA LOCAL INFILE"
 
     def encode(self, rows: pa.Table) -> EncodedRows:
-        return EncodedRows(rows.column_names, rows.num_rows, to_load_data_tsv(rows))
+        return EncodedRows(rows.column_names, rows.num_rows, [to_load_data_tsv(rows)])
 
     def write(self, conn: sa.Connection, table: str, rows: EncodedRows) -> None:
         if not rows.count:
@@ -86,7 +85,7 @@ class LoadDataWriter:
         fd, path = tempfile.mkstemp(prefix="etl_stage_", suffix=".tsv")
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(rows.payload)
+                handle.writelines(rows.payload)
             conn.exec_driver_sql(
                 f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE `{table}` CHARACTER SET utf8mb4 "
                 f"FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({column_list})",
