@@ -45,10 +45,10 @@ class HubSpotApi:
         def attempt() -> Any:
             waited_since = time.monotonic()
             while True:
-                self.limiter.acquire()
                 self._count("calls")
                 try:
-                    data, _status, headers = request()
+                    with self.limiter.slot():
+                        data, _status, headers = request()
                 except _API_EXCEPTIONS as exc:
                     self.limiter.observe(exc.headers)
                     error = parse_error(exc.status or 0, exc.body)

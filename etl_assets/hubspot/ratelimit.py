@@ -1,7 +1,9 @@
 """A client-side limiter that keeps HubSpot requests under the account's rolling-window limit.
 
-Every request takes a slot first. The window is the server's (10 s by default) plus a margin,
-because the server counts arrivals and our requests arrive a little after they are sent. The
+Every request holds a place in the window from before it is sent until a window after its reply
+arrives. The server counts a request when it arrives, which is somewhere between the two, so
+counting from the reply can never let the server see more than the limit, however late a busy
+client thread sends or a slow network delivers; a small margin covers clock granularity. The
 limiter learns from HubSpot's headers (a lower `X-HubSpot-RateLimit-Max`, `Remaining` near
 zero) and a 429 pauses every sender, by `Retry-After` when given, else for a whole window.
 """
@@ -9,9 +11,10 @@ zero) and a 429 pauses every sender, by `Retry-After` when given, else for a who
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 
 class DailyLimitReached(Exception):
@@ -20,12 +23,13 @@ class DailyLimitReached(Exception):
 
 class RollingWindowLimiter:
     MARGIN_STEP_S = 0.5
+    POLL_S = 0.05  # how often to look again while every place is held by a request in flight
 
     def __init__(
         self,
         max_requests: int = 100,
         interval_s: float = 10.0,
-        margin_s: float = 0.5,
+        margin_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -35,30 +39,42 @@ class RollingWindowLimiter:
         self.window_s = interval_s + margin_s
         self._max_window_s = interval_s + max(margin_s, 2.0)
         self._clock, self._sleep = clock, sleep
-        self._sent: collections.deque[float] = collections.deque()
+        self._replies: collections.deque[float] = collections.deque()  # reply times, oldest first
+        self._in_flight = 0
         self._paused_until = 0.0
         self._lock = threading.Lock()
         self.waited_s = 0.0
 
     def _wait_needed(self, now: float) -> float:
-        while self._sent and now - self._sent[0] >= self.window_s:
-            self._sent.popleft()
+        while self._replies and now - self._replies[0] >= self.window_s:
+            self._replies.popleft()
         wait = max(self._paused_until - now, 0.0)
-        if len(self._sent) >= self.max_requests:
-            wait = max(wait, self._sent[len(self._sent) - self.max_requests] + self.window_s - now)
+        held = self._in_flight + len(self._replies)
+        if held >= self.max_requests:
+            freeing = held - self.max_requests  # the reply whose leaving the window frees a place
+            if freeing < len(self._replies):
+                wait = max(wait, self._replies[freeing] + self.window_s - now)
+            else:
+                wait = max(wait, self.POLL_S)
         return wait
 
-    def acquire(self) -> None:
-        """Block until one more request fits in the window, then claim it."""
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one request's place: block until it fits, keep it until a window after the reply."""
         while True:
             with self._lock:
-                now = self._clock()
-                wait = self._wait_needed(now)
+                wait = self._wait_needed(self._clock())
                 if wait <= 0:
-                    self._sent.append(now)
-                    return
+                    self._in_flight += 1
+                    break
             self.waited_s += wait
             self._sleep(min(wait, 1.0))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._replies.append(self._clock())
 
     def observe(self, headers: Mapping[str, str] | None) -> None:
         """Adopt a stricter limit than configured when HubSpot reports one."""
@@ -70,16 +86,16 @@ class RollingWindowLimiter:
             if limit and limit < self.max_requests:
                 self.max_requests = limit
             remaining = _as_int(lowered.get("x-hubspot-ratelimit-remaining"))
-            if remaining == 0 and self._sent:
+            if remaining == 0 and self._replies:
                 # The server's window is full: nothing more until the oldest request we count leaves
                 # it (waiting for the newest would idle a whole window after every burst).
-                self._paused_until = max(self._paused_until, self._sent[0] + self.window_s)
+                self._paused_until = max(self._paused_until, self._replies[0] + self.window_s)
 
     def back_off(self, retry_after_s: float | None) -> float:
         """Pause every sender after a 429; returns the pause in seconds.
 
-        A 429 also widens the margin a little: requests reached the server closer together than
-        they left here (a slow or busy server), so the window we count in was too short.
+        A 429 also widens the margin a little: the server counted more than we did (another
+        integration sharing the app's limit, or a server whose window is longer than it says).
         """
         pause = retry_after_s if retry_after_s is not None else self.window_s
         with self._lock:
