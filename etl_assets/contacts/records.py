@@ -127,26 +127,26 @@ class SeenEmails:
     def keys(emails: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return np.fromiter(map(hash, emails.to_pylist()), dtype=np.int64, count=len(emails))
 
-    def first_rows(self, keys: np.ndarray) -> np.ndarray:
-        """The earlier row for each key, or -1 where the email was not seen before."""
-        if not len(self._keys):
-            return np.full(len(keys), -1, dtype=np.int64)
-        positions = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
-        return np.where(self._keys[positions] == keys, self._rows[positions], -1)
-
-    def add(self, keys: np.ndarray, rows: np.ndarray) -> None:
-        """Merge new keys in: a sort of the chunk and one linear insert, not a sort of everything."""
-        order = np.argsort(keys, kind="stable")
-        positions = np.searchsorted(self._keys, keys[order])
-        self._keys = np.insert(self._keys, positions, keys[order])
-        self._rows = np.insert(self._rows, positions, rows[order].astype(np.int32))
-
-
-def first_occurrences(keys: np.ndarray, rows: np.ndarray, seen: SeenEmails) -> np.ndarray:
-    """For each key, the row of its first occurrence: earlier chunks first, then this one."""
-    _, first_index, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    earlier = seen.first_rows(keys)
-    return np.where(earlier >= 0, earlier, rows[first_index][inverse])
+    def claim(self, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The row of each key's first occurrence (an earlier chunk's, else this chunk's first),
+        remembering the keys seen here for the first time. One sort of the chunk, one search."""
+        order = np.argsort(keys, kind="stable")  # stable: equal keys stay in row order
+        chunk_keys, chunk_rows = keys[order], rows[order]
+        leads = np.ones(len(keys), dtype=bool)
+        leads[1:] = chunk_keys[1:] != chunk_keys[:-1]
+        first_here = chunk_rows[leads][np.cumsum(leads) - 1]
+        positions = np.searchsorted(self._keys, chunk_keys)
+        known = positions < len(self._keys)
+        known[known] = self._keys[positions[known]] == chunk_keys[known]
+        earlier = np.zeros(len(keys), dtype=np.int64)
+        earlier[known] = self._rows[positions[known]]
+        first = np.where(known, earlier, first_here)
+        fresh = leads & ~known
+        self._keys = np.insert(self._keys, positions[fresh], chunk_keys[fresh])
+        self._rows = np.insert(self._rows, positions[fresh], chunk_rows[fresh].astype(np.int32))
+        unsorted = np.empty_like(first)
+        unsorted[order] = first
+        return unsorted
 
 
 def join_columns(columns: list[pa.ChunkedArray | pa.Array | pa.Scalar], separator: str,
@@ -201,11 +201,10 @@ def prepare_chunk(raw: pa.Table, column_map: ColumnMap, first_row: int, seen: Se
     # The first valid occurrence of an email wins; later ones are rejected as duplicates.
     candidates = np.flatnonzero(failure < 0)
     keys = SeenEmails.keys(columns[EMAIL_FIELD].take(pa.array(candidates, type=pa.int64())))
-    first_seen = first_occurrences(keys, rows[candidates], seen)
+    first_seen = seen.claim(keys, rows[candidates])
     is_duplicate = first_seen != rows[candidates]
     for position, first in zip(candidates[is_duplicate], first_seen[is_duplicate]):
         reasons[int(position)] = f"duplicate email, first seen at source row {first}"
-    seen.add(keys[~is_duplicate], rows[candidates][~is_duplicate])
 
     good = candidates[~is_duplicate]
     valid = pa.table({ROW_COLUMN: rows, **columns}).take(pa.array(good, type=pa.int64()))

@@ -20,11 +20,16 @@ from typing import Protocol
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
-from etl_assets.contacts.records import join_columns
-
+# Backslash escapes LOAD DATA reads back. Arrow's CSV writer refuses tabs and line ends in
+# unquoted values, and refuses the double quote unless it quotes every string value: it does
+# that (and LOAD DATA, told values may be enclosed in ", undoes it) only for chunks holding one.
 _TSV_ESCAPES = [("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\0", "\\0")]
+_QUOTE = b'"'
+_TSV = {quoting: pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style=quoting,
+                                    null_string="\\N", eol="\n") for quoting in ("none", "needed")}
 
 
 @dataclass
@@ -49,10 +54,11 @@ class StagingWriter(Protocol):
 
 
 def _character_data(strings: pa.Array | pa.ChunkedArray) -> bytes:
-    """All of a large-string array's values back to back: Arrow keeps them so, in one buffer."""
+    """All of a string array's values back to back: Arrow keeps them so, in one buffer."""
     if isinstance(strings, pa.ChunkedArray):
         strings = strings.combine_chunks()
-    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)[strings.offset:strings.offset + len(strings) + 1]
+    offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    offsets = np.frombuffer(strings.buffers()[1], dtype=offset_type)[strings.offset:strings.offset + len(strings) + 1]
     return strings.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
 
 
@@ -60,16 +66,19 @@ def to_load_data_tsv(rows: pa.Table) -> bytes:
     """Rows in LOAD DATA's default text format: tab-separated, backslash escapes, \\N for NULL."""
     if not rows.num_rows:
         return b""
-    columns = []
+    columns, quoting = [], "none"
     for column in rows.columns:
-        text = pc.cast(column, pa.large_string())
-        data = _character_data(text)
-        for raw, replacement in _TSV_ESCAPES:
-            if raw.encode() in data:  # rare: a byte search over the whole column decides
-                text = pc.replace_substring(text, raw, replacement)
-        columns.append(text)
-    # Each line ends in "\n", so the lines' character data is the file as it is.
-    return _character_data(join_columns([join_columns(columns, "\t", "\\N"), pa.scalar("")], "\n", ""))
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            data = _character_data(column)
+            for raw, replacement in _TSV_ESCAPES:
+                if raw.encode() in data:  # rare: a byte search over the whole column decides
+                    column = pc.replace_substring(column, raw, replacement)
+            if _QUOTE in data:
+                quoting = "needed"
+        columns.append(column)
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(pa.table(columns, names=rows.column_names), sink, _TSV[quoting])
+    return sink.getvalue().to_pybytes()
 
 
 class LoadDataWriter:
@@ -88,7 +97,8 @@ class LoadDataWriter:
                 handle.writelines(rows.payload)
             conn.exec_driver_sql(
                 f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE `{table}` CHARACTER SET utf8mb4 "
-                f"FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({column_list})",
+                f"FIELDS TERMINATED BY '\\t' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '\\\\' "
+                f"LINES TERMINATED BY '\\n' ({column_list})",
                 (path,),
             )
         finally:

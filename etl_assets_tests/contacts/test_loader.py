@@ -102,7 +102,7 @@ def test_first_load_rerun_changes_and_deletes(target, tmp_path):
 def test_bulk_and_insert_paths_store_the_same_content(mariadb_url, tmp_path):
     tricky = tmp_path / "tricky.csv"
     frame = pd.read_csv(SAMPLE_CSV, dtype=str, keep_default_na=False).head(50)
-    frame.loc[0, "Company"] = "Tab\there, back\\slash, \\N, and a\nnewline"
+    frame.loc[0, "Company"] = "Tab\there, back\\slash, \\N, \"quotes\", and a\nnewline"
     frame.loc[1, "City"] = "Zürich 🚀"
     frame.to_csv(tricky, index=False)
     engine = mysql_engine(mariadb_url)
@@ -114,7 +114,7 @@ def test_bulk_and_insert_paths_store_the_same_content(mariadb_url, tmp_path):
     load_contacts(engine, tricky, COLUMN_MAP, InsertWriter(), "insert", LOG, RETRY)
     inserted = table_content(engine).drop(columns=["first_loaded_at", "updated_at"])
     pd.testing.assert_frame_equal(bulk, inserted)
-    assert "Tab\there, back\\slash, \\N, and a\nnewline" in set(bulk["company"])
+    assert "Tab\there, back\\slash, \\N, \"quotes\", and a\nnewline" in set(bulk["company"])
     assert_table_equals_source(engine, tricky)
 
 
