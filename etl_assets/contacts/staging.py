@@ -57,13 +57,17 @@ def _character_data(strings: pa.Array | pa.ChunkedArray) -> bytes:
     """All of a string array's values back to back: Arrow keeps them so, in one buffer."""
     if isinstance(strings, pa.ChunkedArray):
         strings = strings.combine_chunks()
+    _validity, offset_buffer, data = strings.buffers()
+    if data is None:  # Arrow may leave it out when there are no characters at all
+        return b""
     offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
-    offsets = np.frombuffer(strings.buffers()[1], dtype=offset_type)[strings.offset:strings.offset + len(strings) + 1]
-    return strings.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+    offsets = np.frombuffer(offset_buffer, dtype=offset_type)[strings.offset:strings.offset + len(strings) + 1]
+    return data.to_pybytes()[offsets[0]:offsets[-1]]
 
 
 def to_load_data_tsv(rows: pa.Table) -> bytes:
-    """Rows in LOAD DATA's default text format: tab-separated, backslash escapes, \\N for NULL."""
+    """Rows as LOAD DATA text: tab-separated, backslash escapes, \\N for NULL, and values in
+    double quotes only in a chunk where some value holds one."""
     if not rows.num_rows:
         return b""
     columns, quoting = [], "none"
