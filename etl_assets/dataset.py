@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from etl_assets.contacts.loader import file_sha256
+from etl_assets.contacts.source import file_sha256
 from etl_assets.errors import PermanentError
 
 MANIFEST = "source.json"

@@ -10,9 +10,7 @@ at any point leaves `contacts` as it was; a re-run converges to the same result.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -20,12 +18,12 @@ from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
 from etl_assets.contacts import schema
 from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
-from etl_assets.contacts.records import HASH_COLUMN, ROW_COLUMN, SeenEmails, check_columns, prepare_chunk
+from etl_assets.contacts.records import HASH_COLUMN, ROW_COLUMN, SeenEmails, prepare_chunk
+from etl_assets.contacts.source import read_chunks, scan_file
 from etl_assets.contacts.staging import EncodedRows, StagingWriter
 from etl_assets.errors import PermanentError
 from etl_assets.progress import Progress
@@ -58,56 +56,6 @@ class LoadReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def file_sha256(path: Path) -> str:
-    return scan_file(path)[0]
-
-
-def scan_file(path: Path) -> tuple[str, int]:
-    """The file's SHA-256 and its data rows, in one read.
-
-    Rows are newlines minus the header: exact for CSVs without quoted line breaks, used for
-    the ETA only.
-    """
-    digest, newlines = hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-            newlines += block.count(b"\n")
-    return digest.hexdigest(), max(newlines - 1, 0)
-
-
-def csv_header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        return next(csv.reader(handle), [])
-
-
-def read_chunks(path: Path, column_map: ColumnMap, chunk_rows: int) -> Iterator[pa.Table]:
-    """The CSV in chunks of about `chunk_rows`, every value a string (never NULL).
-
-    Arrow's streaming reader parses in C, in small blocks (large blocks cost hundreds of MB of
-    read-ahead for no speed), gathered here into chunks big enough for vectorised work. Memory
-    stays bounded whatever the file size. Fails first, naming them, if mapped columns are missing.
-    """
-    header = csv_header(path)
-    check_columns(header, column_map)
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(block_size=1 << 20, column_names=header, skip_rows=1, use_threads=False),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            include_columns=column_map.sources, strings_can_be_null=False,
-            column_types={source: pa.string() for source in column_map.sources}),
-    )
-    pending: list[pa.RecordBatch] = []
-    for batch in reader:
-        pending.append(batch)
-        if sum(item.num_rows for item in pending) >= chunk_rows:
-            yield pa.Table.from_batches(pending).combine_chunks()
-            pending = []
-    if pending:
-        yield pa.Table.from_batches(pending).combine_chunks()
 
 
 def prefetched(items: Iterable[T]) -> Iterator[T]:
