@@ -93,6 +93,9 @@ command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 [ -x "$RUNC" ] || missing+=(runc)
+# The init Podman runs as PID 1 for compose's `init: true`; a Recommends of podman that
+# machines installing without recommends do not get.
+[ -x /usr/libexec/podman/catatonit ] || missing+=(catatonit)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
