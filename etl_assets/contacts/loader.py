@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
+from typing import Iterator
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -28,6 +27,7 @@ from etl_assets.contacts.staging import EncodedRows, StagingWriter
 from etl_assets.errors import PermanentError
 from etl_assets.progress import Progress
 from etl_assets.retrying import RetrySettings, call_with_retries
+from etl_assets.streams import gathered, prefetched
 
 # Rows prepared at a time: bigger chunks are no faster and cost ~3 KB of peak memory a row.
 DEFAULT_CHUNK_ROWS = 10_000
@@ -36,7 +36,6 @@ DEFAULT_CHUNK_ROWS = 10_000
 STATEMENT_ROWS = 50_000
 REJECTED_SCHEMA = pa.schema([(ROW_COLUMN, pa.int64()), (EMAIL_FIELD, pa.string()),
                              ("raw_values", pa.string()), ("reason", pa.string())])
-T = TypeVar("T")
 
 
 @dataclass
@@ -58,20 +57,6 @@ class LoadReport:
         return asdict(self)
 
 
-def prefetched(items: Iterable[T]) -> Iterator[T]:
-    """`items`, each computed in a worker thread while the caller handles the one before.
-
-    Arrow's kernels and the database driver's socket waits release the GIL, so preparing the
-    next chunk and the server ingesting this one overlap on two cores.
-    """
-    iterator, done = iter(items), object()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as worker:
-        upcoming = worker.submit(next, iterator, done)
-        while (item := upcoming.result()) is not done:
-            upcoming = worker.submit(next, iterator, done)
-            yield item
-
-
 @dataclass
 class StagedChunk:
     first_row: int
@@ -90,21 +75,21 @@ def staged_chunks(csv_path: Path, column_map: ColumnMap, writer: StagingWriter, 
                   chunk_rows: int, statement_rows: int) -> Iterator[StagedChunk]:
     """The CSV as rows ready for the staging tables: prepared, stamped, encoded and gathered
     into statements of about `statement_rows` rows."""
-    seen, first_row, pending = SeenEmails(), 1, []
     stamp = pa.scalar(now.isoformat(sep=" "))
-    for raw in read_chunks(csv_path, column_map, chunk_rows):
-        chunk = prepare_chunk(raw, column_map, first_row, seen)
-        contacts = (chunk.valid.add_column(0, "id", chunk.valid.column(ROW_COLUMN))
-                    .append_column("first_loaded_at", pa.repeat(stamp, chunk.valid.num_rows))
-                    .append_column("updated_at", pa.repeat(stamp, chunk.valid.num_rows)))
-        rejected = pa.Table.from_pylist(chunk.rejected, schema=REJECTED_SCHEMA)
-        pending.append(StagedChunk(first_row, raw.num_rows, writer.encode(contacts), writer.encode(rejected)))
-        first_row += raw.num_rows
-        if sum(item.rows_read for item in pending) >= statement_rows:
-            yield StagedChunk.joined(pending)
-            pending = []
-    if pending:
-        yield StagedChunk.joined(pending)
+
+    def encoded() -> Iterator[StagedChunk]:
+        seen, first_row = SeenEmails(), 1
+        for raw in read_chunks(csv_path, column_map, chunk_rows):
+            chunk = prepare_chunk(raw, column_map, first_row, seen)
+            contacts = (chunk.valid.add_column(0, "id", chunk.valid.column(ROW_COLUMN))
+                        .append_column("first_loaded_at", pa.repeat(stamp, chunk.valid.num_rows))
+                        .append_column("updated_at", pa.repeat(stamp, chunk.valid.num_rows)))
+            rejected = pa.Table.from_pylist(chunk.rejected, schema=REJECTED_SCHEMA)
+            yield StagedChunk(first_row, raw.num_rows, writer.encode(contacts), writer.encode(rejected))
+            first_row += raw.num_rows
+
+    for group in gathered(encoded(), statement_rows, lambda chunk: chunk.rows_read):
+        yield StagedChunk.joined(group)
 
 
 def ensure_tables(engine: sa.Engine, column_map: ColumnMap) -> sa.MetaData:

@@ -12,6 +12,7 @@ import pyarrow.csv as pacsv
 
 from etl_assets.contacts.mapping import ColumnMap
 from etl_assets.contacts.records import check_columns
+from etl_assets.streams import gathered
 
 
 def file_sha256(path: Path) -> str:
@@ -54,11 +55,5 @@ def read_chunks(path: Path, column_map: ColumnMap, chunk_rows: int) -> Iterator[
             include_columns=column_map.sources, strings_can_be_null=False,
             column_types={source: pa.string() for source in column_map.sources}),
     )
-    pending: list[pa.RecordBatch] = []
-    for batch in reader:
-        pending.append(batch)
-        if sum(item.num_rows for item in pending) >= chunk_rows:
-            yield pa.Table.from_batches(pending).combine_chunks()
-            pending = []
-    if pending:
-        yield pa.Table.from_batches(pending).combine_chunks()
+    for batches in gathered(reader, chunk_rows, lambda batch: batch.num_rows):
+        yield pa.Table.from_batches(batches).combine_chunks()
