@@ -57,8 +57,8 @@ def _answer(server, command: str, args: tuple) -> Any:
     if command == "contacts":  # (key, id, email property) per stored contact
         return [(key, record["id"], str(record["properties"].get("email", "")).lower())
                 for key, record in server.contacts_snapshot().items()]
-    if command in ("reset_log", "count_requests", "count_status", "max_requests_in_window"):
-        return getattr(server, command)(*args)
+    if command == "reset_log":
+        return server.reset_log()
     raise ValueError(f"unknown command {command!r}")
 
 
@@ -174,12 +174,9 @@ def run_hubspot(
 
     from etl_assets_tests.servers.hubspot_server import max_in_window
 
-    from etl_assets import settings
     from etl_assets.assets.hubspot import hubspot_contacts
     from etl_assets.contacts import schema
-    from etl_assets.contacts.loader import load_contacts
-    from etl_assets.contacts.mapping import load_column_map
-    from etl_assets.contacts.staging import choose_writer
+    from benchmarks.load_step import execute_step
     from etl_assets.resources.database import DatabaseResource
     from etl_assets.resources.hubspot import HubSpotResource
     from etl_assets.resources.secrets import SecretsResource
@@ -192,18 +189,16 @@ def run_hubspot(
     # 1. M new contacts in `contacts`, by the contacts_table step's own work.
     if generate is not None:
         generate(csv_path, contacts)
+    load = execute_step(csv_path, database_url, "benchmark-hubspot-load", None, log)
+    out["load_seconds"] = round(load["seconds"], 3)
     secrets = SecretsResource(backend="env")
     database = DatabaseResource(url=database_url, secrets=secrets)
     engine = database.engine
-    started = time.perf_counter()
-    load = load_contacts(engine, csv_path, load_column_map(settings.setting(settings.COLUMN_MAP)),
-                         choose_writer(engine, log), "benchmark-hubspot-load", log, settings.retry_settings())
-    out["load_seconds"] = round(time.perf_counter() - started, 3)
     with engine.connect() as conn:
         expected = {row[0] for row in conn.execute(sa.text(f"SELECT email FROM {schema.CONTACTS}"))}
     out["expected"] = len(expected)
     log.info("hubspot: %d contacts loaded into `contacts` (%d rejected) in %.1fs",
-             len(expected), load.rejected, out["load_seconds"])
+             len(expected), load["report"]["rejected"], out["load_seconds"])
 
     server_class = {"process": _ProcessServer, "thread": _ThreadServer}[server_mode]
     with server_class(rate_limit=rate_limit, interval_ms=interval_ms, latency=latency_s) as server:

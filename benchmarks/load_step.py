@@ -3,10 +3,9 @@
     python benchmarks/load_step.py CSV DATABASE_URL [--run-id ID] [--chunk-rows N]
     python -m benchmarks.load_step ...        (from the repository root)
 
-Does what the asset's body does (etl_assets/assets/contacts.py) minus the Dagster context: the
-engine from `DatabaseResource`, `choose_writer`, the load lock, `load_contacts` with the column map
-and retry settings from the environment. Prints one line `BENCH_RESULT {json}` on stdout: the
-LoadReport, the wall time of the step's work (imports and engine creation excluded), and the
+Calls the asset's own `load_source` (etl_assets/assets/contacts.py) without the Dagster context,
+with the column map and retry settings from the environment. Prints one line `BENCH_RESULT {json}`
+on stdout: the LoadReport, the wall time of the step's work (imports and engine creation excluded), and the
 process's peak RSS. Progress and log lines go to stderr.
 
 Peak RSS is `VmHWM` from /proc/self/status, the high-water mark of this process's own address
@@ -59,10 +58,9 @@ def execute_step(csv_path: Path, database_url: str, run_id: str, chunk_rows: int
                  log: logging.Logger) -> dict:
     """What the asset's body does; returns the report and the wall time of the work."""
     from etl_assets import settings
-    from etl_assets.assets.contacts import LOAD_LOCK
-    from etl_assets.contacts.loader import DEFAULT_CHUNK_ROWS, load_contacts
+    from etl_assets.assets.contacts import load_source
+    from etl_assets.contacts.loader import DEFAULT_CHUNK_ROWS
     from etl_assets.contacts.mapping import load_column_map
-    from etl_assets.contacts.staging import choose_writer
     from etl_assets.resources.database import DatabaseResource
     from etl_assets.resources.secrets import SecretsResource
 
@@ -72,13 +70,9 @@ def execute_step(csv_path: Path, database_url: str, run_id: str, chunk_rows: int
     chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS
 
     started = time.perf_counter()
-    database.check_connection(retry, log)
-    engine = database.engine
-    writer = choose_writer(engine, log)
-    with database.exclusive(LOAD_LOCK):
-        report = load_contacts(engine, csv_path, column_map, writer, run_id, log, retry, chunk_rows=chunk_rows)
+    report = load_source(database, csv_path, column_map, retry, run_id, log, chunk_rows)
     seconds = time.perf_counter() - started
-    engine.dispose()
+    database.engine.dispose()
     return {"report": report.as_dict(), "seconds": seconds, "chunk_rows": chunk_rows}
 
 
