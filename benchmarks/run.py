@@ -161,10 +161,9 @@ def machine_info(admin_engine: sa.Engine | None) -> dict[str, Any]:
 
 
 def _plain_columns(csv_path: Path) -> list[str]:
-    import csv
+    from etl_assets.contacts.source import csv_header
 
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        header = next(csv.reader(handle))
+    header = csv_header(csv_path)
     names = [re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_") or f"c{i}" for i, name in enumerate(header)]
     return [name if names.count(name) == 1 else f"{name}_{i}" for i, name in enumerate(names)]
 
@@ -283,13 +282,19 @@ def run_step_child(csv_path: Path, database_url: str, run_id: str, chunk_rows: i
     if process.returncode != 0 or not results:
         raise RuntimeError(f"load_step exited with {process.returncode}: " + " | ".join(list(tail)[-8:]))
     child = json.loads(results[-1])
-    report = child["report"]
+    step = _step_figures(child)
+    step.update(peak_rss_bytes=child["peak_rss_bytes"], baseline_rss_bytes=child["baseline_rss_bytes"],
+                sampled_peak_rss_bytes=sampled[0] or None, peak_rss_source=child["peak_rss_source"])
+    return step
+
+
+def _step_figures(result: dict) -> dict[str, Any]:
+    """The STEP_KEYS of a `load_step` result, with its timing and rate."""
+    report = result["report"]
     step = {key: None for key in STEP_KEYS}
     step.update({key: report.get(key) for key in STEP_KEYS if key in report})
-    step.update(report_seconds=report.get("seconds"), seconds=round(child["seconds"], 3),
-                rows_per_s=_rate(report.get("rows_read"), child["seconds"]), chunk_rows=child["chunk_rows"],
-                peak_rss_bytes=child["peak_rss_bytes"], baseline_rss_bytes=child["baseline_rss_bytes"],
-                sampled_peak_rss_bytes=sampled[0] or None, peak_rss_source=child["peak_rss_source"])
+    step.update(report_seconds=report.get("seconds"), seconds=round(result["seconds"], 3),
+                rows_per_s=_rate(report.get("rows_read"), result["seconds"]), chunk_rows=result["chunk_rows"])
     return step
 
 
@@ -301,13 +306,7 @@ def run_step_here(csv_path: Path, database_url: str, run_id: str, chunk_rows: in
     """
     from benchmarks.load_step import execute_step
 
-    child = execute_step(csv_path, database_url, run_id, chunk_rows, log)
-    report = child["report"]
-    step = {key: None for key in STEP_KEYS}
-    step.update({key: report.get(key) for key in STEP_KEYS if key in report})
-    step.update(report_seconds=report.get("seconds"), seconds=round(child["seconds"], 3),
-                rows_per_s=_rate(report.get("rows_read"), child["seconds"]), chunk_rows=child["chunk_rows"])
-    return step
+    return _step_figures(execute_step(csv_path, database_url, run_id, chunk_rows, log))
 
 
 # ----------------------------------------------------------------------------- targets and table
