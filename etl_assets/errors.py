@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from typing import Iterator
+import traceback
+from typing import Any, Iterator
 
 import dagster as dg
 import requests
 import urllib3.exceptions
+from dagster_shared.error import SerializableErrorInfo  # what Dagster records errors as; ships with dagster
 from sqlalchemy import exc as sa_exc
+
+from etl_assets.logs.redaction import redact
 
 # MySQL/MariaDB client and server error codes worth retrying.
 _TRANSIENT_MYSQL_CODES = {
@@ -74,10 +78,57 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def root_cause(error: SerializableErrorInfo) -> tuple[str, str]:
+    """Class name and redacted message of the exception at the bottom of `error`'s chain.
+
+    What Dagster 1.13 records as a step event's `error`:
+    - an exception under a RetryPolicy: RetryRequestedFromPolicy (message "Exceeded max_retries
+      of N" at exhaustion) whose `.cause` is the exception, on each STEP_UP_FOR_RETRY and the
+      STEP_FAILURE alike; without a policy, DagsterExecutionStepExecutionError ("Error occurred
+      while executing op ...") with the same `.cause`;
+    - a dg.Failure: the Failure itself; raised `from None` (failing_fast) it has no cause, so
+      the error it replaced survives only in its metadata (see failure_cause);
+    - `raise X from None`: X with neither `.cause` nor `.context` (suppressed context is dropped).
+    So the root is found by following `.cause`, else `.context`, to the end, whatever wraps it;
+    the chain is finite (traceback drops cycles). Messages read "module.Class: text".
+    """
+    while (deeper := error.cause or error.context) is not None:
+        error = deeper
+    name, message = error.cls_name or "Error", error.message.strip()
+    qualified, _, text = message.partition(": ")
+    if qualified.rsplit(".", 1)[-1] != name:  # no "module.Class: " prefix: a message Dagster wrote
+        text = message
+    return name, redact(text)
+
+
+def exception_cause(exc: BaseException) -> tuple[str, str]:
+    """root_cause of a live exception, read the way Dagster reads it."""
+    return root_cause(SerializableErrorInfo.from_traceback(traceback.TracebackException.from_exception(exc)))
+
+
+def failure_cause(data: Any) -> tuple[str, str] | None:
+    """The root cause of a failure event (its event_specific_data), or None when it carries no error."""
+    first_step_failure = getattr(data, "first_step_failure_event", None)
+    if first_step_failure is not None:  # a run's failure: the cause of its first failed step
+        return failure_cause(first_step_failure.event_specific_data)
+    failure = getattr(data, "user_failure_data", None)
+    metadata = (failure.metadata or {}) if failure is not None else {}
+    if "error_class" in metadata and "error" in metadata:  # failing_fast's, redacted where it was raised
+        return metadata["error_class"].value, metadata["error"].value
+    error = getattr(data, "error", None)
+    return root_cause(error) if error is not None else None
+
+
 @contextlib.contextmanager
 def failing_fast(what: str) -> Iterator[None]:
-    """Turn a PermanentError into a Failure that Dagster's step retries do not repeat."""
+    """Turn a PermanentError into a Failure that Dagster's step retries do not repeat.
+
+    Raised `from None`, the Failure drops the PermanentError from the event's error chain (the
+    description stays free of tracebacks), so its root cause goes into the metadata instead.
+    """
     try:
         yield
     except PermanentError as exc:
-        raise dg.Failure(description=f"{what}: {exc}", allow_retries=False) from None
+        error_class, error = exception_cause(exc)
+        raise dg.Failure(description=f"{what}: {exc}", allow_retries=False,
+                         metadata={"error_class": error_class, "error": error}) from None

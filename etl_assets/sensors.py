@@ -6,19 +6,20 @@ import dagster as dg
 import requests
 
 from etl_assets import settings
+from etl_assets.errors import failure_cause
+from etl_assets.logs.redaction import redact
 
 
 def failure_alert(context: dg.RunFailureSensorContext) -> dict:
-    """Job, run id, the failing steps and the error, as one flat JSON-able dict."""
+    """Job, run id, the failing steps and each one's root cause (class: message), as one flat JSON-able dict."""
     run = context.dagster_run
     failed_steps = [event.step_key for event in context.get_step_failure_events() if event.step_key]
-    error = context.failure_event.message or ""
     step_errors = [
-        f"{event.step_key}: {event.event_specific_data.error.message.strip()}"
+        f"{event.step_key}: {cause[0]}: {cause[1]}"
         for event in context.get_step_failure_events()
-        if event.event_specific_data and event.event_specific_data.error
+        if (cause := failure_cause(event.event_specific_data))
     ]
-    detail = "; ".join(step_errors) or error
+    detail = "; ".join(step_errors) or redact(context.failure_event.message or "")
     return {
         "alert": "dagster_run_failed",
         "job": run.job_name,

@@ -1,5 +1,6 @@
 """The error taxonomy: what a retry can fix, and what it cannot."""
 
+import dagster as dg
 import pymysql
 import pytest
 import requests
@@ -7,7 +8,8 @@ import urllib3
 from hubspot.crm.contacts import ApiException
 from sqlalchemy import exc as sa_exc
 
-from etl_assets.errors import PermanentError, TransientError, is_transient
+from etl_assets.errors import PermanentError, TransientError, exception_cause, failing_fast, is_transient
+from etl_assets.logs.redaction import register_secret
 
 
 def http_error(status: int) -> requests.exceptions.HTTPError:
@@ -40,3 +42,49 @@ def test_transient(error):
 ])
 def test_permanent(error):
     assert not is_transient(error)
+
+
+def raised(outer: Exception, inner: Exception, link: str) -> Exception:
+    """`outer` raised while handling `inner`: `from None`, `from inner`, or implicitly."""
+    try:
+        try:
+            raise inner
+        except Exception as exc:
+            if link == "from None":
+                raise outer from None
+            if link == "from":
+                raise outer from exc
+            raise outer
+    except Exception as exc:
+        return exc
+
+
+@pytest.mark.parametrize("link, cause", [
+    ("from None", ("PermanentError", "cannot read map.yaml")),  # the suppressed OSError is not the cause
+    ("from", ("FileNotFoundError", "[Errno 2] no map.yaml")),
+    ("implicitly", ("FileNotFoundError", "[Errno 2] no map.yaml")),
+])
+def test_the_cause_is_the_root_of_the_exception_chain(link, cause):
+    error = raised(PermanentError("cannot read map.yaml"), FileNotFoundError(2, "no map.yaml"), link)
+    assert exception_cause(error) == cause
+
+
+def test_an_exception_without_a_message_has_its_class_as_cause():
+    assert exception_cause(TimeoutError()) == ("TimeoutError", "")
+
+
+def test_failing_fast_records_the_cause_redacted_in_the_failures_metadata():
+    register_secret("map-SECRET-7070")
+    with pytest.raises(dg.Failure) as failure:
+        with failing_fast("contacts_table"):
+            raise PermanentError("ETL_COLUMN_MAP: cannot read map-SECRET-7070.yaml")
+    assert failure.value.description == "contacts_table: ETL_COLUMN_MAP: cannot read map-SECRET-7070.yaml"
+    assert not failure.value.allow_retries and failure.value.__suppress_context__
+    assert {name: entry.value for name, entry in failure.value.metadata.items()} == {
+        "error_class": "PermanentError", "error": "ETL_COLUMN_MAP: cannot read ***.yaml"}
+
+
+def test_failing_fast_lets_other_exceptions_through_for_the_retry_policy():
+    with pytest.raises(ConnectionResetError):
+        with failing_fast("contacts_table"):
+            raise ConnectionResetError("peer reset")

@@ -266,7 +266,7 @@ def test_no_secret_value_reaches_logs_events_ui_or_errors(leak_env, hubspot_serv
     assert {"kaggle_dataset", "contacts_table", "hubspot_contacts"} <= materialized
     (failure,) = [line for line in log_lines if line["run_id"] == failed_run and line["event"] == "STEP_FAILURE"]
     assert failure["asset"] == "contacts_table" and failure["level"] == "ERROR"
-    assert failure["error_class"] == "Failure" and "Access denied" in failure["error"], failure
+    assert failure["error_class"] == "PermanentError" and "Access denied" in failure["error"], failure
 
     # CloudWatch Logs got the same lines (shipped when each run process exited).
     shipped = _cloudwatch_lines()

@@ -13,11 +13,12 @@ import pytest
 import yaml
 from botocore.config import Config
 
+from etl_assets.errors import PermanentError, failing_fast
 from etl_assets.logs.cloudwatch import CloudWatchLogsHandler
 from etl_assets.logs.handlers import LevelThreshold, json_console_logger, log_level
 from etl_assets.logs.json_format import JsonFormatter
 from etl_assets.logs.redaction import RedactSecrets, register_secret
-from etl_assets_tests.conftest import REPO
+from etl_assets_tests.conftest import REPO, run_dagster
 from etl_assets_tests.resources.test_secrets import aws_env, moto_server  # noqa: F401 (fixtures)
 
 
@@ -48,6 +49,19 @@ def test_a_plain_record_becomes_one_json_line_with_the_error_class():
     assert line["event"] == "LOG_MESSAGE"
     assert line["error_class"] == "ValueError" and line["error"] == "the reason"
     assert {"timestamp", "run_id", "job", "step", "asset"} <= set(line)
+
+
+def test_a_records_exception_is_reported_by_its_root_cause():
+    logger, stream = _capture()
+    try:
+        try:
+            raise ConnectionRefusedError("[Errno 111] Connection refused")
+        except OSError as exc:
+            raise RuntimeError("sync stopped") from exc
+    except RuntimeError:
+        logger.exception("sync failed")
+    (line,) = _lines(stream.getvalue())
+    assert line["error_class"] == "ConnectionRefusedError" and line["error"] == "[Errno 111] Connection refused"
 
 
 def test_known_secrets_are_masked_in_messages_arguments_urls_and_tracebacks():
@@ -109,15 +123,42 @@ def broken(context: dg.AssetExecutionContext) -> None:
     raise dg.Failure(description="HubSpot rejected the access token (401)")
 
 
-def test_dagster_yaml_handlers_put_dagsters_events_and_ours_in_one_format(clean_env, tmp_path, monkeypatch, capfd):
-    """The python_logs section of the repo's dagster.yaml, applied by Dagster to a real run."""
+# A secret that reaches an exception's message; the tests register it before their run.
+SECRET_IN_ERROR = "row-SECRET-5150"
+
+
+@dg.asset(retry_policy=dg.RetryPolicy(max_retries=1, delay=0))
+def flaky() -> None:
+    raise LookupError(f"row 7 of customers.csv is unreadable (token {SECRET_IN_ERROR})")
+
+
+@dg.asset(retry_policy=dg.RetryPolicy(max_retries=1, delay=0))
+def refused() -> None:
+    with failing_fast("refused"):
+        raise PermanentError(f"customers.csv is not UTF-8 at byte 42 (token {SECRET_IN_ERROR})")
+
+
+def run_logged(instance: dg.DagsterInstance, *assets: dg.AssetsDefinition) -> dg.ExecuteInProcessResult:
+    """`assets` as one job with the project's JSON console logger, as daily_etl configures it."""
+    job = dg.define_asset_job("logged", selection=list(assets), config={"loggers": {"console": {}}})
+    defs = dg.Definitions(assets=list(assets), jobs=[job], loggers={"console": json_console_logger})
+    return defs.resolve_job_def("logged").execute_in_process(instance=instance, raise_on_error=False)
+
+
+@pytest.fixture
+def logged_instance(clean_env, tmp_path, monkeypatch):
+    """An instance with the python_logs of the repo's dagster.yaml, and the log file they write."""
     log_file = tmp_path / "logs" / "etl.jsonl"
     monkeypatch.setenv("ETL_LOG_FILE", str(log_file))
     python_logs = yaml.safe_load((REPO / "dagster.yaml").read_text())["python_logs"]
-    job = dg.define_asset_job("logged", selection=[counted, broken], config={"loggers": {"console": {}}})
-    defs = dg.Definitions(assets=[counted, broken], jobs=[job], loggers={"console": json_console_logger})
     with dg.instance_for_test(overrides={"python_logs": python_logs}) as instance:
-        result = defs.resolve_job_def("logged").execute_in_process(instance=instance, raise_on_error=False)
+        yield instance, log_file
+
+
+def test_dagster_yaml_handlers_put_dagsters_events_and_ours_in_one_format(logged_instance, capfd):
+    """The python_logs section of the repo's dagster.yaml, applied by Dagster to a real run."""
+    instance, log_file = logged_instance
+    result = run_logged(instance, counted, broken)
     assert not result.success
 
     lines = _lines(log_file.read_text())
@@ -136,6 +177,53 @@ def test_dagster_yaml_handlers_put_dagsters_events_and_ours_in_one_format(clean_
     # stderr: the same lines from the job's console logger, JSON only.
     stderr_lines = _lines("\n".join(line for line in capfd.readouterr().err.splitlines() if line.startswith("{")))
     assert {line["event"] for line in stderr_lines} == events
+
+
+def test_a_step_failing_through_its_retry_policy_logs_the_exception_not_the_retry(logged_instance):
+    register_secret(SECRET_IN_ERROR)
+    instance, log_file = logged_instance
+    assert not run_logged(instance, flaky).success
+
+    text = log_file.read_text()
+    failing = [line for line in _lines(text) if line["level"] == "ERROR" or "error" in line]
+    assert [line["event"] for line in failing] == ["STEP_UP_FOR_RETRY", "STEP_FAILURE", "PIPELINE_FAILURE"]
+    for line in failing:
+        assert line["error_class"] == "LookupError"
+        assert line["error"] == "row 7 of customers.csv is unreadable (token ***)"
+    assert "RetryRequestedFromPolicy" not in text and SECRET_IN_ERROR not in text
+
+
+def test_a_permanent_error_fails_at_once_with_its_cause_in_the_log_and_the_events_metadata(logged_instance):
+    register_secret(SECRET_IN_ERROR)
+    instance, log_file = logged_instance
+    result = run_logged(instance, refused)
+
+    text = log_file.read_text()
+    failing = [line for line in _lines(text) if line["level"] == "ERROR" or "error" in line]
+    assert [line["event"] for line in failing] == ["STEP_FAILURE", "PIPELINE_FAILURE"]  # no retry
+    for line in failing:
+        assert line["error_class"] == "PermanentError"
+        assert line["error"] == "customers.csv is not UTF-8 at byte 42 (token ***)"
+    assert SECRET_IN_ERROR not in text
+    # What the UI shows as the STEP_FAILURE's metadata.
+    (event,) = [event for event in result.all_events if event.event_type == dg.DagsterEventType.STEP_FAILURE]
+    metadata = event.event_specific_data.user_failure_data.metadata
+    assert (metadata["error_class"].value, metadata["error"].value) == ("PermanentError", failing[0]["error"])
+
+
+@pytest.mark.e2e
+def test_dagster_job_execute_logs_the_cause_of_a_failed_step(clean_env, monkeypatch, tmp_path):
+    missing = tmp_path / "no-such-column-map.yaml"
+    monkeypatch.setenv("ETL_COLUMN_MAP", str(missing))
+    result = run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl")
+    assert result.returncode != 0
+
+    lines = _lines("\n".join(line for line in result.stderr.splitlines() if line.startswith("{")))
+    (failure,) = [line for line in lines if line["event"] == "STEP_FAILURE"]
+    assert failure["step"] == "contacts_table" and failure["error_class"] == "PermanentError"
+    assert failure["error"] == f"ETL_COLUMN_MAP: cannot read {missing}: No such file or directory"
+    (run_failure,) = [line for line in lines if line["event"] == "PIPELINE_FAILURE"]
+    assert (run_failure["error_class"], run_failure["error"]) == (failure["error_class"], failure["error"])
 
 
 def test_log_file_and_cloudwatch_handlers_are_no_ops_when_unset(clean_env):

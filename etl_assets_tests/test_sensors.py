@@ -8,7 +8,9 @@ import dagster as dg
 import pytest
 
 from etl_assets.definitions import defs
-from etl_assets.sensors import run_failure_alert
+from etl_assets.logs.redaction import register_secret
+from etl_assets.sensors import failure_alert, run_failure_alert
+from etl_assets_tests.test_logs import SECRET_IN_ERROR, flaky, refused, run_logged
 
 
 @pytest.fixture
@@ -50,7 +52,27 @@ def test_one_alert_per_failed_run_to_log_and_webhook(clean_env, monkeypatch, web
         alert = received[0]
         assert alert["job"] == "daily_etl" and alert["run_id"] == failed.run_id
         assert alert["failed_steps"] == ["contacts_table"]
-        assert "cannot connect to the database" in alert["error"] and ":pw@" not in alert["error"]
+        assert alert["error"].startswith("contacts_table: PermanentError: cannot connect to the database")
+        assert ":pw@" not in alert["error"]
         assert alert["text"].startswith(":red_circle: daily_etl run ")
         tick(instance, cursor)
         assert len(received) == 1  # the same failure is not alerted twice
+
+
+@pytest.mark.parametrize("asset, cause", [
+    (flaky, "LookupError: row 7 of customers.csv is unreadable (token ***)"),  # through its RetryPolicy
+    (refused, "PermanentError: customers.csv is not UTF-8 at byte 42 (token ***)"),  # failing_fast
+])
+def test_the_alert_names_the_root_cause_redacted(clean_env, asset, cause):
+    register_secret(SECRET_IN_ERROR)
+    with dg.instance_for_test() as instance:
+        result = run_logged(instance, asset)
+        (failure,) = [event for event in result.all_events if event.event_type == dg.DagsterEventType.RUN_FAILURE]
+        context = dg.build_run_status_sensor_context(
+            sensor_name=run_failure_alert.name, dagster_event=failure, dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(result.run_id)).for_run_failure()
+        alert = failure_alert(context)
+    step = asset.key.to_user_string()
+    assert alert["error"] == f"{step}: {cause}"
+    assert alert["text"].endswith(f"failed in {step}: {step}: {cause}")
+    assert "RetryRequestedFromPolicy" not in json.dumps(alert) and SECRET_IN_ERROR not in json.dumps(alert)

@@ -12,6 +12,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
+from etl_assets.errors import exception_cause, failure_cause
 from etl_assets.logs.redaction import redact
 
 MAX_ERROR_CHARS = 4000
@@ -29,12 +30,11 @@ def _asset(event, step_key: str | None) -> str | None:
 
 
 def _error(event, record: logging.LogRecord) -> tuple[str, str] | None:
-    error = getattr(event.event_specific_data, "error", None) if event is not None else None
-    if error is not None:
-        return error.cls_name or "Error", error.message.strip()
-    if record.exc_info and record.exc_info[0] is not None:
-        return record.exc_info[0].__name__, str(record.exc_info[1])
-    return None
+    """The root cause, not Dagster's retry or step wrapper (see etl_assets.errors.root_cause)."""
+    cause = failure_cause(event.event_specific_data) if event is not None else None
+    if cause is None and record.exc_info and record.exc_info[1] is not None:
+        cause = exception_cause(record.exc_info[1])
+    return cause
 
 
 def _counts(event) -> dict[str, int | float]:
