@@ -21,10 +21,11 @@ dev: setup  ## the Dagster UI on http://127.0.0.1:3000 with the daemon (schedule
 	$(BIN)/dagster dev -m etl_assets
 
 # System tools some tests drive (Debian packages, so root or sudo): Chromium for the UI test,
-# docker-compose for the compose-file check.
+# docker-compose for the compose-file check, zip for a really encrypted archive.
 test-tools:
 	bash scripts/install_browser.sh
 	command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
+	command -v zip >/dev/null || { apt-get update -qq && apt-get install -y -qq zip >/dev/null; }
 
 test: setup test-tools
 	$(BIN)/pytest
