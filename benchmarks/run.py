@@ -161,9 +161,9 @@ def machine_info(admin_engine: sa.Engine | None) -> dict[str, Any]:
 
 
 def _plain_columns(csv_path: Path) -> list[str]:
-    from etl_assets.contacts.source import csv_header
+    from etl_assets.contacts.source import read_header
 
-    header = csv_header(csv_path)
+    header = read_header(csv_path).names
     names = [re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_") or f"c{i}" for i, name in enumerate(header)]
     return [name if names.count(name) == 1 else f"{name}_{i}" for i, name in enumerate(names)]
 

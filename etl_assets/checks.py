@@ -8,13 +8,9 @@ import sqlalchemy as sa
 from etl_assets import settings
 from etl_assets.assets import contacts_table, hubspot_contacts
 from etl_assets.contacts import schema
+from etl_assets.contacts.records import reason_kind
 from etl_assets.hubspot import state
 from etl_assets.resources.database import DatabaseResource
-
-
-def _reason_kind(reason: str) -> str:
-    """'invalid email: x@' -> 'invalid email'; keeps the top-reasons table short."""
-    return reason.split(":", 1)[0].split(", first seen")[0]
 
 
 @dg.asset_check(asset=contacts_table, description="Share of source rows rejected by validation "
@@ -25,7 +21,7 @@ def contacts_reject_rate(database: DatabaseResource) -> dg.AssetCheckResult:
         loads = schema.loads_table()
         last = conn.execute(sa.select(loads).order_by(loads.c.id.desc()).limit(1)).mappings().first()
         reasons = collections.Counter(
-            _reason_kind(reason) for (reason,) in conn.execute(sa.text(f"SELECT reason FROM {schema.REJECTED}")))
+            reason_kind(reason) for (reason,) in conn.execute(sa.text(f"SELECT reason FROM {schema.REJECTED}")))
     rows_read = last["rows_read"] if last else 0
     rejected = last["rejected"] if last else 0
     rate = rejected / rows_read if rows_read else 0.0

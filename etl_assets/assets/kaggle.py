@@ -7,10 +7,11 @@ import requests
 
 from etl_assets import settings
 from etl_assets.assets.policies import step_retry_policy
+from etl_assets.archive import extract_csv
 from etl_assets.dataset import (
-    SAMPLE_DATASET, SourceFile, describe_csv, extract_csv, preview_markdown, read_manifest, sample_csv_path,
-    write_manifest,
+    SAMPLE_DATASET, SourceFile, describe_csv, preview_csv, read_manifest, sample_csv_path, write_manifest,
 )
+from etl_assets.contacts.source import CsvFormat
 from etl_assets.errors import PermanentError, failing_fast
 from etl_assets.resources.kaggle import DatasetVersion, KaggleResource, describe_http_error
 from etl_assets.retrying import call_with_retries
@@ -23,7 +24,7 @@ def _kaggle_call(fn, what: str, ref: str, log):
         raise PermanentError(describe_http_error(exc, ref)) from None
 
 
-def _fetch(context: dg.AssetExecutionContext, kaggle: KaggleResource, ref: str, data_dir: Path
+def _fetch(context: dg.AssetExecutionContext, kaggle: KaggleResource, ref: str, data_dir: Path, fmt: CsvFormat
            ) -> tuple[SourceFile, bool]:
     """The current version's CSV; downloads only when the version on disk is older."""
     log = context.log
@@ -43,7 +44,7 @@ def _fetch(context: dg.AssetExecutionContext, kaggle: KaggleResource, ref: str, 
     finally:
         archive.unlink(missing_ok=True)
         archive.parent.rmdir()
-    return describe_csv(ref, str(version.number), csv_path), True
+    return describe_csv(ref, str(version.number), csv_path, fmt), True
 
 
 @dg.asset(
@@ -57,11 +58,13 @@ def kaggle_dataset(context: dg.AssetExecutionContext, kaggle: KaggleResource) ->
     data_dir = settings.data_dir()
     ref = kaggle.dataset_ref()
     with failing_fast("kaggle_dataset"):
+        fmt = CsvFormat.from_settings()
         if ref is None:
             context.log.info("Kaggle: no KAGGLE_DATASET, using the embedded sample dataset")
-            source, downloaded = describe_csv(SAMPLE_DATASET, "embedded", sample_csv_path()), False
+            source, downloaded = describe_csv(SAMPLE_DATASET, "embedded", sample_csv_path(), fmt), False
         else:
-            source, downloaded = _fetch(context, kaggle, ref, data_dir)
+            source, downloaded = _fetch(context, kaggle, ref, data_dir, fmt)
+        preview = preview_csv(Path(source.path), fmt)
     write_manifest(data_dir, source)
     return dg.MaterializeResult(
         metadata={
@@ -76,7 +79,7 @@ def kaggle_dataset(context: dg.AssetExecutionContext, kaggle: KaggleResource) ->
             "dagster/row_count": dg.MetadataValue.int(source.rows),
             "downloaded": downloaded,
             "sha256": source.sha256,
-            "preview": dg.MetadataValue.md(preview_markdown(Path(source.path))),
+            "preview": dg.MetadataValue.md(preview),
         },
         data_version=dg.DataVersion(source.sha256),
     )

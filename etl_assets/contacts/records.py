@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
-from etl_assets.errors import PermanentError
+from etl_assets.text import clip
 
 # The addr-spec subset HubSpot accepts: dot-atom local part, dotted host names, a letter TLD.
 # A regex rather than a validator library because it runs vectorised over whole chunks (RE2).
@@ -29,6 +29,10 @@ MAX_EMAIL_LENGTH = 254
 MAX_LOCAL_PART = 64
 DATE_FORMAT = "%Y-%m-%d"
 ROW_COLUMN = "source_row"
+# A rejected row's raw values and the value a reason quotes are cut to these lengths, so one
+# 1 MB field cannot overflow `contacts_rejected` (its text columns hold 64 KB and 1,000 chars).
+RAW_VALUE_CHARS = 1000
+QUOTED_VALUE_CHARS = 200
 HASH_COLUMN = "content_hash"
 _NULL = pa.scalar(None, pa.string())
 
@@ -47,13 +51,9 @@ class _Check:
     quoted: pa.ChunkedArray | None = None
 
 
-def check_columns(found: list[str], column_map: ColumnMap) -> None:
-    missing = [source for source in column_map.sources if source not in found]
-    if missing:
-        raise PermanentError(
-            f"the CSV lacks the mapped column(s) {missing}; columns found: {found} "
-            f"(mapping: {column_map.origin})"
-        )
+def reason_kind(reason: str) -> str:
+    """'invalid email: x@' -> 'invalid email'; keeps tables of top reasons short."""
+    return reason.split(":", 1)[0].split(", first seen")[0]
 
 
 def _normalise(raw: pa.Table, column_map: ColumnMap) -> dict[str, pa.ChunkedArray]:
@@ -181,22 +181,25 @@ def _rejects(raw: pa.Table, rows: np.ndarray, email: pa.ChunkedArray, positions:
     raw_rows = raw.take(take).to_pylist()
     emails = email.take(take).to_pylist()
     return [
-        {ROW_COLUMN: int(rows[position]), EMAIL_FIELD: address,
-         "raw_values": json.dumps(values, ensure_ascii=False), "reason": reason}
+        {ROW_COLUMN: int(rows[position]), EMAIL_FIELD: None if address is None else clip(address, RAW_VALUE_CHARS),
+         "raw_values": json.dumps({name: clip(value, RAW_VALUE_CHARS) for name, value in values.items()},
+                                  ensure_ascii=False),
+         "reason": reason}
         for position, address, values, reason in zip(positions, emails, raw_rows, reasons)
     ]
 
 
-def prepare_chunk(raw: pa.Table, column_map: ColumnMap, first_row: int, seen: SeenEmails) -> PreparedChunk:
-    """Normalise and validate one chunk; `seen` carries first occurrences across chunks."""
+def prepare_chunk(raw: pa.Table, column_map: ColumnMap, rows: np.ndarray, seen: SeenEmails) -> PreparedChunk:
+    """Normalise and validate one chunk whose rows have the source row numbers `rows`; `seen`
+    carries first occurrences across chunks."""
     columns = _normalise(raw, column_map)
-    rows = np.arange(first_row, first_row + len(raw), dtype=np.int64)
     checks = _checks(columns, column_map)
     failure = _first_failure(checks, len(raw))
     reasons: dict[int, str] = {}
     for position in np.flatnonzero(failure >= 0):
         check = checks[failure[position]]
-        reasons[int(position)] = check.reason + (check.quoted[int(position)].as_py() if check.quoted is not None else "")
+        reasons[int(position)] = check.reason + (
+            clip(check.quoted[int(position)].as_py(), QUOTED_VALUE_CHARS) if check.quoted is not None else "")
 
     # The first valid occurrence of an email wins; later ones are rejected as duplicates.
     candidates = np.flatnonzero(failure < 0)

@@ -1,59 +1,416 @@
-"""Reading the source CSV: its digest, and its rows as Arrow chunks of bounded size."""
+"""Reading the source CSV as it comes from the wild: encoding, delimiter, header, rows.
+
+Python's csv reader in strict mode decides what a file says: a quote in the wrong place is an
+error there, where Arrow (and non-strict csv) would quietly drop it and load an altered value.
+Arrow's streaming reader, in C and ten times faster, reads the rows whenever it is known to
+agree: a UTF-8 file without any double quote (every line one row), or one the strict reader
+has just read through without an error, with every row small enough for Arrow's blocks.
+Otherwise the strict reader reads the rows itself, refusing the broken ones one by one.
+
+Either way a row with too many or too few fields, broken quoting, or over a size cap is
+rejected on its own, with its row and line numbers and a reason, and reading goes on. What
+cannot be read at all (an undeclared encoding, an empty file, a header without the mapped
+columns) is a PermanentError naming the file and the setting to change. Row numbers count
+data rows from 1 (the row after the header), skipping blank lines, as the loader numbers them.
+"""
 
 from __future__ import annotations
 
+import codecs
+import collections
 import csv
 import hashlib
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from etl_assets.contacts.mapping import ColumnMap
-from etl_assets.contacts.records import check_columns
+from etl_assets import settings
+from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
+from etl_assets.contacts.records import RAW_VALUE_CHARS, ROW_COLUMN
+from etl_assets.errors import PermanentError
 from etl_assets.streams import gathered
+from etl_assets.text import clip
+
+# Caps, documented in the README: a field over MAX_FIELD_CHARS or a row over MAX_ROW_CHARS is
+# rejected (and never held in memory whole beyond the cap).
+MAX_FIELD_CHARS = 1 << 20
+MAX_ROW_CHARS = 4 << 20
+# Arrow reads in blocks of this size; a line must fit in one, so longer ones go to the csv reader.
+ARROW_BLOCK_BYTES = 1 << 20
+DELIMITERS = {",": ",", ";": ";", "\t": "\t", "|": "|", "comma": ",", "semicolon": ";", "tab": "\t",
+              "\\t": "\t", "pipe": "|"}
+_DETECTED = (",", ";", "\t")  # in order of preference on a tie
 
 
-def file_sha256(path: Path) -> str:
-    return scan_file(path)[0]
+@dataclass(frozen=True)
+class CsvFormat:
+    """How to decode and split the file; delimiter None means detected from the header line."""
+    encoding: str = "utf-8"
+    delimiter: str | None = None
+
+    @classmethod
+    def from_settings(cls) -> CsvFormat:
+        encoding = settings.setting(settings.SOURCE_ENCODING) or "utf-8"
+        try:
+            encoding = codecs.lookup(encoding).name
+        except LookupError:
+            raise PermanentError(f"{settings.SOURCE_ENCODING}={encoding!r} is not an encoding Python knows "
+                                 "(e.g. utf-8, cp1252, latin-1, utf-16)") from None
+        raw = settings.setting(settings.SOURCE_DELIMITER)
+        if raw is None:
+            return cls(encoding)
+        delimiter = DELIMITERS.get(raw.lower(), raw if len(raw) == 1 and raw not in "\"\r\n " else None)
+        if delimiter is None:
+            raise PermanentError(f"{settings.SOURCE_DELIMITER}={raw!r} must be one character other than a quote, "
+                                 "space or line break (or comma, semicolon, tab, pipe)")
+        return cls(encoding, delimiter)
+
+    @property
+    def is_utf8(self) -> bool:
+        return self.encoding == "utf-8"
 
 
-def scan_file(path: Path) -> tuple[str, int]:
-    """The file's SHA-256 and its data rows, in one read.
+@dataclass(frozen=True)
+class FileScan:
+    sha256: str
+    data_lines: int  # lines after the header: the row count unless quoted values hold line breaks
+    has_quotes: bool
+    longest_line: int  # bytes
 
-    Rows are newlines minus the header: exact for CSVs without quoted line breaks, used for
-    the ETA only.
-    """
-    digest, newlines = hashlib.sha256(), 0
+
+def _decode_error(path: Path, fmt: CsvFormat, offset: int, byte: int | None, line: int) -> PermanentError:
+    what = f"byte 0x{byte:02x}" if byte is not None else "the end of the file (a character cut short)"
+    return PermanentError(
+        f"{path.name} is not valid {fmt.encoding}: {what} at offset {offset:,} (line {line:,}) cannot be "
+        f"decoded; set {settings.SOURCE_ENCODING} to the file's encoding (e.g. cp1252, latin-1, utf-16)")
+
+
+def scan_file(path: Path, fmt: CsvFormat = CsvFormat()) -> FileScan:
+    """In one read: the SHA-256, the line count, whether any quote or over-long line occurs, and
+    proof that the whole file decodes (else an error naming the byte offset and line)."""
+    digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder(fmt.encoding)()
+    breaks = quotes = longest = offset = 0
+    last_break = -1
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-            newlines += block.count(b"\n")
-    return digest.hexdigest(), max(newlines - 1, 0)
+            pending = decoder.getstate()[0]  # the start of a character the last block cut
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                position = exc.start - len(pending)  # in this block
+                line = breaks + block.count(b"\n", 0, max(position, 0)) + 1
+                raise _decode_error(path, fmt, offset + position, (pending + block)[exc.start], line) from None
+            # Lines end at \n, \r\n or a lone \r, as both parsers read them.
+            bytes_ = np.frombuffer(block, dtype=np.uint8)
+            ends = np.flatnonzero((bytes_ == 10) | (bytes_ == 13))
+            if len(ends):
+                longest = max(longest, int(np.diff(ends + offset, prepend=last_break).max()))
+                last_break = offset + int(ends[-1])
+            breaks += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+            quotes += block.count(b'"')
+            offset += len(block)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise _decode_error(path, fmt, offset - len(decoder.getstate()[0]), None, breaks + 1) from None
+    longest = max(longest, offset - 1 - last_break)
+    lines = breaks + (1 if offset and last_break != offset - 1 else 0)
+    return FileScan(digest.hexdigest(), max(lines - 1, 0), quotes > 0, longest)
 
 
-def csv_header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        return next(csv.reader(handle), [])
+# ----------------------------------------------------------------------------- the header
 
 
-def read_chunks(path: Path, column_map: ColumnMap, chunk_rows: int) -> Iterator[pa.Table]:
-    """The CSV in chunks of about `chunk_rows`, every value a string (never NULL).
+@dataclass(frozen=True)
+class Header:
+    file: str
+    names: list[str]  # trimmed
+    delimiter: str
 
-    Arrow's streaming reader parses in C, in small blocks (large blocks cost hundreds of MB of
-    read-ahead for no speed), gathered here into chunks big enough for vectorised work. Memory
-    stays bounded whatever the file size. Fails first, naming them, if mapped columns are missing.
-    """
-    header = csv_header(path)
-    check_columns(header, column_map)
+    def positions(self, column_map: ColumnMap) -> list[int]:
+        """Where each mapped source column stands; fails naming missing or repeated ones."""
+        missing = [source for source in column_map.sources if source not in self.names]
+        if missing:
+            raise PermanentError(
+                f"{self.file} lacks the mapped column(s) {missing}; columns found: {self.names} "
+                f"(delimiter {self.delimiter!r}; set {settings.SOURCE_DELIMITER} if the file uses another; "
+                f"mapping: {column_map.origin})")
+        repeated = [source for source in column_map.sources if self.names.count(source) > 1]
+        if repeated:
+            raise PermanentError(f"{self.file} has the mapped column(s) {repeated} more than once; "
+                                 f"columns found: {self.names}")
+        return [self.names.index(source) for source in column_map.sources]
+
+
+def _csv_reader(lines: Iterator[str], delimiter: str):
+    csv.field_size_limit(MAX_FIELD_CHARS)  # process-wide; the same cap wherever a CSV is read
+    return csv.reader(lines, delimiter=delimiter, strict=True)
+
+
+def _open_text(path: Path, fmt: CsvFormat):
+    # utf-8-sig drops a byte-order mark; Python's utf-16/32 codecs drop theirs themselves.
+    return path.open(encoding="utf-8-sig" if fmt.is_utf8 else fmt.encoding, newline="")
+
+
+def _detect_delimiter(first_line: str) -> str:
+    counts = {candidate: first_line.count(candidate) for candidate in _DETECTED}
+    return max(_DETECTED, key=lambda candidate: counts[candidate])  # max keeps the first on a tie
+
+
+def read_header(path: Path, fmt: CsvFormat = CsvFormat()) -> Header:
+    """The header row, parsed by the same strict reader as the rows; an empty file is an error."""
+    with _open_text(path, fmt) as handle:
+        lines = _Lines(handle)
+        first = lines.peek_first()
+        if not first.strip():
+            raise PermanentError(f"{path.name} is empty: no header row")
+        delimiter = fmt.delimiter or _detect_delimiter(first)
+        try:
+            names = next(_csv_reader(lines, delimiter))
+        except (csv.Error, _RowTooLong) as exc:
+            raise PermanentError(f"{path.name}: the header row cannot be parsed ({_reason(exc)})") from None
+    return Header(path.name, [name.strip() for name in names], delimiter)
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+@dataclass
+class RawChunk:
+    """Parsed rows of the mapped columns (strings) with their row numbers, and the rows refused."""
+    table: pa.Table
+    rows: np.ndarray  # the row number of each row of `table`
+    rejected: list[dict] = field(default_factory=list)  # source_row, email, raw_values, reason
+    records: int = 0  # rows read: len(table) + len(rejected)
+
+    @classmethod
+    def joined(cls, parts: list[RawChunk]) -> RawChunk:
+        return cls(pa.concat_tables([part.table for part in parts]).combine_chunks(),
+                   np.concatenate([part.rows for part in parts]),
+                   [item for part in parts for item in part.rejected], sum(part.records for part in parts))
+
+
+def _refused(row: int, text: str, reason: str) -> dict:
+    return {ROW_COLUMN: row, EMAIL_FIELD: None, "reason": reason,
+            "raw_values": json.dumps(clip(text, RAW_VALUE_CHARS), ensure_ascii=False)}
+
+
+def _field_count_reason(actual: int, expected: int) -> str:
+    return f"wrong number of fields: {actual} where the header has {expected}"
+
+
+class _RowTooLong(Exception):
+    pass
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    if isinstance(exc, _RowTooLong):
+        return f"row longer than the {MAX_ROW_CHARS >> 20} MiB cap"
+    if "field larger than field limit" in text:
+        return f"a field longer than the {MAX_FIELD_CHARS >> 20} MiB cap"
+    if "expected after" in text:
+        return "broken quoting: text after a closing quote (a quote inside a value must be doubled)"
+    if "unexpected end of data" in text:
+        return "broken quoting: a quoted value is never closed"
+    return f"unparseable row: {text}"
+
+
+class _Lines:
+    """The file's physical lines for csv.reader, numbered, keeping the current row's lines so
+    that a row the parser refuses can be replayed from its second line (an unclosed quote must
+    not swallow the rows after it). Lines are read at most MAX_ROW_CHARS at a time."""
+
+    def __init__(self, handle):
+        self._handle = handle
+        self._replay: collections.deque[tuple[int, str]] = collections.deque()
+        self._read = 0  # physical lines read from the file
+        self.row_lines: list[tuple[int, str]] = []
+        self._row_chars = 0
+
+    def peek_first(self) -> str:
+        try:
+            first = self._next_physical()
+        except StopIteration:
+            return ""
+        self._replay.appendleft(first)
+        return first[1]
+
+    def _next_physical(self) -> tuple[int, str]:
+        text = self._handle.readline(MAX_ROW_CHARS + 1)
+        if not text:
+            raise StopIteration
+        self._read += 1
+        if len(text) > MAX_ROW_CHARS:
+            while text and not text.endswith(("\n", "\r")):  # skip the rest without holding it
+                text = self._handle.readline(MAX_ROW_CHARS)
+            raise _RowTooLong()
+        return self._read, text
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        number, text = self._replay.popleft() if self._replay else self._next_physical()
+        self.row_lines.append((number, text))
+        self._row_chars += len(text)
+        if self._row_chars > MAX_ROW_CHARS:
+            raise _RowTooLong()
+        return text
+
+    def start_row(self) -> None:
+        self.row_lines, self._row_chars = [], 0
+
+    def replay_after_first(self) -> None:
+        self._replay.extendleft(reversed(self.row_lines[1:]))
+
+
+def _strict_rows(path: Path, fmt: CsvFormat, header: Header) -> Iterator[tuple[int, list[str] | None, str, str]]:
+    """(row number, fields or None when refused, the reason, the row's text) of each non-blank row."""
+    with _open_text(path, fmt) as handle:
+        lines = _Lines(handle)
+        reader = _csv_reader(lines, header.delimiter)
+        next(reader)  # the header, read by read_header
+        row = 0
+        while True:
+            lines.start_row()
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except (csv.Error, _RowTooLong) as exc:
+                row += 1
+                yield row, None, _reason(exc), _row_text(lines)
+                lines.replay_after_first()
+                continue
+            if not fields:  # a blank line
+                continue
+            row += 1
+            if len(fields) == len(header.names):
+                yield row, fields, "", ""
+            else:
+                yield row, None, _field_count_reason(len(fields), len(header.names)), _row_text(lines)
+
+
+def first_rows(path: Path, fmt: CsvFormat, count: int) -> tuple[list[str], list[list[str]]]:
+    """The header and the first `count` well-formed rows, for previews."""
+    header = read_header(path, fmt)
+    rows = []
+    for _, fields, _, _ in _strict_rows(path, fmt, header):
+        if fields is not None:
+            rows.append(fields)
+        if len(rows) == count:
+            break
+    return header.names, rows
+
+
+def _strict_chunks(path: Path, fmt: CsvFormat, header: Header, column_map: ColumnMap, chunk_rows: int
+                   ) -> Iterator[RawChunk]:
+    positions = header.positions(column_map)
+    good: list[list[str]] = []
+    numbers: list[int] = []
+    rejected: list[dict] = []
+
+    def chunk() -> RawChunk:
+        table = pa.table({source: pa.array([fields[i] for fields in good], pa.string())
+                          for source, i in zip(column_map.sources, positions)})
+        return RawChunk(table, np.array(numbers, dtype=np.int64), rejected, len(good) + len(rejected))
+
+    for row, fields, reason, text in _strict_rows(path, fmt, header):
+        if fields is None:
+            rejected.append(_refused(row, text, reason))
+        else:
+            good.append(fields)
+            numbers.append(row)
+        if len(good) + len(rejected) >= chunk_rows:
+            yield chunk()
+            good, numbers, rejected = [], [], []
+    if good or rejected:
+        yield chunk()
+
+
+def _row_text(lines: _Lines) -> str:
+    return "".join(text for _, text in lines.row_lines[:3]).rstrip("\r\n")
+
+
+def _arrow_reads_alike(path: Path, fmt: CsvFormat, header: Header, scan: FileScan) -> bool:
+    """Whether Arrow reads this file as the strict reader would: UTF-8, no line or quoted row
+    over Arrow's block size, and (with quotes) no row the strict reader refuses."""
+    if not fmt.is_utf8 or scan.longest_line > ARROW_BLOCK_BYTES:
+        return False
+    if not scan.has_quotes:
+        return True
+    with _open_text(path, fmt) as handle:
+        reader = _csv_reader(handle, header.delimiter)
+        try:
+            next(reader)
+            lines = reader.line_num
+            for fields in reader:
+                # A row over several lines may outgrow a block: count 4 bytes a character, plus quotes.
+                if reader.line_num - lines > 1 and 4 * sum(map(len, fields)) + 3 * len(fields) > ARROW_BLOCK_BYTES:
+                    return False
+                lines = reader.line_num
+        except csv.Error:
+            return False
+    return True
+
+
+def _arrow_chunks(path: Path, header: Header, column_map: ColumnMap, quoted: bool) -> Iterator[RawChunk]:
+    """Arrow's reader, for a file `_arrow_reads_alike` accepted; refused rows via its handler."""
+    positions = header.positions(column_map)
+    names = [f"c{i}" for i in range(len(header.names))]
+    refused: list[dict] = []
+    skipped: list[int] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        number = row.number - 1  # Arrow counts the header and skips blank lines, as we do
+        skipped.append(number)
+        refused.append(_refused(number, row.text, _field_count_reason(row.actual_columns, row.expected_columns)))
+        return "skip"
+
     reader = pacsv.open_csv(
         path,
-        read_options=pacsv.ReadOptions(block_size=1 << 20, column_names=header, skip_rows=1, use_threads=False),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        read_options=pacsv.ReadOptions(block_size=ARROW_BLOCK_BYTES, column_names=names, skip_rows=1,
+                                       use_threads=False),
+        parse_options=pacsv.ParseOptions(delimiter=header.delimiter, quote_char='"' if quoted else False,
+                                         newlines_in_values=quoted, invalid_row_handler=on_invalid),
         convert_options=pacsv.ConvertOptions(
-            include_columns=column_map.sources, strings_can_be_null=False,
-            column_types={source: pa.string() for source in column_map.sources}),
+            include_columns=[names[i] for i in positions], strings_can_be_null=False,
+            column_types={names[i]: pa.string() for i in positions}),
     )
-    for batches in gathered(reader, chunk_rows, lambda batch: batch.num_rows):
-        yield pa.Table.from_batches(batches).combine_chunks()
+    good = 0
+    for batch in reader:
+        # The j-th good row is row j plus the refused rows before it (refused rows numbered so far
+        # all lie in this block or earlier ones).
+        ordinals = np.arange(good + 1, good + batch.num_rows + 1, dtype=np.int64)
+        gaps = np.asarray(skipped, dtype=np.int64) - np.arange(len(skipped), dtype=np.int64)
+        rows = ordinals + np.searchsorted(gaps, ordinals, side="right")
+        good += batch.num_rows
+        table = pa.Table.from_batches([batch]).rename_columns(column_map.sources)
+        yield RawChunk(table, rows, refused[:], batch.num_rows + len(refused))
+        refused.clear()
+    if refused:
+        empty = pa.table({source: pa.array([], pa.string()) for source in column_map.sources})
+        yield RawChunk(empty, np.empty(0, dtype=np.int64), refused[:], len(refused))
+
+
+def read_chunks(path: Path, column_map: ColumnMap, chunk_rows: int, fmt: CsvFormat = CsvFormat(),
+                scan: FileScan | None = None) -> Iterator[RawChunk]:
+    """The CSV in chunks of about `chunk_rows` rows read, every value a string (never NULL).
+
+    Memory stays bounded whatever the file size. Fails first, naming them, if mapped columns
+    are missing or repeated in the header.
+    """
+    scan = scan or scan_file(path, fmt)
+    header = read_header(path, fmt)
+    header.positions(column_map)
+    parts = (_arrow_chunks(path, header, column_map, scan.has_quotes) if _arrow_reads_alike(path, fmt, header, scan)
+             else _strict_chunks(path, fmt, header, column_map, chunk_rows))
+    for group in gathered(parts, chunk_rows, lambda part: part.records):
+        yield group[0] if len(group) == 1 else RawChunk.joined(group)

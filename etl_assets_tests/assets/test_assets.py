@@ -11,9 +11,11 @@ from etl_assets.definitions import defs
 from etl_assets_tests.conftest import SAMPLE_CSV
 
 
-def run_daily_etl(instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+def run_daily_etl(instance: dg.DagsterInstance | None = None,
+                  asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def("daily_etl")
-    return job.execute_in_process(instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    return job.execute_in_process(instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False,
+                                  asset_selection=asset_selection)
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
