@@ -11,13 +11,14 @@ from etl_assets import settings
 from etl_assets.assets.kaggle import kaggle_dataset
 from etl_assets.assets.policies import step_retry_policy
 from etl_assets.contacts import schema
-from etl_assets.contacts.loader import DEFAULT_CHUNK_ROWS, LoadReport, load_contacts
+from etl_assets.contacts.loader import DEFAULT_CHUNK_ROWS, LoadReport, LoadRules, load_contacts
 from etl_assets.contacts.mapping import ColumnMap, load_column_map
 from etl_assets.contacts.staging import choose_writer
 from etl_assets.dataset import read_manifest
 from etl_assets.errors import PermanentError, failing_fast
 from etl_assets.resources.database import DatabaseResource
 from etl_assets.retrying import RetrySettings
+from etl_assets.text import preview_markdown
 
 LOAD_LOCK = "etl_assets.contacts_table"
 
@@ -25,16 +26,19 @@ LOAD_LOCK = "etl_assets.contacts_table"
 def _preview(engine: sa.Engine, rows: int = 5) -> str:
     with engine.connect() as conn:
         frame = pd.read_sql(sa.text(f"SELECT * FROM {schema.CONTACTS} ORDER BY email LIMIT {rows}"), conn)
-    return frame.to_markdown(index=False)
+    return preview_markdown(frame)
 
 
 def load_source(database: DatabaseResource, csv_path: Path, column_map: ColumnMap, retry: RetrySettings,
-                run_id: str, log: logging.Logger, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> LoadReport:
+                run_id: str, log: logging.Logger, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                rules: LoadRules | None = None) -> LoadReport:
     """The step's work once its inputs are known (benchmarks/ time this very function)."""
+    rules = rules or LoadRules.from_settings()  # a bad setting fails before the database is asked
     database.check_connection(retry, log)
     writer = choose_writer(database.engine, log)
     with database.exclusive(LOAD_LOCK):
-        return load_contacts(database.engine, csv_path, column_map, writer, run_id, log, retry, chunk_rows=chunk_rows)
+        return load_contacts(database.engine, csv_path, column_map, writer, run_id, log, retry,
+                             chunk_rows=chunk_rows, rules=rules)
 
 
 @dg.asset(

@@ -6,10 +6,17 @@ this one), then a single transaction applies the difference (insert new, update 
 delete gone, replace the reject list, log the load). On MySQL a first load, into an empty
 `contacts`, swaps the staged table in with one atomic RENAME instead of copying it. A crash
 at any point leaves `contacts` as it was; a re-run converges to the same result.
+
+Before anything is applied, two guards: a load with no valid row fails, and a load that would
+delete more than ETL_MAX_DELETE_FRACTION of `contacts` refuses unless ETL_ALLOW_MASS_DELETE is
+set. Whatever a load deletes is first copied to `contacts_removed`. The staging tables are
+dropped when the load ends, whether it succeeded or failed.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import asdict, dataclass
@@ -19,10 +26,11 @@ from typing import Iterator
 import pyarrow as pa
 import sqlalchemy as sa
 
+from etl_assets import settings
 from etl_assets.contacts import schema
 from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
-from etl_assets.contacts.records import HASH_COLUMN, ROW_COLUMN, SeenEmails, prepare_chunk
-from etl_assets.contacts.source import read_chunks, scan_file
+from etl_assets.contacts.records import HASH_COLUMN, ROW_COLUMN, SeenEmails, prepare_chunk, reason_kind
+from etl_assets.contacts.source import CsvFormat, FileScan, read_chunks, scan_file
 from etl_assets.contacts.staging import EncodedRows, StagingWriter
 from etl_assets.errors import PermanentError
 from etl_assets.progress import Progress
@@ -36,6 +44,21 @@ DEFAULT_CHUNK_ROWS = 10_000
 STATEMENT_ROWS = 50_000
 REJECTED_SCHEMA = pa.schema([(ROW_COLUMN, pa.int64()), (EMAIL_FIELD, pa.string()),
                              ("raw_values", pa.string()), ("reason", pa.string())])
+
+
+@dataclass(frozen=True)
+class LoadRules:
+    """How to read the source file and how much of `contacts` one load may delete."""
+    csv: CsvFormat
+    max_delete_fraction: float
+    allow_mass_delete: bool
+
+    @classmethod
+    def from_settings(cls) -> LoadRules:
+        fraction = settings.float_setting(settings.MAX_DELETE_FRACTION)
+        if not 0 <= fraction <= 1:
+            raise PermanentError(f"{settings.MAX_DELETE_FRACTION} must be between 0 and 1, got {fraction}")
+        return cls(CsvFormat.from_settings(), fraction, settings.bool_setting(settings.ALLOW_MASS_DELETE))
 
 
 @dataclass
@@ -72,21 +95,24 @@ class StagedChunk:
 
 
 def staged_chunks(csv_path: Path, column_map: ColumnMap, writer: StagingWriter, now: dt.datetime,
-                  chunk_rows: int, statement_rows: int) -> Iterator[StagedChunk]:
+                  chunk_rows: int, statement_rows: int, fmt: CsvFormat, scan: FileScan,
+                  reasons: collections.Counter) -> Iterator[StagedChunk]:
     """The CSV as rows ready for the staging tables: prepared, stamped, encoded and gathered
-    into statements of about `statement_rows` rows."""
+    into statements of about `statement_rows` rows. Counts the kinds of reject in `reasons`."""
     stamp = pa.scalar(now.isoformat(sep=" "))
 
     def encoded() -> Iterator[StagedChunk]:
         seen, first_row = SeenEmails(), 1
-        for raw in read_chunks(csv_path, column_map, chunk_rows):
-            chunk = prepare_chunk(raw, column_map, first_row, seen)
+        for raw in read_chunks(csv_path, column_map, chunk_rows, fmt, scan):
+            chunk = prepare_chunk(raw.table, column_map, raw.rows, seen)
             contacts = (chunk.valid.add_column(0, "id", chunk.valid.column(ROW_COLUMN))
                         .append_column("first_loaded_at", pa.repeat(stamp, chunk.valid.num_rows))
                         .append_column("updated_at", pa.repeat(stamp, chunk.valid.num_rows)))
-            rejected = pa.Table.from_pylist(chunk.rejected, schema=REJECTED_SCHEMA)
-            yield StagedChunk(first_row, raw.num_rows, writer.encode(contacts), writer.encode(rejected))
-            first_row += raw.num_rows
+            refused = raw.rejected + chunk.rejected
+            reasons.update(reason_kind(item["reason"]) for item in refused)
+            rejected = pa.Table.from_pylist(refused, schema=REJECTED_SCHEMA)
+            yield StagedChunk(first_row, raw.records, writer.encode(contacts), writer.encode(rejected))
+            first_row += raw.records
 
     for group in gathered(encoded(), statement_rows, lambda chunk: chunk.rows_read):
         yield StagedChunk.joined(group)
@@ -105,10 +131,19 @@ def ensure_tables(engine: sa.Engine, column_map: ColumnMap) -> sa.MetaData:
     return metadata
 
 
+def _staging_tables(metadata: sa.MetaData) -> list[sa.Table]:
+    return [metadata.tables[schema.CONTACTS_STAGING], metadata.tables[schema.REJECTED_STAGING]]
+
+
 def _recreate_staging(engine: sa.Engine, metadata: sa.MetaData) -> None:
-    staging = [metadata.tables[schema.CONTACTS_STAGING], metadata.tables[schema.REJECTED_STAGING]]
-    metadata.drop_all(engine, tables=staging)
-    metadata.create_all(engine, tables=staging)
+    metadata.drop_all(engine, tables=_staging_tables(metadata))
+    metadata.create_all(engine, tables=_staging_tables(metadata))
+
+
+def _drop_staging(engine: sa.Engine, metadata: sa.MetaData) -> None:
+    # Best effort: after a lost connection this fails too, and the next load recreates them.
+    with contextlib.suppress(sa.exc.DBAPIError):
+        metadata.drop_all(engine, tables=_staging_tables(metadata))
 
 
 def _index_staging(engine: sa.Engine) -> None:
@@ -160,6 +195,35 @@ def _count(conn: sa.Connection, table: str) -> int:
     return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
 
 
+# The contacts a load removes: those whose email the staged rows no longer hold.
+_GONE = (f"FROM {schema.CONTACTS} c WHERE NOT EXISTS "
+         f"(SELECT 1 FROM {schema.CONTACTS_STAGING} s WHERE s.{EMAIL_FIELD} = c.{EMAIL_FIELD})")
+
+
+def _check_deletions(engine: sa.Engine, rules: LoadRules) -> None:
+    """Refuse, before `contacts` is touched, a load that would delete too large a share of it."""
+    with engine.connect() as conn:
+        before = _count(conn, schema.CONTACTS)
+        gone = int(conn.execute(sa.text(f"SELECT COUNT(*) {_GONE}")).scalar_one())
+    if before and gone > rules.max_delete_fraction * before and not rules.allow_mass_delete:
+        raise PermanentError(
+            f"this load would delete {gone:,} of the {before:,} contacts ({gone / before:.0%}), more than "
+            f"{settings.MAX_DELETE_FRACTION}={rules.max_delete_fraction:g} allows; nothing was changed. If the "
+            f"source really lost them, run once with {settings.ALLOW_MASS_DELETE}=true (what a load deletes "
+            f"is kept in {schema.REMOVED})")
+
+
+def _keep_removed(conn: sa.Connection, column_map: ColumnMap, run_id: str, now: dt.datetime) -> None:
+    """Copy the contacts this load deletes to `contacts_removed`, their values as one JSON object."""
+    function = "JSON_OBJECT" if conn.dialect.name == "mysql" else "json_object"
+    names = [ROW_COLUMN, *column_map.field_names, "first_loaded_at", "updated_at"]
+    values = ", ".join(f"'{name}', c.{name}" for name in names)
+    conn.execute(sa.text(
+        f"INSERT INTO {schema.REMOVED} (contact_id, {EMAIL_FIELD}, {HASH_COLUMN}, contact, removed_by_run, "
+        f"removed_at) SELECT c.id, c.{EMAIL_FIELD}, c.{HASH_COLUMN}, {function}({values}), :run_id, :now {_GONE}"
+    ), {"run_id": run_id, "now": now})
+
+
 def _record_load(conn: sa.Connection, metadata: sa.MetaData, column_map: ColumnMap, report: LoadReport,
                  run_id: str, sha: str, now: dt.datetime) -> None:
     conn.execute(sa.insert(metadata.tables[schema.LOADS]).values(
@@ -182,9 +246,9 @@ def _apply(engine: sa.Engine, metadata: sa.MetaData, column_map: ColumnMap, repo
             f"FROM {staging} s LEFT JOIN {contacts} c ON c.email = s.email")).one()
         report.staged, report.inserted, report.updated = int(staged), int(inserted or 0), int(updated or 0)
         report.unchanged = report.staged - report.inserted - report.updated
-        report.deleted = int(conn.execute(sa.text(
-            f"SELECT COUNT(*) FROM {contacts} c WHERE NOT EXISTS "
-            f"(SELECT 1 FROM {staging} s WHERE s.email = c.email)")).scalar_one())
+        report.deleted = int(conn.execute(sa.text(f"SELECT COUNT(*) {_GONE}")).scalar_one())
+        if report.deleted:
+            _keep_removed(conn, column_map, run_id, now)
         conn.execute(sa.text(_upsert_changed_sql(engine.dialect.name, column_map)))
         conn.execute(sa.text(
             f"DELETE FROM {contacts} WHERE NOT EXISTS "
@@ -237,14 +301,16 @@ def load_contacts(
     retry: RetrySettings,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     statement_rows: int = STATEMENT_ROWS,
+    rules: LoadRules | None = None,
 ) -> LoadReport:
     """Load `csv_path` into `contacts`; the caller holds the load lock."""
+    rules = rules or LoadRules.from_settings()
     report = LoadReport(writer=writer.name)
-    sha, data_rows = scan_file(csv_path)
-    progress = Progress(log, "contacts_table", "rows", data_rows)
+    scan = scan_file(csv_path, rules.csv)
+    progress = Progress(log, "contacts_table", "rows", scan.data_lines)
     metadata = ensure_tables(engine, column_map)
     with engine.connect() as conn:
-        previous = _previous_load_matches(conn, metadata, sha, column_map.fingerprint())
+        previous = _previous_load_matches(conn, metadata, scan.sha256, column_map.fingerprint())
     if previous:
         log.info("contacts_table: source file identical to the load of run %s; nothing to do", previous["run_id"])
         report.skipped_identical_source = True
@@ -254,23 +320,37 @@ def load_contacts(
         return report
 
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    reasons: collections.Counter = collections.Counter()
     call_with_retries(lambda: _recreate_staging(engine, metadata), "creating staging tables", retry, log)
-    chunks = staged_chunks(csv_path, column_map, writer, now, chunk_rows, statement_rows)
-    for chunk in prefetched(chunks):
-        def stage(chunk: StagedChunk = chunk) -> None:
-            with engine.begin() as conn:
-                writer.write(conn, schema.CONTACTS_STAGING, chunk.contacts)
-                writer.write(conn, schema.REJECTED_STAGING, chunk.rejected)
+    try:
+        valid = 0
+        chunks = staged_chunks(csv_path, column_map, writer, now, chunk_rows, statement_rows, rules.csv, scan,
+                               reasons)
+        for chunk in prefetched(chunks):
+            def stage(chunk: StagedChunk = chunk) -> None:
+                with engine.begin() as conn:
+                    writer.write(conn, schema.CONTACTS_STAGING, chunk.contacts)
+                    writer.write(conn, schema.REJECTED_STAGING, chunk.rejected)
 
-        last_row = chunk.first_row + chunk.rows_read - 1
-        call_with_retries(stage, f"staging rows {chunk.first_row}-{last_row}", retry, log)
-        report.rows_read += chunk.rows_read
-        report.rejected += chunk.rejected.count
-        progress.add(chunk.rows_read)
+            last_row = chunk.first_row + chunk.rows_read - 1
+            call_with_retries(stage, f"staging rows {chunk.first_row}-{last_row}", retry, log)
+            report.rows_read += chunk.rows_read
+            report.rejected += chunk.rejected.count
+            valid += chunk.contacts.count
+            progress.add(chunk.rows_read)
+        if not report.rows_read:
+            raise PermanentError(f"{csv_path.name} has no data rows; nothing was changed")
+        if not valid:
+            top = ", ".join(f"{kind} ({count:,})" for kind, count in reasons.most_common(3))
+            raise PermanentError(f"all {report.rows_read:,} rows of {csv_path.name} were rejected ({top}); "
+                                 "nothing was changed")
 
-    call_with_retries(lambda: _index_staging(engine), "indexing the staged rows", retry, log)
-    call_with_retries(lambda: _finish(engine, metadata, column_map, report, run_id, sha, now),
-                      "applying the staged load", retry, log)
+        call_with_retries(lambda: _index_staging(engine), "indexing the staged rows", retry, log)
+        call_with_retries(lambda: _check_deletions(engine, rules), "counting the contacts to delete", retry, log)
+        call_with_retries(lambda: _finish(engine, metadata, column_map, report, run_id, scan.sha256, now),
+                          "applying the staged load", retry, log)
+    finally:
+        _drop_staging(engine, metadata)
     report.seconds = round(progress.elapsed, 3)
     log.info("%s; %s", progress.line(), report.as_dict())
     return report

@@ -11,6 +11,7 @@ CONTACTS = "contacts"
 CONTACTS_STAGING = "contacts_staging"
 REJECTED = "contacts_rejected"
 REJECTED_STAGING = "contacts_rejected_staging"
+REMOVED = "contacts_removed"
 LOADS = "etl_loads"
 SYNC_STATE = "hubspot_sync_state"
 EMAIL_INDEX = f"ux_{CONTACTS}_email"
@@ -94,7 +95,7 @@ def sync_state_table() -> sa.Table:
 
 
 def contact_tables(column_map: ColumnMap) -> sa.MetaData:
-    """`contacts` and its staging twin, the reject tables, the load log and the sync state."""
+    """`contacts` and its staging twin, the reject tables, removed contacts, the load log and the sync state."""
     metadata = sa.MetaData()
     sa.Table(CONTACTS, metadata, *_contact_columns(column_map),
              sa.Index(EMAIL_INDEX, EMAIL_FIELD, unique=True), **_MYSQL_TABLE_ARGS)
@@ -110,6 +111,20 @@ def contact_tables(column_map: ColumnMap) -> sa.MetaData:
             sa.Column("reason", sa.String(1000), nullable=False),
             **_MYSQL_TABLE_ARGS,
         )
+    # What loads deleted, so nothing a load removes is gone for good; the values as JSON, so a
+    # later change of the column map does not change this table.
+    sa.Table(
+        REMOVED, metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("contact_id", sa.Integer, nullable=False),
+        sa.Column(EMAIL_FIELD, sa.String(254), nullable=False),
+        sa.Column(HASH_COLUMN, sa.CHAR(32), nullable=False),
+        sa.Column("contact", sa.Text, nullable=False),
+        sa.Column("removed_by_run", sa.String(64), nullable=False),  # etl_loads.run_id of the load
+        sa.Column("removed_at", sa.DateTime, nullable=False),
+        sa.Index(f"ix_{REMOVED}_email", EMAIL_FIELD),
+        **_MYSQL_TABLE_ARGS,
+    )
     _loads(metadata)
     _sync_state(metadata)
     return metadata

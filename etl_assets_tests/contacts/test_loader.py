@@ -1,25 +1,30 @@
 """The staged load on a real MariaDB (both load paths) and on SQLite."""
 
+import json
 import logging
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from etl_assets.contacts.loader import ensure_tables, load_contacts
+from etl_assets.contacts.loader import LoadRules, ensure_tables, load_contacts
 from etl_assets.contacts import schema
 from etl_assets.contacts.mapping import load_column_map
 from etl_assets.contacts.records import SeenEmails, prepare_chunk
+from etl_assets.contacts.source import CsvFormat
 from etl_assets.contacts.staging import InsertWriter, LoadDataWriter, choose_writer
 from etl_assets.errors import PermanentError
 from etl_assets.retrying import RetrySettings
 from etl_assets_tests.conftest import REPO, SAMPLE_CSV
 
 COLUMN_MAP = load_column_map(None)
+# For tests that replace one data set with another on purpose.
+REPLACE_ALL = LoadRules(CsvFormat(), max_delete_fraction=0.1, allow_mass_delete=True)
 RETRY = RetrySettings(attempts=4, max_seconds=60, initial_delay=0.1, max_delay=1)
 LOG = logging.getLogger("test_loader")
 
@@ -41,7 +46,7 @@ def generate_csv(path: Path, rows: int, seed: int = 7) -> Path:
 def expected_table(csv_path: Path) -> pd.DataFrame:
     """The source's valid, de-duplicated contacts, computed in one pass without the database."""
     raw = pa.Table.from_pandas(pd.read_csv(csv_path, dtype=str, keep_default_na=False), preserve_index=False)
-    valid = prepare_chunk(raw, COLUMN_MAP, 1, SeenEmails()).valid.to_pandas()
+    valid = prepare_chunk(raw, COLUMN_MAP, np.arange(1, raw.num_rows + 1), SeenEmails()).valid.to_pandas()
     return valid.set_index("email").sort_index()
 
 
@@ -206,7 +211,7 @@ def test_killed_connection_mid_load_is_retried_and_readers_never_see_a_partial_t
     try:
         with caplog.at_level(logging.WARNING):
             report = load_contacts(engine, big_csv, COLUMN_MAP, LoadDataWriter(), "during", LOG, RETRY,
-                                   chunk_rows=2_000, statement_rows=2_000)
+                                   chunk_rows=2_000, statement_rows=2_000, rules=REPLACE_ALL)
     finally:
         stop.set()
         for thread in threads:
@@ -216,3 +221,90 @@ def test_killed_connection_mid_load_is_retried_and_readers_never_see_a_partial_t
     assert report.contacts_after == after
     assert counts <= {before, after}, f"a reader saw a partial table: {sorted(counts)}"
     assert_table_equals_source(engine, big_csv)
+
+
+def tables(engine: sa.Engine) -> set[str]:
+    return set(sa.inspect(engine).get_table_names())
+
+
+def counts(engine: sa.Engine) -> tuple[int, int, int]:
+    with engine.connect() as conn:
+        return tuple(conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
+                     for table in ("contacts", "etl_loads", "contacts_rejected"))
+
+
+def sample_without(tmp_path: Path, rows: int) -> Path:
+    """The sample with its first `rows` data rows gone."""
+    path = tmp_path / f"without_{rows}.csv"
+    lines = SAMPLE_CSV.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + "".join(lines[1 + rows:]))
+    return path
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("HEADER\n", "has no data rows; nothing was changed"),
+    ("HEADER\n\n\n", "has no data rows; nothing was changed"),
+    ("HEADER\n1,A,Ann,B,C,D,E,F,G,not-an-email,2021-01-01,x\n1,2,3\n",
+     r"all 2 rows of bad.csv were rejected \((invalid email|wrong number of fields) \(1\), "
+     r"(invalid email|wrong number of fields) \(1\)\); nothing was changed"),
+])
+def test_a_file_without_valid_rows_fails_and_changes_nothing(target, tmp_path, content, message):
+    engine, writer = target
+    load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "ok", LOG, RETRY)
+    before = counts(engine)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content.replace("HEADER", SAMPLE_CSV.read_text().splitlines()[0]))
+    with pytest.raises(PermanentError, match=message):
+        load_contacts(engine, bad, COLUMN_MAP, writer, "bad", LOG, RETRY)
+    assert counts(engine) == before == (988, 1, 12)
+    assert not {"contacts_staging", "contacts_rejected_staging"} & tables(engine)
+
+
+def test_a_load_deleting_more_than_the_allowed_share_is_refused_until_allowed(target, tmp_path):
+    engine, writer = target
+    load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "full", LOG, RETRY)
+    half = sample_without(tmp_path, 500)
+    gone = len(set(expected_table(SAMPLE_CSV).index) - set(expected_table(half).index))
+    with pytest.raises(PermanentError) as refused:
+        load_contacts(engine, half, COLUMN_MAP, writer, "half", LOG, RETRY)
+    message = str(refused.value)
+    assert f"would delete {gone} of the 988 contacts (50%), more than ETL_MAX_DELETE_FRACTION=0.1" in message
+    assert "ETL_ALLOW_MASS_DELETE=true" in message
+    assert counts(engine) == (988, 1, 12)
+    assert not {"contacts_staging", "contacts_rejected_staging"} & tables(engine)
+
+    report = load_contacts(engine, half, COLUMN_MAP, writer, "purge", LOG, RETRY, rules=REPLACE_ALL)
+    assert (report.deleted, report.contacts_after) == (gone, 988 - gone)
+    with engine.connect() as conn:
+        removed = {email: (json.loads(contact), run) for email, contact, run in conn.execute(sa.text(
+            "SELECT email, contact, removed_by_run FROM contacts_removed"))}
+    assert len(removed) == gone and {run for _, run in removed.values()} == {"purge"}
+    first, _ = removed["radia.liskov.1@example.com"]
+    assert first["source_row"] == 1 and first["company"] == "Stark Industries"
+    assert str(first["subscription_date"]).startswith("2020-03-15")
+
+
+def test_a_small_deletion_goes_through_and_keeps_what_it_removed(target, tmp_path):
+    engine, writer = target
+    load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "full", LOG, RETRY)
+    report = load_contacts(engine, sample_without(tmp_path, 3), COLUMN_MAP, writer, "trim", LOG, RETRY)
+    assert (report.deleted, report.contacts_after) == (3, 985)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM contacts_removed WHERE removed_by_run = 'trim'")
+                            ).scalar_one() == 3
+    assert not {"contacts_staging", "contacts_rejected_staging"} & tables(engine)
+
+
+def test_a_huge_value_is_rejected_with_its_raw_values_cut_and_the_rest_loads(mariadb_url, tmp_path):
+    engine = mysql_engine(mariadb_url)
+    lines = SAMPLE_CSV.read_text().splitlines()
+    fields = lines[1].split(",")
+    fields[4] = "x" * 1_000_000
+    path = tmp_path / "huge.csv"
+    path.write_text("\n".join([lines[0], ",".join(fields), *lines[2:]]) + "\n")
+    report = load_contacts(engine, path, COLUMN_MAP, LoadDataWriter(), "huge", LOG, RETRY)
+    assert (report.rows_read, report.rejected, report.contacts_after) == (1000, 13, 987)
+    with engine.connect() as conn:
+        reason, raw = conn.execute(sa.text("SELECT reason, raw_values FROM contacts_rejected WHERE source_row = 1")).one()
+    assert reason == "'Company' longer than 255 characters"
+    assert len(raw) < 20_000 and json.loads(raw)["Company"].endswith("…")
