@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.e2e
 def expected_contacts() -> dict[str, dict]:
     """The valid, de-duplicated contacts of the sample, computed independently of the pipeline run."""
     raw = pa.Table.from_pandas(pd.read_csv(SAMPLE_CSV, dtype=str, keep_default_na=False), preserve_index=False)
-    chunk = prepare_chunk(raw, load_column_map(None), 1, SeenEmails())
+    chunk = prepare_chunk(raw, load_column_map(None), np.arange(1, raw.num_rows + 1), SeenEmails())
     return {row["email"]: row for row in chunk.valid.to_pylist()}
 
 
@@ -56,7 +57,7 @@ def test_daily_etl_with_nothing_configured(clean_env, tmp_path):
     result = run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl", env=clean_env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     output = result.stdout + result.stderr
-    assert "HubSpot: dry run, no HUBSPOT_ACCESS_TOKEN" in output
+    assert "HubSpot: dry run (nothing configured: no HUBSPOT_ACCESS_TOKEN and no HUBSPOT_* setting)" in output
     assert "Kaggle: no KAGGLE_DATASET, using the embedded sample dataset" in output
     assert "Database: no ETL_DATABASE_URL, using SQLite" in output
 

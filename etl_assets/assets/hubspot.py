@@ -18,7 +18,7 @@ from etl_assets.hubspot.client import HubSpotApi, HubSpotApiError
 from etl_assets.hubspot.outbox import write_outbox
 from etl_assets.hubspot.sync import SyncReport, prevalidate, sync_contacts
 from etl_assets.resources.database import DatabaseResource
-from etl_assets.resources.hubspot import HubSpotResource
+from etl_assets.resources.hubspot import HubSpotResource, SyncMode
 
 SYNC_LOCK = "etl_assets.hubspot_contacts"
 
@@ -38,14 +38,14 @@ def ensure_properties(api: HubSpotApi, column_map: ColumnMap, create: bool, log:
     return known
 
 
-def _dry_run(context: dg.AssetExecutionContext, engine: sa.Engine, column_map: ColumnMap, due: int):
-    context.log.info("HubSpot: dry run, no HUBSPOT_ACCESS_TOKEN; writing the batches to the outbox instead")
+def _dry_run(context: dg.AssetExecutionContext, engine: sa.Engine, column_map: ColumnMap, due: int,
+             mode: SyncMode):
     outbox = settings.data_dir() / "hubspot_outbox" / f"{context.run.run_id}.jsonl"
     rows = itertools.chain.from_iterable(state.due_contacts(engine, column_map))
     batches, contacts = write_outbox(outbox, rows, column_map)
     return dg.MaterializeResult(metadata={
         "summary": f"Dry run: {contacts} contacts in {batches} batches written to the outbox; nothing was sent.",
-        "dry_run": True,
+        **mode.metadata(),
         "outbox": dg.MetadataValue.path(str(outbox)),
         "would_send_contacts": dg.MetadataValue.int(contacts),
         "would_send_batches": dg.MetadataValue.int(batches),
@@ -68,21 +68,24 @@ def _rows_to_send(engine, column_map, known, report: SyncReport, record) -> Iter
     pool="etl_assets_hubspot_sync",
     retry_policy=step_retry_policy(),
     description="HubSpot contacts upserted by email from `contacts`; per-contact outcomes in "
-                "`hubspot_sync_state`. Without HUBSPOT_ACCESS_TOKEN, a dry run to a JSONL outbox.",
+                "`hubspot_sync_state`. A dry run to a JSONL outbox when HUBSPOT_DRY_RUN=true or "
+                "nothing is configured.",
 )
 def hubspot_contacts(
     context: dg.AssetExecutionContext, database: DatabaseResource, hubspot: HubSpotResource
 ) -> dg.MaterializeResult:
     log = context.log
     with failing_fast("hubspot_contacts"):
+        mode = hubspot.mode()
+        log.info("HubSpot: %s (%s)", mode.name, mode.reason)
         column_map = load_column_map(settings.setting(settings.COLUMN_MAP))
         engine = database.engine
         schema.sync_state_table().create(engine, checkfirst=True)
         with database.exclusive(SYNC_LOCK):
             with engine.connect() as conn:
                 due = state.count_due(conn)
-            if not hubspot.token():
-                return _dry_run(context, engine, column_map, due)
+            if not mode.live:
+                return _dry_run(context, engine, column_map, due, mode)
             report = SyncReport(due=due)
             api = hubspot.open_api(log)
             if due:
@@ -105,7 +108,7 @@ def hubspot_contacts(
     metadata = {
         "summary": (f"{report.created} created, {report.updated} updated, {report.failed} failed, "
                     f"{report.pending} pending, in {api.calls} API calls"),
-        "dry_run": False,
+        **mode.metadata(),
         "due": dg.MetadataValue.int(report.due),
         "created": dg.MetadataValue.int(report.created),
         "updated": dg.MetadataValue.int(report.updated),

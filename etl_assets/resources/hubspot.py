@@ -1,19 +1,66 @@
-"""HubSpot: the private app token, the API base, and the limits one sync keeps to."""
+"""HubSpot: the private app token, the API base, the limits one sync keeps to, and the sync's mode."""
 
 import logging
-from typing import Optional
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional
 
 import dagster as dg
 from pydantic import Field
 
 from etl_assets import settings
+from etl_assets.errors import PermanentError
 from etl_assets.hubspot.client import HubSpotApi
 from etl_assets.hubspot.ratelimit import RollingWindowLimiter
-from etl_assets.resources.secrets import SECRET_FIELD, SecretsResource
+from etl_assets.resources.secrets import BACKEND_VARIABLE, SECRET_FIELD, SecretsResource
+
+LIVE = "live"
+DRY_RUN = "dry run"
+NOTHING_CONFIGURED = f"nothing configured: no {settings.HUBSPOT_ACCESS_TOKEN} and no HUBSPOT_* setting"
+
+
+@dataclass(frozen=True)
+class SyncMode:
+    """Whether a sync sends to HubSpot or writes the batches it would send to an outbox, and why."""
+
+    name: str  # LIVE or DRY_RUN
+    reason: str
+
+    @property
+    def live(self) -> bool:
+        return self.name == LIVE
+
+    def metadata(self) -> dict[str, str]:
+        return {"mode": self.name, "mode_reason": self.reason}
+
+
+def sync_mode(dry_run: bool, config_token: str | None, secrets: SecretsResource,
+              environ: Mapping[str, str]) -> SyncMode:
+    """Live with a token; a dry run when asked for, or when nothing at all is configured.
+
+    Once a secrets backend is chosen or any HUBSPOT_* variable is set, a missing token is a
+    mistake (a misspelled secret name, a missing file), not a request for a dry run: it fails.
+    """
+    if dry_run:  # the token is not read
+        return SyncMode(DRY_RUN, f"{settings.HUBSPOT_DRY_RUN}=true")
+    if config_token:
+        return SyncMode(LIVE, "token from the resource config")
+    backend = secrets.resolved_backend()
+    expected_because = [f"{BACKEND_VARIABLE}={backend}"] if backend != "env" else []
+    expected_because += sorted(f"{name} is set" for name, value in environ.items()
+                               if name.startswith("HUBSPOT_") and value.strip())
+    try:
+        token = secrets.get(settings.HUBSPOT_ACCESS_TOKEN, required=bool(expected_because))
+    except PermanentError as exc:
+        raise PermanentError(f"{exc}; a token is expected because {', '.join(expected_because)} "
+                             f"({settings.HUBSPOT_DRY_RUN}=true runs dry without one)") from None
+    if token:
+        return SyncMode(LIVE, f"token from the {backend} secrets backend")
+    return SyncMode(DRY_RUN, NOTHING_CONFIGURED)
 
 
 class HubSpotResource(dg.ConfigurableResource):
-    """Without a token the sync is a dry run: it writes the batches it would send to an outbox."""
+    """See `sync_mode` for when the sync is a dry run, writing the batches it would send to an outbox."""
 
     access_token: Optional[str] = Field(default=None, repr=False, json_schema_extra=SECRET_FIELD)  # else secret HUBSPOT_ACCESS_TOKEN
     api_base: Optional[str] = None  # else HUBSPOT_API_BASE, else https://api.hubapi.com
@@ -22,6 +69,10 @@ class HubSpotResource(dg.ConfigurableResource):
     max_in_flight: Optional[int] = None  # concurrent batch requests; else HUBSPOT_MAX_IN_FLIGHT, else 4
     create_missing_properties: Optional[bool] = None  # else HUBSPOT_CREATE_PROPERTIES, else true
     secrets: dg.ResourceDependency[SecretsResource]
+
+    def mode(self) -> SyncMode:
+        return sync_mode(settings.bool_setting(settings.HUBSPOT_DRY_RUN), self.access_token, self.secrets,
+                         os.environ)
 
     def token(self) -> str | None:
         return self.access_token or self.secrets.get(settings.HUBSPOT_ACCESS_TOKEN)
@@ -40,7 +91,7 @@ class HubSpotResource(dg.ConfigurableResource):
     def open_api(self, log: logging.Logger) -> HubSpotApi:
         token = self.token()
         if not token:
-            raise ValueError("open_api needs a token; check token() first")
+            raise ValueError("open_api needs a token; check mode() first")
         limiter = RollingWindowLimiter(
             max_requests=self.rate_limit or settings.int_setting(settings.HUBSPOT_RATE_LIMIT),
             interval_s=self.rate_interval_ms / 1000,
