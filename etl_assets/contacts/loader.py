@@ -302,9 +302,15 @@ def load_contacts(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     statement_rows: int = STATEMENT_ROWS,
     rules: LoadRules | None = None,
+    staging_engine: sa.Engine | None = None,
 ) -> LoadReport:
-    """Load `csv_path` into `contacts`; the caller holds the load lock."""
+    """Load `csv_path` into `contacts`; the caller holds the load lock.
+
+    The staging writes go through `staging_engine` (default `engine`): on MySQL the only
+    connections allowed LOAD DATA LOCAL.
+    """
     rules = rules or LoadRules.from_settings()
+    staging_engine = staging_engine or engine
     report = LoadReport(writer=writer.name)
     scan = scan_file(csv_path, rules.csv)
     progress = Progress(log, "contacts_table", "rows", scan.data_lines)
@@ -328,7 +334,7 @@ def load_contacts(
                                reasons)
         for chunk in prefetched(chunks):
             def stage(chunk: StagedChunk = chunk) -> None:
-                with engine.begin() as conn:
+                with staging_engine.begin() as conn:
                     writer.write(conn, schema.CONTACTS_STAGING, chunk.contacts)
                     writer.write(conn, schema.REJECTED_STAGING, chunk.rejected)
 

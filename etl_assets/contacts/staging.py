@@ -1,9 +1,10 @@
 """Writing prepared chunks into the staging tables, by the fastest path the server allows.
 
 MySQL/MariaDB with `local_infile` on: `LOAD DATA LOCAL INFILE` from a temporary TSV file,
-the server's own bulk path. Anywhere else: multi-row INSERTs. Both use INSERT IGNORE
-semantics on the staging key, so a chunk retried after a dropped connection (which may or
-may not have committed) is written exactly once.
+the server's own bulk path, on a StagingConnection, which sends the server that file and no
+other. Anywhere else: multi-row INSERTs. Both use INSERT IGNORE semantics on the staging
+key, so a chunk retried after a dropped connection (which may or may not have committed) is
+written exactly once.
 
 Each writer splits its work in two: `encode` (CPU only, so the loader can run it for the next
 chunk while the server ingests this one) and `write` (the database round trip).
@@ -11,17 +12,23 @@ chunk while the server ingests this one) and `write` (the database round trip).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
+from pymysql.connections import Connection, MySQLResult
+from pymysql.err import MySQLError
+from pymysql.protocol import LoadLocalPacketWrapper
+
+from etl_assets.errors import PermanentError
 
 # Backslash escapes LOAD DATA reads back. Arrow's CSV writer refuses tabs and line ends in
 # unquoted values, and refuses the double quote unless it quotes every string value: it does
@@ -85,6 +92,67 @@ def to_load_data_tsv(rows: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+class StagingConnection(Connection):
+    """A PyMySQL connection with LOAD DATA LOCAL on that sends only the file LoadDataWriter named.
+
+    PyMySQL alone sends whatever file a server's LOCAL INFILE request names: a rogue or
+    intercepting server could ask for any file the run can read.
+    """
+
+    local_file: str | None = None  # set by LoadDataWriter while its statement runs
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs, local_infile=True)
+
+    def check_local_file(self, requested: bytes) -> None:
+        """Refuse a LOCAL INFILE request for any file but the one named."""
+        if self.local_file is None or requested != self.local_file.encode(self.encoding):
+            name = requested.decode(errors="replace")
+            raise PermanentError(f"the database server asked for the local file {name!r}, which the loader "
+                                 "did not name; refused (a rogue or intercepting server?)")
+
+    def _read_query_result(self, unbuffered: bool = False) -> int:
+        # PyMySQL's own (1.1), with a result that checks the file name: PyMySQL has no hook for it.
+        self._result = None
+        result = _OneFileResult(self)
+        if unbuffered:
+            result.init_unbuffered_query()
+        else:
+            result.read()
+        self._result = result
+        if result.server_status is not None:
+            self.server_status = result.server_status
+        return result.affected_rows
+
+
+class _OneFileResult(MySQLResult):
+    connection: StagingConnection
+
+    def _read_load_local_packet(self, first_packet) -> None:
+        conn = self.connection
+        try:
+            conn.check_local_file(LoadLocalPacketWrapper(first_packet).filename)
+        except PermanentError:
+            # Answer with an empty file, as PyMySQL does for a file it cannot open, so the
+            # session stays in step with the server.
+            conn.write_packet(b"")
+            with contextlib.suppress(MySQLError):
+                conn._read_packet()
+            raise
+        super()._read_load_local_packet(first_packet)
+
+
+@contextlib.contextmanager
+def _sending(conn: sa.Connection, path: str) -> Iterator[None]:
+    """Let a StagingConnection send `path` to the server while the block runs."""
+    dbapi = conn.connection.dbapi_connection
+    dbapi.local_file = path
+    try:
+        yield
+    finally:
+        dbapi.local_file = None
+
+
 class LoadDataWriter:
     name = "LOAD DATA LOCAL INFILE"
 
@@ -99,12 +167,13 @@ class LoadDataWriter:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.writelines(rows.payload)
-            conn.exec_driver_sql(
-                f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE `{table}` CHARACTER SET utf8mb4 "
-                f"FIELDS TERMINATED BY '\\t' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '\\\\' "
-                f"LINES TERMINATED BY '\\n' ({column_list})",
-                (path,),
-            )
+            with _sending(conn, path):
+                conn.exec_driver_sql(
+                    f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE `{table}` CHARACTER SET utf8mb4 "
+                    f"FIELDS TERMINATED BY '\\t' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '\\\\' "
+                    f"LINES TERMINATED BY '\\n' ({column_list})",
+                    (path,),
+                )
         finally:
             os.unlink(path)
 

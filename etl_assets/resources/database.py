@@ -1,20 +1,26 @@
-"""The database the contacts land in: a SQLAlchemy engine, a masked description, a run lock."""
+"""The database the contacts land in: SQLAlchemy engines, a masked description, a run lock."""
 
 import contextlib
 import re
+import ssl
+from pathlib import Path
 from typing import Iterator, Optional
 
 import dagster as dg
 import sqlalchemy as sa
-from pydantic import Field, PrivateAttr
+from pydantic import PrivateAttr
 from sqlalchemy import exc as sa_exc
 
-from etl_assets import settings
+from etl_assets import files, settings
+from etl_assets.contacts.staging import StagingConnection
 from etl_assets.errors import PermanentError
-from etl_assets.resources.secrets import SECRET_FIELD, SecretsResource
+from etl_assets.resources.secrets import SecretsResource
 from etl_assets.retrying import RetrySettings, call_with_retries
 
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^/]*@")  # greedy: a password may hold "@"
+# PyMySQL's TLS arguments and the settings naming their files.
+_TLS_FILES = {"ssl_ca": settings.DATABASE_SSL_CA, "ssl_cert": settings.DATABASE_SSL_CERT,
+              "ssl_key": settings.DATABASE_SSL_KEY}
 
 
 def mask_url(raw: str) -> str:
@@ -22,63 +28,114 @@ def mask_url(raw: str) -> str:
     return _PASSWORD_IN_URL.sub(r"\1***@", raw)
 
 
-class DatabaseResource(dg.ConfigurableResource):
-    """MySQL/MariaDB in production (`mysql+pymysql://`), SQLite on the embedded defaults."""
+def _tls_connect_args() -> dict:
+    """PyMySQL's TLS arguments from ETL_DATABASE_SSL_*. With a CA the server's certificate and
+    host name are verified; without one PyMySQL's default stands (TLS if offered, unverified)."""
+    files = {arg: settings.setting(name) for arg, name in _TLS_FILES.items()}
+    for arg, name in _TLS_FILES.items():
+        if files[arg] and not Path(files[arg]).is_file():
+            raise PermanentError(f"{name} names no file: {files[arg]!r}")
+    if not any(files.values()):
+        return {}
+    if not files["ssl_ca"]:
+        raise PermanentError(f"{settings.DATABASE_SSL_CERT} and {settings.DATABASE_SSL_KEY} need "
+                             f"{settings.DATABASE_SSL_CA}, the CA that signed the server's certificate")
+    if bool(files["ssl_cert"]) != bool(files["ssl_key"]):
+        raise PermanentError(f"set both {settings.DATABASE_SSL_CERT} and {settings.DATABASE_SSL_KEY}, or neither")
+    # Separate ssl_* arguments, not an `ssl` dict: PyMySQL drops the dict once ssl_verify_* is given.
+    return {**{arg: path for arg, path in files.items() if path},
+            "ssl_verify_cert": True, "ssl_verify_identity": True}
 
-    url: Optional[str] = None  # falls back to ETL_DATABASE_URL, then SQLite under the data dir
-    password: Optional[str] = Field(default=None, repr=False, json_schema_extra=SECRET_FIELD)  # else secret ETL_DATABASE_PASSWORD
+
+class DatabaseResource(dg.ConfigurableResource):
+    """MySQL/MariaDB in production (`mysql+pymysql://`), SQLite on the embedded defaults.
+
+    The URL (ETL_DATABASE_URL) and password (secret ETL_DATABASE_PASSWORD) are not fields, so
+    run config launched from the UI cannot point the run, and the password, at another server.
+    """
+
     lock_timeout_seconds: int = 900
     secrets: dg.ResourceDependency[SecretsResource]
 
     _engine: Optional[sa.Engine] = PrivateAttr(default=None)
+    _staging_engine: Optional[sa.Engine] = PrivateAttr(default=None)
 
     def _url(self) -> sa.URL:
-        raw = self.url or settings.setting(settings.DATABASE_URL)
+        raw = settings.setting(settings.DATABASE_URL)
         if raw is None:
             return sa.make_url(f"sqlite:///{settings.data_dir() / 'etl.sqlite'}")
         try:
             url = sa.make_url(raw)
-        except sa_exc.ArgumentError:
+        except sa_exc.ArgumentError:  # not echoed: where it does not parse, a password cannot be found to mask
             raise PermanentError(
-                f"{settings.DATABASE_URL} is not a SQLAlchemy URL (dialect+driver://user:password@host:port/db): "
-                f"{mask_url(raw)!r}") from None
-        password = self.password or self.secrets.get(settings.DATABASE_PASSWORD)
+                f"{settings.DATABASE_URL} is not a SQLAlchemy URL of the form dialect+driver://user@host:port/db "
+                f"(e.g. mysql+pymysql://etl@db:3306/etl; {len(raw)} characters, not shown)") from None
+        password = self.secrets.get(settings.DATABASE_PASSWORD)
         return url.set(password=password) if password and not url.password else url
 
     def describe(self) -> str:
         return self._url().render_as_string(hide_password=True)
 
     def is_default(self) -> bool:
-        return not (self.url or settings.setting(settings.DATABASE_URL))
+        return not settings.setting(settings.DATABASE_URL)
 
     @property
     def engine(self) -> sa.Engine:
+        """For everything but the loader's staging writes: LOAD DATA LOCAL is off on its connections."""
         if self._engine is None:
-            url = self._url()
-            connect_args: dict = {}
-            if url.get_backend_name() == "mysql":
-                connect_args = {"local_infile": True, "connect_timeout": 10, "charset": "utf8mb4"}
-            elif url.get_backend_name() == "sqlite":
-                connect_args = {"timeout": 60}
-            try:
-                self._engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
-            except (sa_exc.NoSuchModuleError, ModuleNotFoundError) as exc:
-                raise PermanentError(f"{settings.DATABASE_URL} names a driver that is not installed "
-                                     f"({url.drivername}): {exc}") from None
+            self._engine = self._create_engine()
         return self._engine
 
+    @property
+    def staging_engine(self) -> sa.Engine:
+        """For the loader's staging writes only. On MySQL its connections answer a LOAD DATA LOCAL
+        request, and only for the file the loader named (StagingConnection); elsewhere `engine`."""
+        if self._staging_engine is None:
+            main = self.engine
+            self._staging_engine = (self._create_engine(StagingConnection) if main.dialect.name == "mysql"
+                                    else main)
+        return self._staging_engine
+
+    def _create_engine(self, connection_class: Optional[type] = None) -> sa.Engine:
+        url = self._url()
+        connect_args: dict = {}
+        if url.get_backend_name() == "mysql":
+            connect_args = {"connect_timeout": 10, "charset": "utf8mb4", **_tls_connect_args()}
+        elif url.get_backend_name() == "sqlite":
+            connect_args = {"timeout": 60}
+            if self.is_default():  # owner-only before SQLite opens it: its journal and WAL take its mode
+                files.open_private(Path(url.database), "ab").close()
+        try:
+            engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        except (sa_exc.NoSuchModuleError, ModuleNotFoundError) as exc:
+            raise PermanentError(f"{settings.DATABASE_URL} names a driver that is not installed "
+                                 f"({url.drivername}): {exc}") from None
+        if connection_class is not None:
+            sa.event.listen(engine, "do_connect",
+                            lambda _dialect, _record, cargs, cparams: connection_class(*cargs, **cparams))
+        return engine
+
     def check_connection(self, retry: RetrySettings, log) -> None:
-        """Connect once (with retries), failing with the masked URL and the server's reason."""
+        """Connect once (with retries), failing with the masked URL and the server's reason. A server
+        certificate that ETL_DATABASE_SSL_CA does not vouch for fails at once: no retry changes it."""
 
         def connect() -> None:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
+            try:
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT 1")
+            except sa_exc.DBAPIError as exc:
+                # PyMySQL reports it as "can't connect" (2003), which is otherwise worth retrying.
+                if isinstance(getattr(exc.orig, "original_exception", None), ssl.SSLCertVerificationError):
+                    raise self._cannot_connect(exc) from None
+                raise
 
         try:
             call_with_retries(connect, f"connecting to {self.describe()}", retry, log)
         except sa_exc.DBAPIError as exc:
-            reason = mask_url(str(exc.orig))
-            raise PermanentError(f"cannot connect to the database {self.describe()}: {reason}") from None
+            raise self._cannot_connect(exc) from None
+
+    def _cannot_connect(self, exc: sa_exc.DBAPIError) -> PermanentError:
+        return PermanentError(f"cannot connect to the database {self.describe()}: {mask_url(str(exc.orig))}")
 
     @contextlib.contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
@@ -98,5 +155,6 @@ class DatabaseResource(dg.ConfigurableResource):
                     conn.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (name,))
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
+        for engine in (self._engine, self._staging_engine):
+            if engine is not None:
+                engine.dispose()

@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import dagster as dg
-from pydantic import Field
 
 from etl_assets import settings
 from etl_assets.errors import PermanentError
 from etl_assets.hubspot.client import HubSpotApi
 from etl_assets.hubspot.ratelimit import RollingWindowLimiter
-from etl_assets.resources.secrets import BACKEND_VARIABLE, SECRET_FIELD, SecretsResource
+from etl_assets.resources.secrets import BACKEND_VARIABLE, SecretsResource
 
 LIVE = "live"
 DRY_RUN = "dry run"
@@ -34,8 +33,7 @@ class SyncMode:
         return {"mode": self.name, "mode_reason": self.reason}
 
 
-def sync_mode(dry_run: bool, config_token: str | None, secrets: SecretsResource,
-              environ: Mapping[str, str]) -> SyncMode:
+def sync_mode(dry_run: bool, secrets: SecretsResource, environ: Mapping[str, str]) -> SyncMode:
     """Live with a token; a dry run when asked for, or when nothing at all is configured.
 
     Once a secrets backend is chosen or any HUBSPOT_* variable is set, a missing token is a
@@ -43,8 +41,6 @@ def sync_mode(dry_run: bool, config_token: str | None, secrets: SecretsResource,
     """
     if dry_run:  # the token is not read
         return SyncMode(DRY_RUN, f"{settings.HUBSPOT_DRY_RUN}=true")
-    if config_token:
-        return SyncMode(LIVE, "token from the resource config")
     backend = secrets.resolved_backend()
     expected_because = [f"{BACKEND_VARIABLE}={backend}"] if backend != "env" else []
     expected_because += sorted(f"{name} is set" for name, value in environ.items()
@@ -60,10 +56,12 @@ def sync_mode(dry_run: bool, config_token: str | None, secrets: SecretsResource,
 
 
 class HubSpotResource(dg.ConfigurableResource):
-    """See `sync_mode` for when the sync is a dry run, writing the batches it would send to an outbox."""
+    """See `sync_mode` for when the sync is a dry run, writing the batches it would send to an outbox.
 
-    access_token: Optional[str] = Field(default=None, repr=False, json_schema_extra=SECRET_FIELD)  # else secret HUBSPOT_ACCESS_TOKEN
-    api_base: Optional[str] = None  # else HUBSPOT_API_BASE, else https://api.hubapi.com
+    The token (secret HUBSPOT_ACCESS_TOKEN) and the API base (HUBSPOT_API_BASE) are not fields:
+    run config launched from the UI could otherwise send the token to a server of its choosing.
+    """
+
     rate_limit: Optional[int] = None  # requests per 10 s window; else HUBSPOT_RATE_LIMIT, else 100
     rate_interval_ms: int = 10_000
     max_in_flight: Optional[int] = None  # concurrent batch requests; else HUBSPOT_MAX_IN_FLIGHT, else 4
@@ -71,14 +69,13 @@ class HubSpotResource(dg.ConfigurableResource):
     secrets: dg.ResourceDependency[SecretsResource]
 
     def mode(self) -> SyncMode:
-        return sync_mode(settings.bool_setting(settings.HUBSPOT_DRY_RUN), self.access_token, self.secrets,
-                         os.environ)
+        return sync_mode(settings.bool_setting(settings.HUBSPOT_DRY_RUN), self.secrets, os.environ)
 
     def token(self) -> str | None:
-        return self.access_token or self.secrets.get(settings.HUBSPOT_ACCESS_TOKEN)
+        return self.secrets.get(settings.HUBSPOT_ACCESS_TOKEN)
 
     def base_url(self) -> str:
-        return (self.api_base or settings.setting(settings.HUBSPOT_API_BASE) or "").rstrip("/")
+        return (settings.setting(settings.HUBSPOT_API_BASE) or "").rstrip("/")
 
     def in_flight(self) -> int:
         return max(1, self.max_in_flight or settings.int_setting(settings.HUBSPOT_MAX_IN_FLIGHT))
@@ -96,4 +93,6 @@ class HubSpotResource(dg.ConfigurableResource):
             max_requests=self.rate_limit or settings.int_setting(settings.HUBSPOT_RATE_LIMIT),
             interval_s=self.rate_interval_ms / 1000,
         )
-        return HubSpotApi(token, self.base_url(), limiter, settings.retry_settings(), log)
+        # A token rotated mid-sync reaches the sync through a read past the secrets cache.
+        return HubSpotApi(token, self.base_url(), limiter, settings.retry_settings(), log,
+                          reread_token=lambda: self.secrets.get(settings.HUBSPOT_ACCESS_TOKEN, fresh=True))

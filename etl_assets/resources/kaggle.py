@@ -13,11 +13,10 @@ from typing import Optional
 
 import dagster as dg
 import requests
-from pydantic import Field
 
-from etl_assets import settings
+from etl_assets import files, settings
 from etl_assets.errors import PermanentError
-from etl_assets.resources.secrets import SECRET_FIELD, SecretsResource
+from etl_assets.resources.secrets import SecretsResource
 
 
 @dataclass(frozen=True)
@@ -68,12 +67,13 @@ def describe_http_error(exc: requests.exceptions.HTTPError, ref: str) -> str:
 
 
 class KaggleResource(dg.ConfigurableResource):
-    """Which dataset to fetch, and the authenticated client to fetch it with."""
+    """Which dataset to fetch, and the authenticated client to fetch it with.
+
+    Credentials come only from the secrets resource (never fields run config could set).
+    """
 
     dataset: Optional[str] = None  # falls back to KAGGLE_DATASET; unset → the embedded sample
     file: Optional[str] = None  # falls back to KAGGLE_FILE; unset → the only/largest CSV
-    api_token: Optional[str] = Field(default=None, repr=False, json_schema_extra=SECRET_FIELD)  # else secret KAGGLE_API_TOKEN
-    key: Optional[str] = Field(default=None, repr=False, json_schema_extra=SECRET_FIELD)  # else secret KAGGLE_KEY
     secrets: dg.ResourceDependency[SecretsResource]
 
     def dataset_ref(self) -> str | None:
@@ -84,9 +84,9 @@ class KaggleResource(dg.ConfigurableResource):
 
     def _api(self):
         api = _kaggle_api_class()()
-        token = self.api_token or self.secrets.get("KAGGLE_API_TOKEN")
+        token = self.secrets.get("KAGGLE_API_TOKEN")
         username = dg.EnvVar("KAGGLE_USERNAME").get_value()
-        key = self.key or self.secrets.get("KAGGLE_KEY")
+        key = self.secrets.get("KAGGLE_KEY")
         api.config_values = {}
         if token:
             api.config_values[api.CONFIG_NAME_TOKEN] = token
@@ -119,10 +119,12 @@ class KaggleResource(dg.ConfigurableResource):
                               last_updated=str(dataset.last_updated or ""), total_bytes=int(dataset.total_bytes or 0))
 
     def download(self, version: DatasetVersion, destination: Path) -> Path:
-        """The version's zip archive, downloaded (with resume on truncation) into `destination`."""
+        """The version's zip archive, downloaded (with resume on truncation) into `destination`, owner-only."""
         owner, slug = split_ref(version.ref)
-        destination.mkdir(parents=True, exist_ok=True)
+        files.private_dir(destination)
         with contextlib.redirect_stdout(io.StringIO()):  # the client prints the dataset URL
             self._api().dataset_download_files(
                 f"{owner}/{slug}/{version.number}", path=str(destination), force=True, quiet=True)
-        return destination / f"{slug}.zip"
+        archive = destination / f"{slug}.zip"
+        archive.chmod(0o600)  # the client writes it with the umask's mode; its folder kept it private meanwhile
+        return archive

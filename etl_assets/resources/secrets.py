@@ -9,7 +9,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -20,17 +20,13 @@ from etl_assets.logs.redaction import register_secret
 BACKEND_VARIABLE = "ETL_SECRETS_BACKEND"
 BACKENDS = ("env", "files", "aws")
 DEFAULT_SECRETS_DIR = "/run/secrets"
-# json_schema_extra for resource fields that may hold a credential: hidden in Dagster's UI.
-SECRET_FIELD = {"dagster__is_secret": True}
 
 
 class SecretsResource(dg.ConfigurableResource):
     """Reads named secrets (e.g. HUBSPOT_ACCESS_TOKEN) from the configured backend."""
 
-    backend: Optional[str] = None  # falls back to ETL_SECRETS_BACKEND, then "env"
-    secrets_dir: Optional[str] = None  # files backend; falls back to ETL_SECRETS_DIR, then /run/secrets
-    aws_secret_id: Optional[str] = None  # aws: one JSON secret of name/value pairs; else ETL_AWS_SECRET_ID
-    aws_secret_prefix: Optional[str] = None  # aws, one secret per key: id = prefix + name; else ETL_AWS_SECRET_PREFIX
+    # Where secrets come from is the deployment's choice alone (ETL_SECRETS_BACKEND, ETL_SECRETS_DIR,
+    # ETL_AWS_SECRET_ID, ETL_AWS_SECRET_PREFIX): no field, so run config cannot redirect it.
     cache_seconds: float = 60.0
 
     # (backend, source) -> (value, fetched at); private, so never in repr, config or the UI
@@ -38,29 +34,32 @@ class SecretsResource(dg.ConfigurableResource):
     _aws_client: Any = PrivateAttr(default=None)
 
     def resolved_backend(self) -> str:
-        backend = (self.backend or dg.EnvVar(BACKEND_VARIABLE).get_value() or "env").strip().lower()
+        backend = (dg.EnvVar(BACKEND_VARIABLE).get_value() or "env").strip().lower()
         if backend not in BACKENDS:
             raise PermanentError(f"{BACKEND_VARIABLE}={backend!r} is not one of {BACKENDS}")
         return backend
 
-    def get(self, name: str, required: bool = False) -> str | None:
-        """The secret's value, or None when absent and not `required`."""
+    def get(self, name: str, required: bool = False, fresh: bool = False) -> str | None:
+        """The secret's value, or None when absent and not `required`.
+
+        `fresh` skips the cache (and refills it): for a value just rejected, e.g. a rotated token.
+        """
         backend = self.resolved_backend()
         if backend == "env":
-            value = self._cached(("env", name), lambda: dg.EnvVar(name).get_value())
+            value = self._cached(("env", name), lambda: dg.EnvVar(name).get_value(), fresh)
         elif backend == "files":
-            value = self._cached(("files", name), lambda: self._read_file(name))
+            value = self._cached(("files", name), lambda: self._read_file(name), fresh)
         else:
-            value = self._read_aws(name)
+            value = self._read_aws(name, fresh)
         value = value or None  # an empty secret counts as missing
         if value is None and required:
             raise PermanentError(f"secret {name} is missing from the {backend} secrets backend"
                                  f" ({self._where(backend, name)})")
         return value
 
-    def _cached(self, key: tuple, fetch: Callable[[], Any]) -> Any:
+    def _cached(self, key: tuple, fetch: Callable[[], Any], fresh: bool) -> Any:
         hit = self._cache.get(key)
-        if hit and time.monotonic() - hit[1] < self.cache_seconds:
+        if hit and not fresh and time.monotonic() - hit[1] < self.cache_seconds:
             return hit[0]
         value = fetch()
         for secret in value.values() if isinstance(value, dict) else [value]:
@@ -82,7 +81,7 @@ class SecretsResource(dg.ConfigurableResource):
     # files: one file per secret, the Docker/Compose secrets convention
 
     def _secrets_dir(self) -> Path:
-        return Path(self.secrets_dir or dg.EnvVar("ETL_SECRETS_DIR").get_value() or DEFAULT_SECRETS_DIR)
+        return Path(dg.EnvVar("ETL_SECRETS_DIR").get_value() or DEFAULT_SECRETS_DIR)
 
     def _read_file(self, name: str) -> str | None:
         path = self._secrets_dir() / name
@@ -97,15 +96,15 @@ class SecretsResource(dg.ConfigurableResource):
     # aws: AWS Secrets Manager, one JSON secret holding every key, or one secret per key
 
     def _aws_secret_id(self) -> str | None:
-        return self.aws_secret_id or dg.EnvVar("ETL_AWS_SECRET_ID").get_value() or None
+        return dg.EnvVar("ETL_AWS_SECRET_ID").get_value() or None
 
     def _aws_prefix(self) -> str:
-        return self.aws_secret_prefix or dg.EnvVar("ETL_AWS_SECRET_PREFIX").get_value() or ""
+        return dg.EnvVar("ETL_AWS_SECRET_PREFIX").get_value() or ""
 
-    def _read_aws(self, name: str) -> str | None:
+    def _read_aws(self, name: str, fresh: bool) -> str | None:
         bundle_id = self._aws_secret_id()
         if bundle_id:
-            document = self._cached(("aws", bundle_id), lambda: self._aws_bundle(bundle_id))
+            document = self._cached(("aws", bundle_id), lambda: self._aws_bundle(bundle_id), fresh)
             value = document.get(name)
             return None if value is None else str(value)
         secret_id = self._aws_prefix() + name
@@ -114,7 +113,7 @@ class SecretsResource(dg.ConfigurableResource):
             text = self._aws_secret_string(secret_id)
             return None if text is None else text.strip()  # `--secret-string file://x` keeps the newline
 
-        return self._cached(("aws", secret_id), fetch)
+        return self._cached(("aws", secret_id), fetch, fresh)
 
     def _aws_bundle(self, secret_id: str) -> dict:
         text = self._aws_secret_string(secret_id)

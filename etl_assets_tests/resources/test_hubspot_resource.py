@@ -13,8 +13,14 @@ from etl_assets.resources.hubspot import NOTHING_CONFIGURED, HubSpotResource, Sy
 from etl_assets.resources.secrets import SecretsResource
 
 
-def mode(secrets: SecretsResource, dry_run: bool = False, config_token: str | None = None) -> SyncMode:
-    return sync_mode(dry_run, config_token, secrets, os.environ)
+def mode(secrets: SecretsResource, dry_run: bool = False) -> SyncMode:
+    return sync_mode(dry_run, secrets, os.environ)
+
+
+def files_backend(monkeypatch, directory) -> SecretsResource:
+    monkeypatch.setenv("ETL_SECRETS_BACKEND", "files")
+    monkeypatch.setenv("ETL_SECRETS_DIR", str(directory))
+    return SecretsResource()
 
 
 def test_nothing_configured_is_a_dry_run(clean_env):
@@ -29,7 +35,8 @@ def test_blank_hubspot_variables_count_as_unset(clean_env, monkeypatch):
 
 def test_hubspot_dry_run_true_wins_and_reads_no_token(clean_env, monkeypatch):
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "a-valid-token")
-    unreadable = SecretsResource(backend="vault")  # any read, even of the backend, would raise
+    monkeypatch.setenv("ETL_SECRETS_BACKEND", "vault")
+    unreadable = SecretsResource()  # any read, even of the backend, would raise
     assert mode(unreadable, dry_run=True) == SyncMode("dry run", "HUBSPOT_DRY_RUN=true")
 
 
@@ -50,28 +57,25 @@ def test_any_hubspot_setting_without_a_token_fails_naming_the_secret(clean_env, 
     assert "pat-typo" not in message  # names, never values
 
 
-def test_a_chosen_secrets_backend_without_a_token_fails_naming_the_file(clean_env, tmp_path):
+def test_a_chosen_secrets_backend_without_a_token_fails_naming_the_file(clean_env, monkeypatch, tmp_path):
     with pytest.raises(PermanentError) as caught:
-        mode(SecretsResource(backend="files", secrets_dir=str(tmp_path)))
+        mode(files_backend(monkeypatch, tmp_path))
     message = str(caught.value)
     assert f"files secrets backend (no file {tmp_path / 'HUBSPOT_ACCESS_TOKEN'})" in message
     assert "a token is expected because ETL_SECRETS_BACKEND=files " in message
 
 
-def test_an_empty_token_file_fails_too(clean_env, tmp_path):
+def test_an_empty_token_file_fails_too(clean_env, monkeypatch, tmp_path):
     (tmp_path / "HUBSPOT_ACCESS_TOKEN").write_text("\n")
     with pytest.raises(PermanentError, match="secret HUBSPOT_ACCESS_TOKEN is missing from the files"):
-        mode(SecretsResource(backend="files", secrets_dir=str(tmp_path)))
+        mode(files_backend(monkeypatch, tmp_path))
 
 
 def test_a_token_makes_it_live_and_says_where_it_came_from(clean_env, monkeypatch, tmp_path):
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "env-token")
     assert mode(SecretsResource()) == SyncMode("live", "token from the env secrets backend")
     (tmp_path / "HUBSPOT_ACCESS_TOKEN").write_text("files-token\n")
-    files = SecretsResource(backend="files", secrets_dir=str(tmp_path))
-    assert mode(files) == SyncMode("live", "token from the files secrets backend")
-    assert mode(SecretsResource(backend="files", secrets_dir=str(tmp_path / "none")), config_token="t") == SyncMode(
-        "live", "token from the resource config")
+    assert mode(files_backend(monkeypatch, tmp_path)) == SyncMode("live", "token from the files secrets backend")
 
 
 @pytest.mark.parametrize(("value", "expected"), [("yes", "dry run"), ("0", "live"), ("", "live")])

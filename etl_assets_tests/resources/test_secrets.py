@@ -86,6 +86,13 @@ def assert_names_without_value(error: Exception, *parts: str, values: tuple[str,
         assert value not in text, text
 
 
+def configured(monkeypatch, cache_seconds: float = 60.0, **environment: str) -> SecretsResource:
+    """A SecretsResource for the backend the environment names, as a deployment configures it."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return SecretsResource(cache_seconds=cache_seconds)
+
+
 # env
 
 
@@ -125,7 +132,7 @@ def test_files_backend_reads_one_file_per_secret(monkeypatch, tmp_path):
 
 def test_files_backend_missing_secret_names_secret_backend_and_path(monkeypatch, tmp_path):
     (tmp_path / "HUBSPOT_ACCESS_TOKEN").write_text("files-token-55aa")
-    secrets = SecretsResource(backend="files", secrets_dir=str(tmp_path))
+    secrets = configured(monkeypatch, ETL_SECRETS_BACKEND="files", ETL_SECRETS_DIR=str(tmp_path))
     assert secrets.get("KAGGLE_KEY") is None
     with pytest.raises(PermanentError) as caught:
         secrets.get("KAGGLE_KEY", required=True)
@@ -136,7 +143,7 @@ def test_files_backend_missing_secret_names_secret_backend_and_path(monkeypatch,
 def test_files_backend_defaults_to_run_secrets(monkeypatch):
     monkeypatch.delenv("ETL_SECRETS_DIR", raising=False)
     with pytest.raises(PermanentError, match="/run/secrets/NO_SUCH_SECRET_XYZ"):
-        SecretsResource(backend="files").get("NO_SUCH_SECRET_XYZ", required=True)
+        configured(monkeypatch, ETL_SECRETS_BACKEND="files").get("NO_SUCH_SECRET_XYZ", required=True)
 
 
 # aws
@@ -160,10 +167,10 @@ def test_aws_json_secret_holds_every_key(secretsmanager, monkeypatch):
     assert redact("aws-kaggle-0001 aws-token-0001") == "*** ***"
 
 
-def test_aws_one_secret_per_key_with_prefix(secretsmanager):
+def test_aws_one_secret_per_key_with_prefix(secretsmanager, monkeypatch):
     prefix = _unique("etl_assets") + "/"
     secretsmanager.create_secret(Name=prefix + "HUBSPOT_ACCESS_TOKEN", SecretString="aws-token-per-key\n")
-    secrets = SecretsResource(backend="aws", aws_secret_prefix=prefix)
+    secrets = configured(monkeypatch, ETL_SECRETS_BACKEND="aws", ETL_AWS_SECRET_PREFIX=prefix)
     assert secrets.get("HUBSPOT_ACCESS_TOKEN") == "aws-token-per-key"
     with pytest.raises(PermanentError) as caught:
         secrets.get("KAGGLE_KEY", required=True)
@@ -171,11 +178,11 @@ def test_aws_one_secret_per_key_with_prefix(secretsmanager):
                                values=("aws-token-per-key",))
 
 
-def test_aws_rotation_reaches_a_fresh_resource_and_an_expired_cache(secretsmanager):
+def test_aws_rotation_reaches_a_fresh_resource_and_an_expired_cache(secretsmanager, monkeypatch):
     secret_id = _unique("etl_assets/rotating")
     secretsmanager.create_secret(Name=secret_id, SecretString=json.dumps({"HUBSPOT_ACCESS_TOKEN": "before-rotation"}))
-    cached = SecretsResource(backend="aws", aws_secret_id=secret_id, cache_seconds=3600)
-    expiring = SecretsResource(backend="aws", aws_secret_id=secret_id, cache_seconds=0.2)
+    cached = configured(monkeypatch, cache_seconds=3600, ETL_SECRETS_BACKEND="aws", ETL_AWS_SECRET_ID=secret_id)
+    expiring = SecretsResource(cache_seconds=0.2)
     assert cached.get("HUBSPOT_ACCESS_TOKEN") == expiring.get("HUBSPOT_ACCESS_TOKEN") == "before-rotation"
 
     rotated = json.dumps({"HUBSPOT_ACCESS_TOKEN": "after-rotation"})
@@ -184,8 +191,34 @@ def test_aws_rotation_reaches_a_fresh_resource_and_an_expired_cache(secretsmanag
     assert cached.get("HUBSPOT_ACCESS_TOKEN") == "before-rotation"  # within its cache window
     time.sleep(0.3)
     assert expiring.get("HUBSPOT_ACCESS_TOKEN") == "after-rotation"
-    fresh = SecretsResource(backend="aws", aws_secret_id=secret_id, cache_seconds=3600)
+    fresh = SecretsResource(cache_seconds=3600)
     assert fresh.get("HUBSPOT_ACCESS_TOKEN") == "after-rotation"
+
+
+@pytest.mark.parametrize("backend", ["env", "files", "aws"])
+def test_fresh_read_skips_the_cache_refills_it_and_registers_the_value(backend, request, monkeypatch, tmp_path):
+    """What a 401 mid-sync does: read the token again past a cache that still holds the old one."""
+    if backend == "env":
+        secrets = configured(monkeypatch, cache_seconds=3600, ETL_SECRETS_BACKEND="env")
+        store = lambda value: monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", value)  # noqa: E731
+    elif backend == "files":
+        secrets = configured(monkeypatch, cache_seconds=3600, ETL_SECRETS_BACKEND="files",
+                             ETL_SECRETS_DIR=str(tmp_path))
+        store = (tmp_path / "HUBSPOT_ACCESS_TOKEN").write_text
+    else:
+        client, secret_id = request.getfixturevalue("secretsmanager"), _unique("etl_assets/fresh")
+        client.create_secret(Name=secret_id, SecretString="{}")
+        secrets = configured(monkeypatch, cache_seconds=3600, ETL_SECRETS_BACKEND="aws", ETL_AWS_SECRET_ID=secret_id)
+        store = lambda value: client.put_secret_value(  # noqa: E731
+            SecretId=secret_id, SecretString=json.dumps({"HUBSPOT_ACCESS_TOKEN": value}))
+    store(f"{backend}-before-rotation")
+    assert secrets.get("HUBSPOT_ACCESS_TOKEN") == f"{backend}-before-rotation"
+    store(f"{backend}-after-rotation-9f3d")
+
+    assert secrets.get("HUBSPOT_ACCESS_TOKEN") == f"{backend}-before-rotation"  # cached for an hour
+    assert secrets.get("HUBSPOT_ACCESS_TOKEN", fresh=True) == f"{backend}-after-rotation-9f3d"
+    assert secrets.get("HUBSPOT_ACCESS_TOKEN") == f"{backend}-after-rotation-9f3d"  # the cache holds the new one
+    assert redact(f"token {backend}-after-rotation-9f3d") == "token ***"
 
 
 def test_aws_rotation_reaches_the_next_run_of_the_same_definitions(secretsmanager, monkeypatch):
@@ -208,18 +241,19 @@ def test_aws_rotation_reaches_the_next_run_of_the_same_definitions(secretsmanage
     assert seen == ["run-1-token", "run-2-token"]
 
 
-def test_aws_secret_that_is_not_json_fails_without_quoting_it(secretsmanager):
+def test_aws_secret_that_is_not_json_fails_without_quoting_it(secretsmanager, monkeypatch):
     secret_id = _unique("etl_assets/broken")
     secretsmanager.create_secret(Name=secret_id, SecretString="plain-text-secret-value")
     with pytest.raises(PermanentError) as caught:
-        SecretsResource(backend="aws", aws_secret_id=secret_id).get("KAGGLE_KEY")
+        configured(monkeypatch, ETL_SECRETS_BACKEND="aws", ETL_AWS_SECRET_ID=secret_id).get("KAGGLE_KEY")
     assert_names_without_value(caught.value, secret_id, "aws secrets backend", "not a JSON object",
                                values=("plain-text-secret-value",))
 
 
-def test_aws_missing_json_secret_names_it(aws_env):
+def test_aws_missing_json_secret_names_it(aws_env, monkeypatch):
+    secrets = configured(monkeypatch, ETL_SECRETS_BACKEND="aws", ETL_AWS_SECRET_ID="etl_assets/absent")
     with pytest.raises(PermanentError) as caught:
-        SecretsResource(backend="aws", aws_secret_id="etl_assets/absent").get("KAGGLE_KEY", required=True)
+        secrets.get("KAGGLE_KEY", required=True)
     assert_names_without_value(caught.value, "KAGGLE_KEY", "aws secrets backend", "etl_assets/absent")
 
 
@@ -227,5 +261,6 @@ def test_aws_unreachable_endpoint_is_transient_and_names_the_secret(aws_env, mon
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # nothing listens: unreachable
     from etl_assets.errors import TransientError
 
+    secrets = configured(monkeypatch, ETL_SECRETS_BACKEND="aws", ETL_AWS_SECRET_ID="etl_assets/prod")
     with pytest.raises(TransientError, match="etl_assets/prod.*aws secrets backend.*unreachable"):
-        SecretsResource(backend="aws", aws_secret_id="etl_assets/prod").get("KAGGLE_KEY")
+        secrets.get("KAGGLE_KEY")
