@@ -1,4 +1,7 @@
-"""Data-quality checks shown beside the assets in the UI and run with `daily_etl`."""
+"""Data-quality checks shown beside the assets in the UI and run with `daily_etl`.
+
+Like the assets, they fail through `failing_fast`, so their errors reach the event log redacted.
+"""
 
 import collections
 
@@ -9,6 +12,7 @@ from etl_assets import settings
 from etl_assets.assets import contacts_table, hubspot_contacts
 from etl_assets.contacts import schema
 from etl_assets.contacts.records import reason_kind
+from etl_assets.errors import failing_fast
 from etl_assets.hubspot import state
 from etl_assets.resources.database import DatabaseResource
 
@@ -16,12 +20,13 @@ from etl_assets.resources.database import DatabaseResource
 @dg.asset_check(asset=contacts_table, description="Share of source rows rejected by validation "
                 "(at most ETL_MAX_REJECT_RATE, default 5%).")
 def contacts_reject_rate(database: DatabaseResource) -> dg.AssetCheckResult:
-    threshold = settings.float_setting(settings.MAX_REJECT_RATE)
-    with database.engine.connect() as conn:
-        loads = schema.loads_table()
-        last = conn.execute(sa.select(loads).order_by(loads.c.id.desc()).limit(1)).mappings().first()
-        reasons = collections.Counter(
-            reason_kind(reason) for (reason,) in conn.execute(sa.text(f"SELECT reason FROM {schema.REJECTED}")))
+    with failing_fast("contacts_reject_rate"):
+        threshold = settings.float_setting(settings.MAX_REJECT_RATE)
+        with database.engine.connect() as conn:
+            loads = schema.loads_table()
+            last = conn.execute(sa.select(loads).order_by(loads.c.id.desc()).limit(1)).mappings().first()
+            reasons = collections.Counter(
+                reason_kind(reason) for (reason,) in conn.execute(sa.text(f"SELECT reason FROM {schema.REJECTED}")))
     rows_read = last["rows_read"] if last else 0
     rejected = last["rejected"] if last else 0
     rate = rejected / rows_read if rows_read else 0.0
@@ -41,11 +46,12 @@ def contacts_reject_rate(database: DatabaseResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset=hubspot_contacts, description="Share of contacts HubSpot refused "
                 "(at most HUBSPOT_MAX_FAILED_RATE, default 1%), with the top reasons.")
 def hubspot_failed_rate(database: DatabaseResource) -> dg.AssetCheckResult:
-    threshold = settings.float_setting(settings.HUBSPOT_MAX_FAILED_RATE)
-    engine = database.engine
-    schema.sync_state_table().create(engine, checkfirst=True)
-    with engine.connect() as conn:
-        summary = state.failure_summary(conn)
+    with failing_fast("hubspot_failed_rate"):
+        threshold = settings.float_setting(settings.HUBSPOT_MAX_FAILED_RATE)
+        engine = database.engine
+        schema.sync_state_table().create(engine, checkfirst=True)
+        with engine.connect() as conn:
+            summary = state.failure_summary(conn)
     rate = summary["failed"] / summary["contacts"] if summary["contacts"] else 0.0
     return dg.AssetCheckResult(
         passed=rate <= threshold,

@@ -119,16 +119,37 @@ def failure_cause(data: Any) -> tuple[str, str] | None:
     return root_cause(error) if error is not None else None
 
 
+# How many of the innermost frames of a failure's traceback its metadata keeps.
+TRACEBACK_FRAMES = 12
+
+
+def _frames(exc: BaseException) -> str:
+    """Where the error happened: file, line and function of each frame, never a value."""
+    frames = traceback.extract_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
+    return "\n".join(f"{frame.filename}:{frame.lineno} in {frame.name}" for frame in frames)
+
+
 @contextlib.contextmanager
 def failing_fast(what: str) -> Iterator[None]:
-    """Turn a PermanentError into a Failure that Dagster's step retries do not repeat.
+    """Every error leaving a step as a dg.Failure whose text is redacted where it is raised.
 
-    Raised `from None`, the Failure drops the PermanentError from the event's error chain (the
-    description stays free of tracebacks), so its root cause goes into the metadata instead.
+    Dagster stores a step's error (message, chain and all) in the event log, shows it in the UI
+    and hands it to the run process and the alert sensor, which know no secrets: so it is made
+    clean here. A PermanentError fails at once with its own message; anything else keeps the
+    step's RetryPolicy and is described by its root cause (a database error by the driver's
+    message, not SQLAlchemy's copy of the statement and its parameters). Raised `from None`, the
+    Failure carries no chain; the root cause and the frames it came from go into its metadata.
     """
     try:
         yield
     except PermanentError as exc:
+        raise _failure(exc, redact(f"{what}: {exc}"), allow_retries=False) from None
+    except Exception as exc:  # noqa: BLE001 - every error leaves redacted; Dagster still retries these
         error_class, error = exception_cause(exc)
-        raise dg.Failure(description=f"{what}: {exc}", allow_retries=False,
-                         metadata={"error_class": error_class, "error": error}) from None
+        raise _failure(exc, f"{what}: {error_class}: {error}", allow_retries=True) from None
+
+
+def _failure(exc: Exception, description: str, allow_retries: bool) -> dg.Failure:
+    error_class, error = exception_cause(exc)
+    return dg.Failure(description=description, allow_retries=allow_retries,
+                      metadata={"error_class": error_class, "error": error, "traceback": _frames(exc)})

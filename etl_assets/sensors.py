@@ -8,6 +8,7 @@ import requests
 from etl_assets import settings
 from etl_assets.errors import failure_cause
 from etl_assets.logs.redaction import redact
+from etl_assets.resources.secrets import SecretsResource
 
 
 def failure_alert(context: dg.RunFailureSensorContext) -> dict:
@@ -31,16 +32,30 @@ def failure_alert(context: dg.RunFailureSensorContext) -> dict:
     }
 
 
+class AlertNotDelivered(Exception):
+    """The webhook refused or could not be reached; said without its URL, itself a credential."""
+
+
+def post_alert(webhook: str, alert: dict) -> None:
+    try:
+        response = requests.post(webhook, json=alert, timeout=10)
+    except requests.RequestException as exc:
+        raise AlertNotDelivered(f"the alert webhook ({settings.ALERT_WEBHOOK_URL}) could not be reached: "
+                                f"{type(exc).__name__}") from None
+    if not response.ok:
+        raise AlertNotDelivered(f"the alert webhook ({settings.ALERT_WEBHOOK_URL}) answered {response.status_code}")
+
+
 @dg.run_failure_sensor(
     name="run_failure_alert",
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Logs one JSON alert per failed run and POSTs it (Slack-compatible `text`) to "
-                "ETL_ALERT_WEBHOOK_URL when set.",
+    description="Logs one JSON alert per failed run and POSTs it (Slack-compatible `text`) to the "
+                "webhook in the secret ETL_ALERT_WEBHOOK_URL when set.",
 )
-def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
+def run_failure_alert(context: dg.RunFailureSensorContext, secrets: SecretsResource) -> None:
     alert = failure_alert(context)
     context.log.error(json.dumps(alert))
-    webhook = settings.setting(settings.ALERT_WEBHOOK_URL)
+    # A Slack webhook URL is a credential: read like one (and so masked in this process's logs).
+    webhook = secrets.get(settings.ALERT_WEBHOOK_URL)
     if webhook:
-        response = requests.post(webhook, json=alert, timeout=10)
-        response.raise_for_status()
+        post_alert(webhook, alert)

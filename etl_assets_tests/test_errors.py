@@ -9,7 +9,7 @@ from hubspot.crm.contacts import ApiException
 from sqlalchemy import exc as sa_exc
 
 from etl_assets.errors import PermanentError, TransientError, exception_cause, failing_fast, is_transient
-from etl_assets.logs.redaction import register_secret
+from etl_assets.logs.redaction import redact, register_secret
 
 
 def http_error(status: int) -> requests.exceptions.HTTPError:
@@ -78,13 +78,33 @@ def test_failing_fast_records_the_cause_redacted_in_the_failures_metadata():
     with pytest.raises(dg.Failure) as failure:
         with failing_fast("contacts_table"):
             raise PermanentError("ETL_COLUMN_MAP: cannot read map-SECRET-7070.yaml")
-    assert failure.value.description == "contacts_table: ETL_COLUMN_MAP: cannot read map-SECRET-7070.yaml"
+    assert failure.value.description == "contacts_table: ETL_COLUMN_MAP: cannot read ***.yaml"
     assert not failure.value.allow_retries and failure.value.__suppress_context__
-    assert {name: entry.value for name, entry in failure.value.metadata.items()} == {
-        "error_class": "PermanentError", "error": "ETL_COLUMN_MAP: cannot read ***.yaml"}
+    metadata = {name: entry.value for name, entry in failure.value.metadata.items()}
+    assert (metadata["error_class"], metadata["error"]) == ("PermanentError", "ETL_COLUMN_MAP: cannot read ***.yaml")
 
 
-def test_failing_fast_lets_other_exceptions_through_for_the_retry_policy():
-    with pytest.raises(ConnectionResetError):
+def test_failing_fast_describes_other_errors_by_their_root_cause_and_keeps_the_retry_policy():
+    register_secret("pw-SECRET-8080")
+    with pytest.raises(dg.Failure) as failure:
         with failing_fast("contacts_table"):
-            raise ConnectionResetError("peer reset")
+            try:
+                raise ConnectionResetError("peer reset talking to mysql://etl:pw-SECRET-8080@db/etl")
+            except ConnectionResetError as exc:
+                raise RuntimeError("wrapper with the statement and its parameters") from exc
+    assert failure.value.description == "contacts_table: ConnectionResetError: peer reset talking to mysql://etl:***@db/etl"
+    assert failure.value.allow_retries and failure.value.__suppress_context__
+    metadata = {name: entry.value for name, entry in failure.value.metadata.items()}
+    assert metadata["error_class"] == "ConnectionResetError"
+    assert "test_errors.py:" in metadata["traceback"] and "pw-SECRET" not in str(metadata)
+
+
+@pytest.mark.parametrize(("text", "clean"), [
+    ("mysql+pymysql://etl:S3cret@PW@db:3306/etl", "mysql+pymysql://etl:***@db:3306/etl"),
+    ("GET https://storage.googleapis.com/b/archive.zip?X-Goog-Date=1&X-Goog-Signature=abc123ff&x=1",
+     "GET https://storage.googleapis.com/b/archive.zip?X-Goog-Date=1&X-Goog-Signature=***&x=1"),
+    ("hooks?token=abcd1234", "hooks?token=***"),
+    ("Authorization: Bearer pat-na1-0a1b2c", "Authorization: Bearer ***"),
+])
+def test_credentials_of_a_known_shape_are_masked_unregistered(text, clean):
+    assert redact(text) == clean

@@ -11,6 +11,7 @@ location that sets the secrets as literal resource config (see the xfail below).
 """
 
 import json
+import os
 import shutil
 import sqlite3
 import uuid
@@ -29,6 +30,7 @@ from dagster_graphql.test.utils import execute_dagster_graphql
 
 from etl_assets_tests.conftest import MARIADB_ADMIN_URL, REPO, run_dagster
 from etl_assets_tests.resources.test_secrets import aws_env, moto_server  # noqa: F401 (fixtures)
+from etl_assets_tests.test_sensors import webhook  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -148,27 +150,6 @@ query Location($repo: RepositorySelector!, $job: PipelineSelector!) {
 }"""
 
 
-LITERAL_SECRETS_DEFS = f"""
-import dagster as dg
-from etl_assets.definitions import defs as real
-from etl_assets.resources.database import DatabaseResource
-from etl_assets.resources.hubspot import HubSpotResource
-from etl_assets.resources.kaggle import KaggleResource
-from etl_assets.resources.secrets import SecretsResource
-
-secrets = SecretsResource()
-defs = dg.Definitions(
-    assets=real.assets, asset_checks=real.asset_checks, jobs=real.jobs, loggers=real.loggers,
-    resources={{
-        "secrets": secrets,
-        "kaggle": KaggleResource(key={KAGGLE_KEY!r}, secrets=secrets),
-        "database": DatabaseResource(password={DB_PASSWORD!r}, secrets=secrets),
-        "hubspot": HubSpotResource(access_token={HUBSPOT_TOKEN!r}, secrets=secrets),
-    }},
-)
-"""
-
-
 def _location_view(context: WorkspaceRequestContext, location: str) -> dict:
     """The Resources page and the launchpad's config schema of daily_etl, as the UI fetches them."""
     repo = {"repositoryLocationName": location, "repositoryName": "__repository__"}
@@ -195,33 +176,18 @@ def _graphql_views(instance: dg.DagsterInstance, run_ids: list[str]) -> list[str
     return views
 
 
-@pytest.fixture
-def literal_secrets_view(tmp_path) -> dict:
-    """The UI's view of a code location that (wrongly) sets the secrets as literal resource config."""
-    module = tmp_path / "literal_secrets_defs.py"
-    module.write_text(LITERAL_SECRETS_DEFS)
-    target = _InProcessModules({"literal_secrets": LoadableTargetOrigin(python_file=str(module), attribute="defs")})
-    with dg.instance_for_test() as instance, WorkspaceProcessContext(instance, target) as process_context:
-        return _location_view(process_context.create_request_context(), "literal_secrets")
+@pytest.mark.parametrize(("resource", "field"), [
+    ("hubspot", "access_token"), ("hubspot", "api_base"), ("database", "password"), ("database", "url"),
+    ("kaggle", "key"), ("kaggle", "api_token"), ("secrets", "secrets_dir"), ("secrets", "aws_secret_id"),
+])
+def test_credentials_and_endpoints_cannot_be_resource_config(resource, field):
+    """So no code location or run config can set them, or show them in the UI (see test_run_config)."""
+    from etl_assets.definitions import defs
 
-
-def test_ui_masks_secret_fields_set_as_literal_resource_config(literal_secrets_view):
-    resources = {r["name"]: r for r in literal_secrets_view["allTopLevelResourceDetailsOrError"]["results"]}
-    values = {(name, v["key"]): v for name, r in resources.items() for v in r["configuredValues"]}
-    for field in (("hubspot", "access_token"), ("database", "password"), ("kaggle", "key")):
-        assert values[field]["type"] == "SECRET" and values[field]["value"] == "********"
-    shown = json.dumps(resources) + literal_secrets_view["runConfigSchemaOrError"]["rootDefaultYaml"]
-    assert not [secret for secret in SECRETS if secret in shown]
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "Dagster 1.13.27 masks dagster__is_secret fields on the Resources page and in the launchpad's default "
-    "config, but the config type browser (allConfigTypes) shows the enclosing `config` field's default with "
-    "the value in clear. Hence the rule: secret values come only through SecretsResource, never as literal "
-    "resource config or run config. If this starts passing, Dagster fixed it."))
-def test_config_type_browser_masks_literal_secret_defaults(literal_secrets_view):
-    shown = json.dumps(literal_secrets_view["runConfigSchemaOrError"]["allConfigTypes"])
-    assert not [secret for secret in SECRETS if secret in shown]
+    config_fields = type(defs.resources[resource]).to_config_schema().as_field().config_type.fields
+    assert field not in config_fields and config_fields.keys() <= {
+        "rate_limit", "rate_interval_ms", "max_in_flight", "create_missing_properties", "lock_timeout_seconds",
+        "dataset", "file", "cache_seconds", "secrets"}
 
 
 def _cloudwatch_lines() -> list[str]:
@@ -298,12 +264,71 @@ def test_repr_and_database_url_hide_secret_values(monkeypatch):
     from etl_assets.resources.secrets import SecretsResource
 
     monkeypatch.setenv("ETL_SECRETS_BACKEND", "env")
+    monkeypatch.setenv("ETL_DATABASE_URL", "mysql+pymysql://etl@db:3306/etl")
     monkeypatch.setenv("ETL_DATABASE_PASSWORD", DB_PASSWORD)
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", HUBSPOT_TOKEN)
+    monkeypatch.setenv("KAGGLE_KEY", KAGGLE_KEY)
     secrets = SecretsResource()
-    database = DatabaseResource(url="mysql+pymysql://etl@db:3306/etl", secrets=secrets)
-    resources = [database, HubSpotResource(access_token=HUBSPOT_TOKEN, secrets=secrets),
-                 KaggleResource(api_token=KAGGLE_KEY, key=KAGGLE_KEY, secrets=secrets)]
+    database = DatabaseResource(secrets=secrets)
+    resources = [database, HubSpotResource(secrets=secrets), KaggleResource(secrets=secrets)]
+    assert resources[1].token() == HUBSPOT_TOKEN
     assert database.describe() == "mysql+pymysql://etl:***@db:3306/etl"
     assert database._url().password == DB_PASSWORD  # the password is there, only never shown
     shown = " ".join([repr(r) for r in resources] + [str(r) for r in resources] + [database.describe()])
     assert not [secret for secret in SECRETS if secret in shown]
+
+
+TOKEN_CANARY = "hs-CANARY-TOKEN-2d4f"
+BODY_CANARY = "BODY-CANARY-7a7a"
+DB_URL_CANARY = "DBURL-CANARY-9d9d"
+WEBHOOK_CANARY = "WEBHOOK-CANARY-5e5e"
+EMAIL_CANARY = "ragged.canary.3c3c@example.com"
+
+
+def test_canaries_in_error_text_reach_no_output(pipeline_env, hubspot_server, kaggle_server, webhook, monkeypatch,
+                                                tmp_path):
+    from etl_assets_tests.conftest import SAMPLE_CSV
+    from etl_assets_tests.test_sensors import tick
+
+    header, *rows = SAMPLE_CSV.read_text().splitlines()
+    ragged = rows[2].replace(rows[2].split(",")[9], EMAIL_CANARY) + ",one field too many"
+    kaggle_server.add_dataset("datablist", "customers", {
+        "customers-1000.csv": "\n".join([header, rows[0], rows[1], ragged, *rows[3:]]).encode()})
+    # A gateway that echoes what it was sent: the token in HubSpot's message, more in the body.
+    hubspot_server.unauthorized_extra = {"message": "token {presented} was not accepted",
+                                         "context": {"echo": [BODY_CANARY, "{presented}"]}}
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", TOKEN_CANARY)
+    monkeypatch.setenv("ETL_STEP_RETRIES", "0")
+    monkeypatch.setenv("ETL_LOG_FILE", str(tmp_path / "logs" / "etl.jsonl"))
+    shutil.copy(REPO / "dagster.yaml", Path(pipeline_env["DAGSTER_HOME"]) / "dagster.yaml")
+    url, received = webhook
+    monkeypatch.setenv("ETL_ALERT_WEBHOOK_URL", f"{url}/{WEBHOOK_CANARY}")
+    env = dict(os.environ)
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        cursor = tick(instance, None).cursor  # the sensor alerts failures after its first tick
+    results = [run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl", env=env)]
+    for bad_url in (f"mysql+pymysql//etl:{DB_URL_CANARY}@db/etl", f"etl:{DB_URL_CANARY}@db/etl"):
+        results.append(run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl",
+                                   env={**env, "ETL_DATABASE_URL": bad_url}))
+    assert all(result.returncode != 0 for result in results)
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        tick(instance, cursor)
+        run_ids = [run.run_id for run in instance.get_runs()]
+        graphql = _graphql_views(instance, run_ids)
+    assert len(run_ids) == 3 and len(received) == 3  # one alert per failed run
+    errors = " ".join(alert["error"] for alert in received)
+    assert "HubSpot rejected the access token (401 INVALID_AUTHENTICATION: token *** was not accepted)" in errors
+    assert errors.count("ETL_DATABASE_URL is not a SQLAlchemy URL") == 2
+
+    haystacks = {
+        "stdout/stderr": [(r.stdout + r.stderr).encode() for r in results],
+        "DAGSTER_HOME (event log, runs, compute logs)": _files(Path(env["DAGSTER_HOME"])),
+        "JSON log file": _files(tmp_path / "logs"),
+        "GraphQL (UI)": [view.encode() for view in graphql],
+        "webhook payloads": [json.dumps(received).encode()],
+    }
+    canaries = (TOKEN_CANARY, BODY_CANARY, DB_URL_CANARY, WEBHOOK_CANARY, EMAIL_CANARY)
+    leaks = [(where, canary) for where, texts in haystacks.items() for canary in canaries
+             if any(canary.encode() in text for text in texts)]
+    assert not leaks

@@ -9,7 +9,8 @@ import pytest
 
 from etl_assets.definitions import defs
 from etl_assets.logs.redaction import register_secret
-from etl_assets.sensors import failure_alert, run_failure_alert
+from etl_assets.resources.secrets import SecretsResource
+from etl_assets.sensors import AlertNotDelivered, failure_alert, post_alert, run_failure_alert
 from etl_assets_tests.test_logs import SECRET_IN_ERROR, flaky, refused, run_logged
 
 
@@ -33,7 +34,8 @@ def webhook():
 
 
 def tick(instance: dg.DagsterInstance, cursor: str | None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                      resources={"secrets": SecretsResource()})
     return run_failure_alert.evaluate_tick(context)
 
 
@@ -76,3 +78,33 @@ def test_the_alert_names_the_root_cause_redacted(clean_env, asset, cause):
     assert alert["error"] == f"{step}: {cause}"
     assert alert["text"].endswith(f"failed in {step}: {step}: {cause}")
     assert "RetryRequestedFromPolicy" not in json.dumps(alert) and SECRET_IN_ERROR not in json.dumps(alert)
+
+
+@pytest.mark.parametrize("status", [500, None])
+def test_an_undelivered_alert_fails_the_tick_without_showing_the_webhook_url(status):
+    """The URL is a credential (Slack's carries its token in the path): never in a tick's error."""
+    class Refusing(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_port
+    if status is None:  # nothing listens any more: unreachable
+        server.shutdown()
+        server.server_close()
+    url = f"http://127.0.0.1:{port}/services/T0/B0/webhook-SECRET-5151"
+    try:
+        with pytest.raises(AlertNotDelivered) as caught:
+            post_alert(url, {"text": "x"})
+    finally:
+        if status is not None:
+            server.shutdown()
+    message = str(caught.value)
+    assert "ETL_ALERT_WEBHOOK_URL" in message and ("answered 500" in message if status else "could not be reached" in message)
+    assert "webhook-SECRET" not in message and str(port) not in message
+    assert caught.value.__cause__ is None and (caught.value.__context__ is None or caught.value.__suppress_context__)

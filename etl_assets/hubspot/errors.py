@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from etl_assets.logs.redaction import redact
+
 DATA_ERROR_STATUSES = {400, 409}  # the batch's content is at fault, not the transport
 
 
@@ -45,7 +47,10 @@ def parse_error(status: int, body: str | bytes | None) -> HubSpotError:
     if not isinstance(document, dict):
         document = {}
     category = document.get("category") or document.get("errorType") or f"HTTP_{status}"
-    message = str(document.get("message") or (body or "")[:500])
+    # HubSpot's own message, masked; never the body, which may echo a token or contact data (or
+    # be an HTML page from the edge). Said by status and category, an answer is still clear.
+    message = (redact(str(document["message"])) if document.get("message")
+               else f"no JSON error message ({len(body or '')} bytes)")
     return HubSpotError(status=status, category=str(category), message=message, policy=document.get("policyName"))
 
 

@@ -2,7 +2,8 @@
 
 Secrets must not reach a message in the first place (resources mask URLs and raise without
 values); this catches what slips through. SecretsResource registers each value it reads, so
-the filter knows exactly what to look for and nothing else is touched.
+the filter knows exactly what to look for. Credentials with a recognisable shape are masked
+whether registered or not: a password in a URL, a signed URL's signature, a bearer token.
 
 The registry is per process: it covers the step processes, which read the secrets, but not
 Dagster's run-level process, which reports a run's failure with the failing step's error
@@ -13,12 +14,22 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
 # Shorter values would mask ordinary words ("root", "test") all over the logs.
 MIN_LENGTH = 4
+
+# (pattern, replacement) for credentials recognisable without being registered.
+_SHAPES = [
+    (re.compile(r"(://[^:/@\s]*:)[^/\s]*@"), r"\1***@"),  # user:password@ in a URL (greedy: "@" may be in it)
+    (re.compile(r"([?&](?:x-goog-signature|x-goog-credential|x-amz-signature|x-amz-credential|x-amz-security-token"
+                r"|signature|sig|token|access_token|api_key|apikey|key|password|secret)=)[^&\s#\"']+", re.IGNORECASE),
+     r"\1***"),
+    (re.compile(r"(\bBearer\s+)[\w.~+/=-]+"), r"\1***"),
+]
 
 _lock = threading.Lock()
 _values: list[str] = []  # longest first, so a value containing another is masked whole
@@ -41,6 +52,8 @@ def redact(text: str) -> str:
     for value in _values:
         if value in text:
             text = text.replace(value, MASK)
+    for pattern, replacement in _SHAPES:
+        text = pattern.sub(replacement, text)
     return text
 
 
@@ -48,8 +61,6 @@ class RedactSecrets(logging.Filter):
     """Rewrites a record's message, traceback and Dagster metadata without the known secret values."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _values:
-            return True
         try:
             message = record.getMessage()
         except Exception:  # a malformed %-format: leave it to the handler's own error path

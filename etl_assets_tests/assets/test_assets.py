@@ -147,7 +147,8 @@ def test_kaggle_5xx_and_drops_are_retried_and_a_new_version_is_downloaded(pipeli
 @pytest.mark.parametrize(("url", "expected", "secret"), [
     ("mysql+pymysql://etl:s3cr3t-pw@127.0.0.1:1/etl", "cannot connect to the database "
      "mysql+pymysql://etl:***@127.0.0.1:1/etl", "s3cr3t-pw"),
-    ("not a url:pw@", "ETL_DATABASE_URL is not a SQLAlchemy URL", None),
+    ("mysql+pymysql//etl:S3cretPW@db/etl", "ETL_DATABASE_URL is not a SQLAlchemy URL", "S3cretPW"),
+    ("etl:S3cretPW@db/etl", "ETL_DATABASE_URL is not a SQLAlchemy URL", "S3cretPW"),
     ("postgresql+nodriver://u:hunter2@db/x", "names a driver that is not installed (postgresql+nodriver)", "hunter2"),
 ])
 def test_bad_database_url_fails_naming_host_or_driver_with_password_masked(clean_env, monkeypatch, url, expected,
