@@ -14,6 +14,7 @@ target folder or are not a file name (absolute, with `..`, a backslash or NUL, e
 
 Extraction is atomic (temporary `.extract-*` folder, then rename): a failure leaves neither a
 half-written file nor the temporary folder, and never replaces the previously extracted file.
+The folders and the file are owner-only (0700, 0600): the CSV holds personal data.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from etl_assets import settings
+from etl_assets import files, settings
 from etl_assets.errors import PermanentError
 
 MAX_RATIO = 200
@@ -71,8 +72,8 @@ def extract_csv(archive: Path, wanted: str | None, destination: Path) -> Path:
                 raise PermanentError(f"{chosen!r} in the downloaded archive is encrypted; Kaggle datasets are not: "
                                      "re-download or pick another file with KAGGLE_FILE")
             _check_bounds(info, info.file_size, max_bytes)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=".extract-"))
+            files.private_dir(destination.parent)
+            staging = files.private_dir(Path(tempfile.mkdtemp(dir=destination.parent, prefix=".extract-")))
             try:
                 _copy(bundle, info, staging / Path(chosen).name, max_bytes)
                 if destination.exists():
@@ -92,7 +93,7 @@ def _copy(bundle: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, max_byte
     """
     written = 0
     try:
-        with bundle.open(info) as source, target.open("wb") as sink:
+        with bundle.open(info) as source, files.open_private(target, "wb") as sink:
             while chunk := source.read(_CHUNK):
                 written += len(chunk)
                 _check_bounds(info, written, max_bytes, so_far=True)

@@ -2,25 +2,31 @@
 
 `kaggle_dataset` writes a manifest next to the files it fetched; `contacts_table` reads it.
 Extraction is atomic (temporary directory, then rename), so a failed download never
-replaces the file the previous run loaded.
+replaces the file the previous run loaded. Each new version goes to a folder of its own
+(`v<N>`); the newest two are kept.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
+from etl_assets import files
 from etl_assets.contacts.source import CsvFormat, first_rows, read_header, scan_file
 from etl_assets.errors import PermanentError
 from etl_assets.text import preview_markdown
 
 MANIFEST = "source.json"
 SAMPLE_DATASET = "embedded/sample-customers"
+KEEP_VERSIONS = 2
+_VERSION_FOLDER = re.compile(r"v(\d+)")
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,8 @@ def describe_csv(dataset: str, version: str, path: Path, fmt: CsvFormat) -> Sour
 
 def write_manifest(data_dir: Path, source: SourceFile) -> None:
     temporary = data_dir / f".{MANIFEST}.tmp"
-    temporary.write_text(json.dumps(asdict(source), indent=2))
+    with files.open_private(temporary) as handle:
+        handle.write(json.dumps(asdict(source), indent=2))
     os.replace(temporary, data_dir / MANIFEST)
 
 
@@ -61,6 +68,17 @@ def read_manifest(data_dir: Path) -> SourceFile | None:
     except FileNotFoundError:
         return None
     return source if Path(source.path).exists() else None
+
+
+def prune_versions(current: Path, keep: int = KEEP_VERSIONS) -> list[str]:
+    """Delete the `v<N>` folders beside `current` (the version the manifest points at) but the
+    newest `keep`; returns the names removed. `current` itself is never removed."""
+    numbered = [(int(match.group(1)), folder) for folder in current.parent.iterdir()
+                if folder.is_dir() and (match := _VERSION_FOLDER.fullmatch(folder.name))]
+    old = [folder for _, folder in sorted(numbered, reverse=True)[keep:] if folder != current]
+    for folder in old:
+        shutil.rmtree(folder)
+    return [folder.name for folder in old]
 
 
 def preview_csv(path: Path, fmt: CsvFormat, rows: int = 5) -> str:

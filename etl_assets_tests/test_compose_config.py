@@ -30,7 +30,7 @@ DEPLOY_WORKSPACE = ROOT / "deploy" / "workspace.yaml"
 SERVICES = {"mysql", "postgres", "user_code", "webserver", "daemon", "run_janitor"}
 SECRETS = {
     "MYSQL_ROOT_PASSWORD", "ETL_DATABASE_PASSWORD", "DAGSTER_PG_PASSWORD",
-    "HUBSPOT_ACCESS_TOKEN", "KAGGLE_KEY", "KAGGLE_API_TOKEN",
+    "HUBSPOT_ACCESS_TOKEN", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "ETL_ALERT_WEBHOOK_URL",
 }
 
 

@@ -113,9 +113,9 @@ step "clean leftovers"
 teardown
 step_done
 
-# Secrets of this test stack: files, readable by the images' uid 10001.
+# Secrets of this test stack, with the owners and modes docker/README.md tells a deployment
+# to give them (scripts/secure_secrets.sh).
 SECRETS_DIR="$(mktemp -d /tmp/etl-stack-secrets.XXXXXX)"
-chmod 0755 "$SECRETS_DIR"
 for s in MYSQL_ROOT_PASSWORD ETL_DATABASE_PASSWORD DAGSTER_PG_PASSWORD; do
     head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$SECRETS_DIR/$s"
 done
@@ -123,7 +123,8 @@ HUBSPOT_TOKEN="stack-test-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 printf '%s' "$HUBSPOT_TOKEN" >"$SECRETS_DIR/HUBSPOT_ACCESS_TOKEN"
 : >"$SECRETS_DIR/KAGGLE_KEY"        # Kaggle stays on the packaged sample dataset
 : >"$SECRETS_DIR/KAGGLE_API_TOKEN"
-chmod 0644 "$SECRETS_DIR"/*
+: >"$SECRETS_DIR/ETL_ALERT_WEBHOOK_URL"
+bash scripts/secure_secrets.sh "$SECRETS_DIR"
 export ETL_SECRETS_HOST_DIR="$SECRETS_DIR"
 export DAGSTER_WEBSERVER_BIND=127.0.0.1 DAGSTER_WEBSERVER_PORT="$WEB_PORT"
 

@@ -15,7 +15,7 @@ from etl_assets.contacts.mapping import ColumnMap, load_column_map
 from etl_assets.errors import PermanentError, failing_fast
 from etl_assets.hubspot import state
 from etl_assets.hubspot.client import HubSpotApi, HubSpotApiError
-from etl_assets.hubspot.outbox import write_outbox
+from etl_assets.hubspot.outbox import max_age_days, prune_outbox, write_outbox
 from etl_assets.hubspot.sync import SyncReport, prevalidate, sync_contacts
 from etl_assets.resources.database import DatabaseResource
 from etl_assets.resources.hubspot import HubSpotResource, SyncMode
@@ -40,7 +40,13 @@ def ensure_properties(api: HubSpotApi, column_map: ColumnMap, create: bool, log:
 
 def _dry_run(context: dg.AssetExecutionContext, engine: sa.Engine, column_map: ColumnMap, due: int,
              mode: SyncMode):
-    outbox = settings.data_dir() / "hubspot_outbox" / f"{context.run.run_id}.jsonl"
+    folder = settings.data_dir() / "hubspot_outbox"
+    days = max_age_days()
+    removed = prune_outbox(folder, days)
+    if removed:
+        context.log.info("HubSpot dry run: removed %d outbox file(s) older than %g days: %s",
+                         len(removed), days, ", ".join(removed))
+    outbox = folder / f"{context.run.run_id}.jsonl"
     rows = itertools.chain.from_iterable(state.due_contacts(engine, column_map))
     batches, contacts = write_outbox(outbox, rows, column_map)
     return dg.MaterializeResult(metadata={
@@ -96,9 +102,12 @@ def hubspot_contacts(
                                   record, report, log, max_in_flight=hubspot.in_flight())
                 except HubSpotApiError as exc:
                     if exc.error.is_auth_error:
+                        # batches in flight were recorded before the error came up: the count is exact
+                        synced = report.created + report.updated
+                        outcome = (f" after {synced:,} contacts were synced in this run; the rest stay pending "
+                                   "for the next run" if synced else "; nothing was marked synced in this run")
                         raise PermanentError(
-                            f"HubSpot rejected the access token ({exc.error.summary()}); nothing was marked synced"
-                        ) from None
+                            f"HubSpot rejected the access token ({exc.error.summary()}){outcome}") from None
                     raise
             else:
                 log.info("HubSpot: every contact is in step; no requests sent")

@@ -9,7 +9,8 @@ from etl_assets import settings
 from etl_assets.assets.policies import step_retry_policy
 from etl_assets.archive import extract_csv
 from etl_assets.dataset import (
-    SAMPLE_DATASET, SourceFile, describe_csv, preview_csv, read_manifest, sample_csv_path, write_manifest,
+    SAMPLE_DATASET, SourceFile, describe_csv, preview_csv, prune_versions, read_manifest, sample_csv_path,
+    write_manifest,
 )
 from etl_assets.contacts.source import CsvFormat
 from etl_assets.errors import PermanentError, failing_fast
@@ -66,6 +67,10 @@ def kaggle_dataset(context: dg.AssetExecutionContext, kaggle: KaggleResource) ->
             source, downloaded = _fetch(context, kaggle, ref, data_dir, fmt)
         preview = preview_csv(Path(source.path), fmt)
     write_manifest(data_dir, source)
+    if downloaded:  # only once the manifest points at the new version, which pruning never removes
+        removed = prune_versions(Path(source.path).parent)
+        if removed:
+            context.log.info("Kaggle: removed %d old version(s) of %s: %s", len(removed), ref, ", ".join(removed))
     return dg.MaterializeResult(
         metadata={
             "summary": (f"{source.dataset} version {source.version}: {source.file}, {source.rows:,} rows, "
