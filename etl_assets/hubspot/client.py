@@ -3,7 +3,8 @@
 The client's own urllib3 retry never retries a POST, and raises MaxRetryError rather than
 ApiException when it gives up, so the retry loop is ours: 429s wait on the shared limiter
 (not counted as attempts, bounded in time), 5xx and dropped connections back off
-exponentially, everything else surfaces at once.
+exponentially, a 401 is retried once the token has been rotated (see `_token_renewed`),
+everything else surfaces at once.
 """
 
 from __future__ import annotations
@@ -28,9 +29,17 @@ _API_EXCEPTIONS = (ContactsApiException, PropertiesApiException)
 
 
 class HubSpotApi:
+    """`reread_token` reads the token again from its source, past any cache, after a 401."""
+
     def __init__(self, access_token: str, base_url: str, limiter: RollingWindowLimiter,
-                 retry: RetrySettings, log: logging.Logger, timeout_s: float = 30.0):
-        self._client = HubSpot(access_token=access_token, host=base_url.rstrip("/"))
+                 retry: RetrySettings, log: logging.Logger, timeout_s: float = 30.0,
+                 reread_token: Callable[[], str | None] | None = None):
+        self._base_url = base_url.rstrip("/")
+        self._token = access_token
+        self._client = HubSpot(access_token=access_token, host=self._base_url)
+        self._reread_token = reread_token
+        self._token_lock = threading.Lock()
+        self._token_reread = False
         self.limiter, self.retry, self.log, self.timeout_s = limiter, retry, log, timeout_s
         self._counter_lock = threading.Lock()
         self.calls = 0
@@ -41,17 +50,41 @@ class HubSpotApi:
         with self._counter_lock:
             setattr(self, attribute, getattr(self, attribute) + 1)
 
-    def _call(self, what: str, request: Callable[[], tuple[Any, int, Any]]) -> Any:
+    def _token_renewed(self, rejected: HubSpot) -> bool:
+        """After `rejected` got a 401: whether to retry, now with a rotated token.
+
+        The token is read again once per run: if it changed, every request from then on uses the
+        new one (batches in flight with the old one retry with it); if not, or if the new one is
+        rejected too, the 401 stands. The lock makes concurrent 401s wait for that one read.
+        """
+        with self._token_lock:
+            if self._client is not rejected:
+                return True  # another batch already switched to the rotated token
+            if self._token_reread or self._reread_token is None:
+                return False
+            token = self._reread_token()
+            self._token_reread = True
+            if not token or token == self._token:
+                self.log.warning("HubSpot answered 401; the access token read again is unchanged")
+                return False
+            self.log.warning("HubSpot answered 401; the access token was rotated: going on with the new one")
+            self._token, self._client = token, HubSpot(access_token=token, host=self._base_url)
+            return True
+
+    def _call(self, what: str, request: Callable[[HubSpot], tuple[Any, int, Any]]) -> Any:
         def attempt() -> Any:
             waited_since = time.monotonic()
             while True:
                 self._count("calls")
+                client = self._client
                 try:
                     with self.limiter.slot():
-                        data, _status, headers = request()
+                        data, _status, headers = request(client)
                 except _API_EXCEPTIONS as exc:
                     self.limiter.observe(exc.headers)
                     error = parse_error(exc.status or 0, exc.body)
+                    if error.status == 401 and self._token_renewed(client):
+                        continue
                     if error.status != 429:
                         if error.status >= 500:
                             raise TransientError(error.summary()) from None
@@ -77,7 +110,7 @@ class HubSpotApi:
         ])
         response = self._call(
             f"upserting {len(inputs)} contacts",
-            lambda: self._client.crm.contacts.batch_api.upsert_with_http_info(
+            lambda client: client.crm.contacts.batch_api.upsert_with_http_info(
                 batch_input_simple_public_object_batch_input_upsert=body, _request_timeout=self.timeout_s),
         )
         return [result.to_dict() for result in (response.results or [])]
@@ -85,7 +118,7 @@ class HubSpotApi:
     def contact_property_names(self) -> set[str]:
         response = self._call(
             "listing contact properties",
-            lambda: self._client.crm.properties.core_api.get_all_with_http_info(
+            lambda client: client.crm.properties.core_api.get_all_with_http_info(
                 "contacts", _request_timeout=self.timeout_s),
         )
         return {prop.name for prop in response.results}
@@ -95,6 +128,6 @@ class HubSpotApi:
         prop = PropertyCreate(name=name, label=label, type=kind, field_type=field_type, group_name="contactinformation")
         self._call(
             f"creating contact property {name}",
-            lambda: self._client.crm.properties.core_api.create_with_http_info(
+            lambda client: client.crm.properties.core_api.create_with_http_info(
                 "contacts", property_create=prop, _request_timeout=self.timeout_s),
         )

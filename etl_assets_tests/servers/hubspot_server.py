@@ -15,9 +15,10 @@ Modelled:
   one by one (207 with ``numErrors``/``errors``), others fail the batch (400, or 409 ``CONFLICT``
   for an email that already exists).
 * ``GET``/``POST /crm/v3/properties/contacts`` and ``GET /crm/v3/properties/contacts/{name}``.
-* Bearer-token auth (401 ``INVALID_AUTHENTICATION``), a rolling-window and a daily rate limit with
-  HubSpot's ``X-HubSpot-RateLimit-*`` headers and 429 ``RATE_LIMIT`` bodies, and faults: random or
-  scripted 5xx, and connections closed without an answer (before or after the write was applied).
+* Bearer-token auth (401 ``INVALID_AUTHENTICATION``) and token rotation (``rotate_token``), a
+  rolling-window and a daily rate limit with HubSpot's ``X-HubSpot-RateLimit-*`` headers and 429
+  ``RATE_LIMIT`` bodies, and faults: random or scripted 5xx, and connections closed without an
+  answer (before or after the write was applied).
 * Everything else answers 404 ``OBJECT_NOT_FOUND``.
 
 Not modelled: search, reads, associations, archiving, type checks of number/date values.
@@ -331,6 +332,10 @@ class HubSpotServer:
         self.error_rate = error_rate
         self.drop_rate = drop_rate
         self.latency = latency
+        # Extra fields of the 401 body, `{presented}` in strings replaced by the token sent. Not
+        # HubSpot's behaviour: a stand-in for a proxy or gateway that echoes what it was sent, so
+        # tests can prove an error body never reaches a log.
+        self.unauthorized_extra: dict[str, Any] = {}
         self.url: str | None = None
         self.port: int | None = None
 
@@ -361,6 +366,7 @@ class HubSpotServer:
                 hubspot_defined=False,
             )
 
+        self._retired_tokens: dict[str, float] = {}  # token -> monotonic time it stops working
         self._window: deque[float] = deque()  # arrival times inside the rolling window
         self._daily_used = 0
         self._daily_exhausted = False
@@ -425,6 +431,19 @@ class HubSpotServer:
             for _ in range(count):
                 self._scripted_failures.append(_Script(status, path_contains))
 
+    def rotate_token(self, new: str, expire_old_after_s: float = 0.0) -> None:
+        """A private app's "Rotate and expire now" (the default: the old token dies at once) or
+        "Rotate and expire later" (HubSpot keeps the old one 7 days; here `expire_old_after_s`)."""
+        with self._lock:
+            self._retired_tokens[self.token] = time.monotonic() + expire_old_after_s
+            self.token = new
+
+    def _authorized(self, header: str | None) -> bool:
+        """Called under the lock."""
+        now = time.monotonic()
+        return header == f"Bearer {self.token}" or any(
+            header == f"Bearer {old}" and now < dies for old, dies in self._retired_tokens.items())
+
     def exhaust_daily(self) -> None:
         """From now on every authenticated request gets the DAILY 429."""
         with self._lock:
@@ -487,15 +506,15 @@ class HubSpotServer:
             body = _NOT_JSON
         n_inputs = len(body["inputs"]) if isinstance(body, dict) and isinstance(
             body.get("inputs"), list) else 0
-        authorized = handler.headers.get("Authorization") == f"Bearer {self.token}"
-
         with self._lock:
             record = RequestRecord(time.monotonic(), handler.command, path, n_inputs=n_inputs)
             self.request_log.append(record)
-            if authorized:
+            if self._authorized(handler.headers.get("Authorization")):
                 verdict: _Reply | str | None = self._admit(path)
             else:
+                presented = handler.headers.get("Authorization", "").removeprefix("Bearer ")
                 verdict = _error(401, "INVALID_AUTHENTICATION", _AUTH_MESSAGE)
+                verdict.body.update(json.loads(json.dumps(self.unauthorized_extra).replace("{presented}", presented)))
 
         if self.latency:
             time.sleep(self.latency)  # a round trip's worth, outside the lock
