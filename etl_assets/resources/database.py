@@ -1,7 +1,6 @@
 """The database the contacts land in: SQLAlchemy engines, a masked description, a run lock."""
 
 import contextlib
-import re
 import ssl
 from pathlib import Path
 from typing import Iterator, Optional
@@ -14,18 +13,13 @@ from sqlalchemy import exc as sa_exc
 from etl_assets import files, settings
 from etl_assets.contacts.staging import StagingConnection
 from etl_assets.errors import PermanentError
+from etl_assets.logs.redaction import redact
 from etl_assets.resources.secrets import SecretsResource
 from etl_assets.retrying import RetrySettings, call_with_retries
 
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^/]*@")  # greedy: a password may hold "@"
 # PyMySQL's TLS arguments and the settings naming their files.
 _TLS_FILES = {"ssl_ca": settings.DATABASE_SSL_CA, "ssl_cert": settings.DATABASE_SSL_CERT,
               "ssl_key": settings.DATABASE_SSL_KEY}
-
-
-def mask_url(raw: str) -> str:
-    """The URL with any password replaced, also for URLs SQLAlchemy cannot parse."""
-    return _PASSWORD_IN_URL.sub(r"\1***@", raw)
 
 
 def _tls_connect_args() -> dict:
@@ -135,7 +129,7 @@ class DatabaseResource(dg.ConfigurableResource):
             raise self._cannot_connect(exc) from None
 
     def _cannot_connect(self, exc: sa_exc.DBAPIError) -> PermanentError:
-        return PermanentError(f"cannot connect to the database {self.describe()}: {mask_url(str(exc.orig))}")
+        return PermanentError(f"cannot connect to the database {self.describe()}: {redact(str(exc.orig))}")
 
     @contextlib.contextmanager
     def exclusive(self, name: str) -> Iterator[None]:

@@ -15,7 +15,8 @@ from etl_assets.contacts.loader import load_contacts
 from etl_assets.contacts.mapping import load_column_map
 from etl_assets.contacts.staging import LoadDataWriter, StagingConnection
 from etl_assets.errors import PermanentError
-from etl_assets.resources.database import DatabaseResource, mask_url
+from etl_assets.logs.redaction import redact
+from etl_assets.resources.database import DatabaseResource
 from etl_assets.resources.secrets import SecretsResource
 from etl_assets.retrying import RetrySettings
 from etl_assets_tests.conftest import SAMPLE_CSV
@@ -40,7 +41,7 @@ def resource(clean_env, monkeypatch):
 
 
 def test_passwords_are_masked_even_in_urls_sqlalchemy_cannot_parse(resource):
-    assert mask_url("mysql+pymysql://etl:p@ss:w0rd@db:3306/etl") == "mysql+pymysql://etl:***@db:3306/etl"
+    assert redact("mysql+pymysql://etl:p@ss:w0rd@db:3306/etl") == "mysql+pymysql://etl:***@db:3306/etl"
     assert resource("mysql+pymysql://etl:hunter2@db/etl").describe() == "mysql+pymysql://etl:***@db/etl"
 
 
