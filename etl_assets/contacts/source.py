@@ -223,15 +223,14 @@ def _reason(exc: Exception) -> str:
 
 
 class _Lines:
-    """The file's physical lines for csv.reader, numbered, keeping the current row's lines so
-    that a row the parser refuses can be replayed from its second line (an unclosed quote must
-    not swallow the rows after it). Lines are read at most MAX_ROW_CHARS at a time."""
+    """The file's physical lines for csv.reader, keeping the current row's lines so that a row the
+    parser refuses can be replayed from its second line (an unclosed quote must not swallow the
+    rows after it). Lines are read at most MAX_ROW_CHARS at a time."""
 
     def __init__(self, handle):
         self._handle = handle
-        self._replay: collections.deque[tuple[int, str]] = collections.deque()
-        self._read = 0  # physical lines read from the file
-        self.row_lines: list[tuple[int, str]] = []
+        self._replay: collections.deque[str] = collections.deque()
+        self.row_lines: list[str] = []
         self._row_chars = 0
 
     def peek_first(self) -> str:
@@ -240,25 +239,24 @@ class _Lines:
         except StopIteration:
             return ""
         self._replay.appendleft(first)
-        return first[1]
+        return first
 
-    def _next_physical(self) -> tuple[int, str]:
+    def _next_physical(self) -> str:
         text = self._handle.readline(MAX_ROW_CHARS + 1)
         if not text:
             raise StopIteration
-        self._read += 1
         if len(text) > MAX_ROW_CHARS:
             while text and not text.endswith(("\n", "\r")):  # skip the rest without holding it
                 text = self._handle.readline(MAX_ROW_CHARS)
             raise _RowTooLong()
-        return self._read, text
+        return text
 
     def __iter__(self):
         return self
 
     def __next__(self) -> str:
-        number, text = self._replay.popleft() if self._replay else self._next_physical()
-        self.row_lines.append((number, text))
+        text = self._replay.popleft() if self._replay else self._next_physical()
+        self.row_lines.append(text)
         self._row_chars += len(text)
         if self._row_chars > MAX_ROW_CHARS:
             raise _RowTooLong()
@@ -269,6 +267,10 @@ class _Lines:
 
     def replay_after_first(self) -> None:
         self._replay.extendleft(reversed(self.row_lines[1:]))
+
+    def row_text(self) -> str:
+        """The start of the current row as read, for a refused row's raw values."""
+        return "".join(self.row_lines[:3]).rstrip("\r\n")
 
 
 def _strict_rows(path: Path, fmt: CsvFormat, header: Header) -> Iterator[tuple[int, list[str] | None, str, str]]:
@@ -286,7 +288,7 @@ def _strict_rows(path: Path, fmt: CsvFormat, header: Header) -> Iterator[tuple[i
                 return
             except (csv.Error, _RowTooLong) as exc:
                 row += 1
-                yield row, None, _reason(exc), _row_text(lines)
+                yield row, None, _reason(exc), lines.row_text()
                 lines.replay_after_first()
                 continue
             if not fields:  # a blank line
@@ -295,7 +297,7 @@ def _strict_rows(path: Path, fmt: CsvFormat, header: Header) -> Iterator[tuple[i
             if len(fields) == len(header.names):
                 yield row, fields, "", ""
             else:
-                yield row, None, _field_count_reason(len(fields), len(header.names)), _row_text(lines)
+                yield row, None, _field_count_reason(len(fields), len(header.names)), lines.row_text()
 
 
 def first_rows(path: Path, fmt: CsvFormat, count: int) -> tuple[list[str], list[list[str]]]:
@@ -333,10 +335,6 @@ def _strict_chunks(path: Path, fmt: CsvFormat, header: Header, column_map: Colum
             good, numbers, rejected = [], [], []
     if good or rejected:
         yield chunk()
-
-
-def _row_text(lines: _Lines) -> str:
-    return "".join(text for _, text in lines.row_lines[:3]).rstrip("\r\n")
 
 
 def _arrow_reads_alike(path: Path, fmt: CsvFormat, header: Header, scan: FileScan) -> bool:
