@@ -142,14 +142,11 @@ def failing_fast(what: str) -> Iterator[None]:
     """
     try:
         yield
-    except PermanentError as exc:
-        raise _failure(exc, redact(f"{what}: {exc}"), allow_retries=False) from None
-    except Exception as exc:  # noqa: BLE001 - every error leaves redacted; Dagster still retries these
+    except Exception as exc:  # noqa: BLE001 - every error leaves redacted; Dagster still retries the transient
+        permanent = isinstance(exc, PermanentError)
         error_class, error = exception_cause(exc)
-        raise _failure(exc, f"{what}: {error_class}: {error}", allow_retries=True) from None
-
-
-def _failure(exc: Exception, description: str, allow_retries: bool) -> dg.Failure:
-    error_class, error = exception_cause(exc)
-    return dg.Failure(description=description, allow_retries=allow_retries,
-                      metadata={"error_class": error_class, "error": error, "traceback": _frames(exc)})
+        raise dg.Failure(
+            description=redact(f"{what}: {exc}") if permanent else f"{what}: {error_class}: {error}",
+            allow_retries=not permanent,
+            metadata={"error_class": error_class, "error": error, "traceback": _frames(exc)},
+        ) from None
