@@ -101,6 +101,12 @@ def hubspot_contacts(
                     sync_contacts(api, _rows_to_send(engine, column_map, known, report, record), column_map,
                                   record, report, log, max_in_flight=hubspot.in_flight())
                 except HubSpotApiError as exc:
+                    if exc.error.missing_scopes:
+                        raise PermanentError(
+                            f"HubSpot's private app lacks the scope(s) {list(exc.error.missing_scopes)} "
+                            f"({exc.error.status} {exc.error.category}); add them to the app (Settings > "
+                            "Integrations > Private apps > Scopes; the README lists every scope the sync "
+                            "uses)") from None
                     if exc.error.is_auth_error:
                         # batches in flight were recorded before the error came up: the count is exact
                         synced = report.created + report.updated

@@ -16,6 +16,7 @@ class HubSpotError:
     category: str
     message: str
     policy: str | None = None  # rate-limit policy of a 429
+    missing_scopes: tuple[str, ...] = ()  # of a 403 MISSING_SCOPES
 
     @property
     def is_data_error(self) -> bool:
@@ -51,7 +52,19 @@ def parse_error(status: int, body: str | bytes | None) -> HubSpotError:
     # be an HTML page from the edge). Said by status and category, an answer is still clear.
     message = (redact(str(document["message"])) if document.get("message")
                else f"no JSON error message ({len(body or '')} bytes)")
-    return HubSpotError(status=status, category=str(category), message=message, policy=document.get("policyName"))
+    return HubSpotError(status=status, category=str(category), message=message, policy=document.get("policyName"),
+                        missing_scopes=_required_scopes(document))
+
+
+def _required_scopes(document: dict) -> tuple[str, ...]:
+    """The scopes a MISSING_SCOPES answer names (`requiredGranularScopes`, older bodies `requiredScopes`)."""
+    scopes: list[str] = []
+    for item in document.get("errors") or []:
+        context = item.get("context") if isinstance(item, dict) else None
+        if isinstance(context, dict):
+            for key in ("requiredGranularScopes", "requiredScopes"):
+                scopes += [str(scope) for scope in context.get(key) or []]
+    return tuple(dict.fromkeys(scopes))
 
 
 def retry_after_seconds(headers) -> float | None:

@@ -242,6 +242,26 @@ def _error(status: int, category: str, message: str, **extra: Any) -> _Reply:
     return _Reply(status, body)
 
 
+# The scope each endpoint needs (legacy docs; n8n-io/n8n#2464, in the facts file).
+_REQUIRED_SCOPES = {
+    ("GET", PROPERTIES_PATH): "crm.schemas.contacts.read",
+    ("POST", PROPERTIES_PATH): "crm.schemas.contacts.write",
+    ("POST", UPSERT_PATH): "crm.objects.contacts.write",
+    ("POST", CREATE_PATH): "crm.objects.contacts.write",
+}
+
+
+def _missing_scopes(scopes: list[str]) -> _Reply:
+    """HubSpot's real 403 body for a private app without a scope (PostHog/posthog#53339)."""
+    return _error(
+        403, "MISSING_SCOPES",
+        "This app hasn't been granted all required scopes to make this call. Read more about required scopes "
+        "here: https://developers.hubspot.com/scopes.",
+        errors=[{"message": "One or more of the following scopes are required.",
+                 "context": {"requiredGranularScopes": scopes}}],
+        links={"scopes": "https://developers.hubspot.com/scopes"})
+
+
 def _validation_error(message: str) -> _Reply:
     return _error(400, "VALIDATION_ERROR", message)
 
@@ -336,6 +356,9 @@ class HubSpotServer:
         # HubSpot's behaviour: a stand-in for a proxy or gateway that echoes what it was sent, so
         # tests can prove an error body never reaches a log.
         self.unauthorized_extra: dict[str, Any] = {}
+        # The private app's scopes; None grants all. A call needing one it lacks gets HubSpot's 403
+        # MISSING_SCOPES (whether that 403 counts against the rate limits: unverified; it does not here).
+        self.scopes: set[str] | None = None
         self.url: str | None = None
         self.port: int | None = None
 
@@ -510,7 +533,8 @@ class HubSpotServer:
             record = RequestRecord(time.monotonic(), handler.command, path, n_inputs=n_inputs)
             self.request_log.append(record)
             if self._authorized(handler.headers.get("Authorization")):
-                verdict: _Reply | str | None = self._admit(path)
+                missing = self._missing_scopes(handler.command, path)
+                verdict: _Reply | str | None = _missing_scopes(missing) if missing else self._admit(path)
             else:
                 presented = handler.headers.get("Authorization", "").removeprefix("Bearer ")
                 verdict = _error(401, "INVALID_AUTHENTICATION", _AUTH_MESSAGE)
@@ -534,6 +558,10 @@ class HubSpotServer:
             self._drop(handler)
         else:
             self._write(handler, reply, headers)  # type: ignore[arg-type]
+
+    def _missing_scopes(self, method: str, path: str) -> list[str]:
+        needed = _REQUIRED_SCOPES.get((method, path))
+        return [needed] if needed and self.scopes is not None and needed not in self.scopes else []
 
     def _admit(self, path: str) -> _Reply | str | None:
         """Rate limits, then faults. Returns a final reply, a drop mode, or None to process.
