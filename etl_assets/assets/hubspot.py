@@ -120,6 +120,10 @@ def hubspot_contacts(
     if report.stopped_reason:
         log.warning("HubSpot sync stopped early: %s; %d contacts stay pending for the next run",
                     report.stopped_reason, report.pending)
+    isolation_stopped = (f"isolation stopped at its cap ({report.isolation_requests} requests): {report.unisolated} "
+                         "contacts of refused batches stay pending for the next run" if report.unisolated else None)
+    if isolation_stopped:
+        log.warning("HubSpot: %s", isolation_stopped)
     metadata = {
         "summary": (f"{report.created} created, {report.updated} updated, {report.failed} failed, "
                     f"{report.pending} pending, in {api.calls} API calls"),
@@ -131,12 +135,15 @@ def hubspot_contacts(
         "pending": dg.MetadataValue.int(report.pending),
         "batches": dg.MetadataValue.int(report.batches),
         "split_batches": dg.MetadataValue.int(report.split_batches),
+        "isolation_requests": dg.MetadataValue.int(report.isolation_requests),
         "api_calls": dg.MetadataValue.int(api.calls),
         "rate_limited_429": dg.MetadataValue.int(api.rate_limited),
         "retried_requests": dg.MetadataValue.int(api.retried),
     }
     if report.stopped_reason:
         metadata["stopped_reason"] = report.stopped_reason
+    if isolation_stopped:
+        metadata["isolation_stopped"] = isolation_stopped
     if report.failure_reasons:
         rows = "\n".join(f"| {reason} | {count} |" for reason, count in report.failure_reasons.most_common())
         metadata["failure_reasons"] = dg.MetadataValue.md(f"| reason | contacts |\n|---|---|\n{rows}")

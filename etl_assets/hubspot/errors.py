@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import collections
 import json
 from dataclasses import dataclass
+from typing import Iterator
 
 from etl_assets.logs.redaction import redact
 
 DATA_ERROR_STATUSES = {400, 409}  # the batch's content is at fault, not the transport
+# Codes that refuse a property whatever the contact: no split of the batch can get one through.
+# READ_ONLY_VALUE is the name the issue gives; HubSpot's real code for it is unverified.
+PROPERTY_CODES = {"PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE"}
+# Codes about each contact's own value, even when every contact of a batch has one.
+RECORD_CODES = {"INVALID_EMAIL"}
 
 
 @dataclass(frozen=True)
@@ -17,6 +24,7 @@ class HubSpotError:
     message: str
     policy: str | None = None  # rate-limit policy of a 429
     missing_scopes: tuple[str, ...] = ()  # of a 403 MISSING_SCOPES
+    problems: tuple[tuple[str, str], ...] = ()  # (property, code) per `errors[]` item; property "" if none
 
     @property
     def is_data_error(self) -> bool:
@@ -53,18 +61,50 @@ def parse_error(status: int, body: str | bytes | None) -> HubSpotError:
     message = (redact(str(document["message"])) if document.get("message")
                else f"no JSON error message ({len(body or '')} bytes)")
     return HubSpotError(status=status, category=str(category), message=message, policy=document.get("policyName"),
-                        missing_scopes=_required_scopes(document))
+                        missing_scopes=_required_scopes(document), problems=_problems(document))
+
+
+def _error_items(document: dict) -> Iterator[tuple[dict, dict]]:
+    """Each `errors[]` item of an answer with its `context` ({} when it has none)."""
+    for item in document.get("errors") or []:
+        if isinstance(item, dict):
+            context = item.get("context")
+            yield item, context if isinstance(context, dict) else {}
 
 
 def _required_scopes(document: dict) -> tuple[str, ...]:
     """The scopes a MISSING_SCOPES answer names (`requiredGranularScopes`, older bodies `requiredScopes`)."""
     scopes: list[str] = []
-    for item in document.get("errors") or []:
-        context = item.get("context") if isinstance(item, dict) else None
-        if isinstance(context, dict):
-            for key in ("requiredGranularScopes", "requiredScopes"):
-                scopes += [str(scope) for scope in context.get(key) or []]
+    for _item, context in _error_items(document):
+        for key in ("requiredGranularScopes", "requiredScopes"):
+            scopes += [str(scope) for scope in context.get(key) or []]
     return tuple(dict.fromkeys(scopes))
+
+
+def _problems(document: dict) -> tuple[tuple[str, str], ...]:
+    """(property, code) of each `errors[]` item of a 400 (`context.propertyName`, a list)."""
+    return tuple((str(name), str(item.get("code") or ""))
+                 for item, context in _error_items(document)
+                 for name in context.get("propertyName") or [""])
+
+
+def refused_property(error: HubSpotError, inputs: int) -> tuple[str, str] | None:
+    """(property, code) when a 400 to a batch of `inputs` refuses a property rather than records.
+
+    That is: an item says the property does not exist or cannot be set, or one property fails with
+    the same code once per input (a wrong type for every contact). Splitting the batch cannot help
+    then, every half fails alike. If HubSpot names a property once per batch rather than once per
+    input (unverified), a wrong type is not recognised here and is isolated, within the cap.
+    """
+    named = [(name, code) for name, code in error.problems if name and code not in RECORD_CODES]
+    for name, code in named:
+        if code in PROPERTY_CODES:
+            return name, code
+    if named and inputs > 1:
+        most, times = collections.Counter(named).most_common(1)[0]
+        if times >= inputs:
+            return most
+    return None
 
 
 def retry_after_seconds(headers) -> float | None:

@@ -58,8 +58,11 @@ def test_rejected_records_are_isolated_and_every_good_one_arrives():
     with HubSpotServer(existing_properties=["source_customer_id", "subscription_date"]) as server:
         report, outcomes = run_sync(api_for(server), rows)
         stored = server.contacts_snapshot()
+        upserts = server.count_requests("/batch/upsert")
     assert set(stored) == {row["email"] for row in rows} - set(bad.values())
     assert report.created == 247 and report.failed == 3 and report.split_batches > 0
+    assert upserts == report.batches + report.isolation_requests == 3 + 2 * report.split_batches
+    print(f"isolating 3 bad of 250: {upserts} upserts")
     for email in bad.values():
         assert outcomes[email].outcome == "failed"
         assert outcomes[email].error_category == "VALIDATION_ERROR"

@@ -8,9 +8,9 @@ hubspot-api-client 12.0.0; where the facts are silent, the fake copies HubSpot's
 Modelled:
 
 * ``POST /crm/v3/objects/contacts/batch/upsert`` (``idProperty: "email"``): at most 100 inputs,
-  no duplicate ids, and one bad value (invalid email, unknown property, enumeration value not among
-  the options) fails the *whole* batch with 400 ``VALIDATION_ERROR``. Success is 200 with ``new``
-  telling created from updated.
+  no duplicate ids, and one bad value (invalid email, unknown or read-only property, enumeration
+  value not among the options) fails the *whole* batch with 400 ``VALIDATION_ERROR``, one
+  ``errors[]`` item per bad value. Success is 200 with ``new`` telling created from updated.
 * ``POST /crm/v3/objects/contacts/batch/create``: 201; inputs carrying ``objectWriteTraceId`` fail
   one by one (207 with ``numErrors``/``errors``), others fail the batch (400, or 409 ``CONFLICT``
   for an email that already exists).
@@ -266,8 +266,13 @@ def _validation_error(message: str) -> _Reply:
     return _error(400, "VALIDATION_ERROR", message)
 
 
-def _values_not_valid(problems: list[dict]) -> str:
-    return "Property values were not valid: " + json.dumps(problems, separators=(",", ":"))
+def _values_not_valid(problems: list[dict]) -> _Reply:
+    """HubSpot's v3 400 for bad values: the list in the message, and one ``errors[]`` item per entry
+    (the facts show one item per bad property; whether a batch repeats it per input is unverified)."""
+    return _error(
+        400, "VALIDATION_ERROR", "Property values were not valid: " + json.dumps(problems, separators=(",", ":")),
+        errors=[{"message": problem["message"], "code": problem["error"],
+                 "context": {"propertyName": [problem["name"]]}} for problem in problems])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -707,6 +712,11 @@ class HubSpotServer:
             if definition is None:
                 problems.append(_invalid_value(
                     name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'))
+            elif definition["modificationMetadata"]["readOnlyValue"]:
+                # Seen for real: '"hs_object_id" is a calculated property; its value c…' (truncated in
+                # mautic/mautic#8785). The rest of that sentence and the code READ_ONLY_VALUE are unverified.
+                problems.append(_invalid_value(
+                    name, "READ_ONLY_VALUE", f'"{name}" is a calculated property; its value cannot be set'))
             elif definition["type"] == "enumeration" and value not in (None, ""):
                 allowed = [option["value"] for option in definition["options"]]
                 # multi-select checkboxes hold several values separated by ";"
@@ -738,9 +748,8 @@ class HubSpotServer:
             }
             # HubSpot allows contacts without email; keep those under their id.
             self.contacts[key or f"id:{contact_id}"] = record
-        for name, value in properties.items():
-            if name not in _SERVER_MANAGED:
-                record["properties"][name] = _as_hubspot_value(value)
+        for name, value in properties.items():  # read-only ones were refused before
+            record["properties"][name] = _as_hubspot_value(value)
         if email:
             record["properties"]["email"] = key
         record["properties"]["lastmodifieddate"] = now
@@ -779,7 +788,7 @@ class HubSpotServer:
                 emails.append(str(properties["email"]).strip())
             problems += self._value_problems(properties, emails)
         if problems:
-            return _validation_error(_values_not_valid(problems))
+            return _values_not_valid(problems)
 
         results = []
         for item in inputs:
@@ -810,7 +819,7 @@ class HubSpotServer:
             properties = item.get("properties") or {}
             problems = self._value_problems(properties, [email] if email else [])
             if problems:
-                outcomes.append((item, _validation_error(_values_not_valid(problems))))
+                outcomes.append((item, _values_not_valid(problems)))
             elif email and email in self.contacts:
                 existing = self.contacts[email]["id"]
                 outcomes.append((item, _error(
