@@ -52,7 +52,7 @@ DEFAULTS: dict[str, str] = {
     SCHEDULE_CRON: "0 6 * * *",
     SCHEDULE_TZ: "UTC",
     STEP_RETRIES: "3",
-    STEP_RETRY_DELAY: "30",
+    STEP_RETRY_DELAY: "120",  # with 3 step retries, an outage of up to ~17 minutes is ridden out (README)
     RETRY_ATTEMPTS: "6",
     RETRY_MAX_SECONDS: "180",
     MAX_REJECT_RATE: "0.05",

@@ -13,16 +13,20 @@ from etl_assets.dataset import (
     write_manifest,
 )
 from etl_assets.contacts.source import CsvFormat
-from etl_assets.errors import PermanentError, failing_fast
+from etl_assets.errors import PermanentError, TransientError, failing_fast, is_transient
 from etl_assets.resources.kaggle import DatasetVersion, KaggleResource, describe_http_error
 from etl_assets.retrying import call_with_retries
 
 
 def _kaggle_call(fn, what: str, ref: str, log):
+    """`fn` with in-step retries. An HTTP error still there after them is permanent (401, 403, 404)
+    or, for 5xx and 429, transient: Kaggle outages last minutes, so the step's RetryPolicy tries
+    again later (connection drops and timeouts leave as they are, transient too)."""
     try:
         return call_with_retries(fn, what, settings.retry_settings(), log)
     except requests.exceptions.HTTPError as exc:
-        raise PermanentError(describe_http_error(exc, ref)) from None
+        error = TransientError if is_transient(exc) else PermanentError
+        raise error(describe_http_error(exc, ref)) from None
 
 
 def _fetch(context: dg.AssetExecutionContext, kaggle: KaggleResource, ref: str, data_dir: Path, fmt: CsvFormat

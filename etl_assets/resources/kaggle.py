@@ -15,8 +15,12 @@ import dagster as dg
 import requests
 
 from etl_assets import files, settings
-from etl_assets.errors import PermanentError
+from etl_assets.errors import PermanentError, TransientError
 from etl_assets.resources.secrets import SecretsResource
+
+
+# New signed URLs one download may ask Kaggle for after the one it had expired.
+URL_REFRESHES = 3
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,18 @@ def describe_http_error(exc: requests.exceptions.HTTPError, ref: str) -> str:
     if status == 401:
         return f"Kaggle rejected the credentials (401) for dataset {ref}: check KAGGLE_API_TOKEN or KAGGLE_USERNAME/KAGGLE_KEY"
     if status == 403:
-        return f"Kaggle refused access (403) to dataset {ref}: accept its terms or check the account's permissions"
+        return (f"Kaggle refused access (403) to dataset {ref}: accept the dataset's rules on kaggle.com with the "
+                "account of KAGGLE_USERNAME/KAGGLE_API_TOKEN (rules cannot be accepted through the API), "
+                "or check that the account can see a private dataset")
     if status == 404:
         return f"Kaggle has no dataset {ref} (404): check {settings.KAGGLE_DATASET}"
     return f"Kaggle answered {status} for dataset {ref}: {exc}"
+
+
+def signed_url_expired(exc: requests.exceptions.HTTPError) -> bool:
+    """Cloud Storage's answer to an expired signed download URL: 400 (not 403) with an ExpiredToken XML body."""
+    response = exc.response
+    return response is not None and response.status_code == 400 and b"<Code>ExpiredToken</Code>" in response.content
 
 
 class KaggleResource(dg.ConfigurableResource):
@@ -119,12 +131,32 @@ class KaggleResource(dg.ConfigurableResource):
                               last_updated=str(dataset.last_updated or ""), total_bytes=int(dataset.total_bytes or 0))
 
     def download(self, version: DatasetVersion, destination: Path) -> Path:
-        """The version's zip archive, downloaded (with resume on truncation) into `destination`, owner-only."""
+        """The version's zip archive, downloaded into `destination`, owner-only.
+
+        The client resumes a truncated download against the same signed URL. Once that URL has
+        expired it gives up, keeping the partial archive and its `.kaggle-partial` marker; calling
+        it again asks Kaggle for a new URL, and, not forced, it resumes the partial with `Range`
+        when the marker matches the object (else it starts over). A partial left by an earlier
+        attempt of this step is resumed the same way.
+        """
         owner, slug = split_ref(version.ref)
         files.private_dir(destination)
-        with contextlib.redirect_stdout(io.StringIO()):  # the client prints the dataset URL
-            self._api().dataset_download_files(
-                f"{owner}/{slug}/{version.number}", path=str(destination), force=True, quiet=True)
+        api = self._api()
+        for refresh in range(URL_REFRESHES + 1):
+            if refresh:
+                dg.get_dagster_logger().warning(
+                    "Kaggle: the signed download URL of %s expired; asking Kaggle for a new one (%d/%d)",
+                    version.ref, refresh, URL_REFRESHES)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):  # the client prints the dataset URL
+                    api.dataset_download_files(f"{owner}/{slug}/{version.number}", path=str(destination), quiet=True)
+                break
+            except requests.exceptions.HTTPError as exc:
+                if not signed_url_expired(exc):
+                    raise
+        else:  # a later attempt asks again and resumes what is on disk
+            raise TransientError(f"Kaggle's signed download URL of {version.ref} expired {URL_REFRESHES + 1} "
+                                 "times in a row")
         archive = destination / f"{slug}.zip"
         archive.chmod(0o600)  # the client writes it with the umask's mode; its folder kept it private meanwhile
         return archive

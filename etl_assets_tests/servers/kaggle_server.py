@@ -12,10 +12,15 @@ clients (``kaggle`` 2.2.5 on top of ``kagglesdk`` 0.1.38) speak:
 * ``DownloadDataset`` answers 302 to a signed URL on this same server; a GET on it streams the archive
   with ``Content-Length``, ``Last-Modified``, ``ETag`` and ``Accept-Ranges`` and honours
   ``Range``/``If-Range`` the way Cloud Storage does, which is what ``KaggleApi.download_file`` relies
-  on to resume a truncated download.
+  on to resume a truncated download. A signed URL expires ``X-Goog-Expires`` seconds after its
+  ``X-Goog-Date`` (Kaggle's browser links: 3 days; its API links: unverified, ``signed_url_ttl``
+  here); then Cloud Storage answers **400** (not 403) with an ``ExpiredToken`` XML body, and only a
+  new ``DownloadDataset`` call gives a working URL.
+* Access: a dataset whose rules the account has not accepted, or another account's private dataset,
+  is refused with 403 (see ``set_access``).
 
-Fault hooks (``fail_next``, ``truncate_next_download``, ``drop_next``) and a request log let tests
-drive the client's error paths. Standard library only.
+Fault hooks (``fail_next``, ``outage``, ``truncate_next_download``, ``expire_next_download``,
+``drop_next``) and a request log let tests drive the client's error paths. Standard library only.
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ class RequestRecord:
     status: int | None  # None when the connection was dropped without an answer
     headers: dict[str, str]  # only _LOGGED_HEADERS that were present
     body: Any = None  # parsed JSON body of an API call
-    fault: str | None = None  # "dropped", "injected" or "truncated"
+    fault: str | None = None  # "dropped", "injected", "truncated" or "expired"
 
 
 @dataclass
@@ -82,6 +87,8 @@ class _Dataset:
     slug: str
     title: str
     versions: dict[int, _Version] = field(default_factory=dict)
+    rules_accepted: bool = True
+    private: bool = False  # another account's, not shared with this one
 
     @property
     def current(self) -> _Version:
@@ -91,9 +98,10 @@ class _Dataset:
 @dataclass
 class _Failure:
     status: int
-    remaining: int
     path_contains: str | None
     headers: dict[str, str]
+    remaining: int | None = None  # fail_next: matching requests still to fail
+    until: float | None = None  # outage: time.monotonic() when it ends
 
 
 class KaggleServer:
@@ -122,7 +130,8 @@ class KaggleServer:
         self._signing_key = secrets.token_bytes(32)
         self._failures: list[_Failure] = []
         self._drops = 0
-        self._truncations: list[int] = []
+        self._truncations: list[tuple[int, bool]] = []  # (bytes sent, whether the URL expires then)
+        self._expired: dict[str, datetime] = {}  # signed object id -> when its URL was cut short
         self._log: list[RequestRecord] = []
         self._downloads = 0
         self._httpds: list[ThreadingHTTPServer] = []
@@ -263,13 +272,42 @@ class KaggleServer:
     ) -> None:
         """Answer the next ``count`` matching requests with ``status`` (e.g. 503, or 429 with Retry-After)."""
         with self._lock:
-            self._failures.append(_Failure(status, count, path_contains, dict(headers or {})))
+            self._failures.append(_Failure(status, path_contains, dict(headers or {}), remaining=count))
+
+    def outage(
+        self,
+        seconds: float,
+        status: int = 503,
+        path_contains: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        """Answer every matching request with ``status`` for ``seconds`` from now: an outage lasts
+        minutes, whatever the client does meanwhile (503, or 429 with or without ``Retry-After``).
+
+        Kaggle's 503/429 bodies are unverified; the API answers its usual ``{"code","message"}``
+        JSON here, the signed URLs Cloud Storage's XML.
+        """
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        with self._lock:
+            self._failures.append(_Failure(status, path_contains, headers, until=time.monotonic() + seconds))
 
     def truncate_next_download(self, at_bytes: int) -> None:
         """The next signed-URL body announces its full Content-Length but the connection closes
         after ``at_bytes`` bytes of that body (counted from the start of a 206 body too)."""
         with self._lock:
-            self._truncations.append(at_bytes)
+            self._truncations.append((at_bytes, False))
+
+    def expire_next_download(self, at_bytes: int) -> None:
+        """Like ``truncate_next_download``, and that signed URL expires as the connection closes: a
+        download slower than the URL's lifetime. Resuming on it gets 400 ``ExpiredToken``."""
+        with self._lock:
+            self._truncations.append((at_bytes, True))
+
+    def set_access(self, owner: str, slug: str, *, rules_accepted: bool = True, private: bool = False) -> None:
+        """Whether this account accepted the dataset's rules, and whether it is another account's private one."""
+        with self._lock:
+            dataset = self._datasets[(owner, slug)]
+            dataset.rules_accepted, dataset.private = rules_accepted, private
 
     def drop_next(self, count: int = 1) -> None:
         """Close the connection of the next ``count`` requests without any response."""
@@ -304,17 +342,26 @@ class KaggleServer:
             if self._drops:
                 self._drops -= 1
                 return ("drop", None)
+            now = time.monotonic()
+            self._failures = [f for f in self._failures if f.until is None or f.until > now]
             for failure in self._failures:
                 if failure.path_contains is None or failure.path_contains in path:
-                    failure.remaining -= 1
-                    if failure.remaining <= 0:
-                        self._failures.remove(failure)
+                    if failure.remaining is not None:
+                        failure.remaining -= 1
+                        if failure.remaining <= 0:
+                            self._failures.remove(failure)
                     return ("fail", failure)
         return None
 
-    def _take_truncation(self) -> int | None:
+    def _take_truncation(self, path: str) -> tuple[int, bool] | None:
+        """Where to cut the body of this signed-URL GET, and whether its URL expires then."""
         with self._lock:
-            return self._truncations.pop(0) if self._truncations else None
+            if not self._truncations:
+                return None
+            at_bytes, expire = self._truncations.pop(0)
+            if expire:
+                self._expired[_object_id(path)] = datetime.now(timezone.utc).replace(microsecond=0)
+            return at_bytes, expire
 
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
@@ -356,6 +403,23 @@ class KaggleServer:
         with self._lock:
             return self._datasets.get((body.get("ownerSlug", ""), body.get("datasetSlug", "")))
 
+    def _refusal(self, dataset: _Dataset | None, downloading: bool = False) -> tuple | None:
+        """403 for another account's private dataset (every call), or a download whose rules are not accepted."""
+        if dataset is not None and dataset.private:
+            # Body unverified: modelled on "Permission 'competitions.participate' was denied"
+            # (Kaggle/kaggle-cli#555); Kaggle staff say a private resource may also answer 403
+            # where "not found" was meant (#548), so 403, not 404, on every call.
+            return _json_error(HTTPStatus.FORBIDDEN, "Permission 'datasets.get' was denied")
+        if dataset is not None and downloading and not dataset.rules_accepted:
+            # The message seen for competitions (Kaggle/kaggle-cli#152); for a dataset with rules it
+            # is unverified. The page and metadata are public, so only the download is refused: the
+            # client learns it as late as it can. Rules cannot be accepted through the API (#104).
+            return _json_error(
+                HTTPStatus.FORBIDDEN,
+                "You must accept this competition's rules before you'll be able to download files.",
+            )
+        return None
+
     def _version(self, dataset: _Dataset, body: dict) -> _Version | None:
         number = body.get("datasetVersionNumber")
         with self._lock:
@@ -365,6 +429,8 @@ class KaggleServer:
         dataset = self._find(body)
         if dataset is None:
             return _json_error(HTTPStatus.NOT_FOUND, "Not found")
+        if refusal := self._refusal(dataset):
+            return refusal
         with self._lock:
             current = dataset.current
             versions = [dataset.versions[n] for n in sorted(dataset.versions, reverse=True)]
@@ -396,6 +462,8 @@ class KaggleServer:
 
     def _list_dataset_files(self, body: dict) -> tuple:
         dataset = self._find(body)
+        if refusal := self._refusal(dataset):
+            return refusal
         version = dataset and self._version(dataset, body)
         if not version:
             return _json_error(HTTPStatus.NOT_FOUND, "Not found")
@@ -412,8 +480,11 @@ class KaggleServer:
         )
 
     def _get_dataset_status(self, body: dict) -> tuple:
-        if self._find(body) is None:
+        dataset = self._find(body)
+        if dataset is None:
             return _json_error(HTTPStatus.NOT_FOUND, "Not found")
+        if refusal := self._refusal(dataset):
+            return refusal
         return _json_ok({"status": "READY"})
 
     def _introspect_token(self, body: dict) -> tuple:
@@ -424,6 +495,8 @@ class KaggleServer:
 
     def _download_dataset(self, body: dict, host: str) -> tuple:
         dataset = self._find(body)
+        if refusal := self._refusal(dataset, downloading=True):
+            return refusal
         version = dataset and self._version(dataset, body)
         if not version:
             return _json_error(HTTPStatus.NOT_FOUND, "Not found")
@@ -460,10 +533,15 @@ class KaggleServer:
         expected = self._signature(parts.path, issued, expires)
         if not hmac.compare_digest(query.get("X-Goog-Signature", ""), expected):
             return _gcs_error(HTTPStatus.FORBIDDEN, "SignatureDoesNotMatch", "The request signature does not match.")
-        issued_at = datetime.strptime(issued, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-        if datetime.now(timezone.utc) > issued_at + timedelta(seconds=int(expires)):
-            return _gcs_error(HTTPStatus.FORBIDDEN, "AccessDenied", "Request has expired.")
-        object_id = parts.path[len(SIGNED_PREFIX) :].split("/", 1)[0]
+        object_id = _object_id(parts.path)
+        expires_at = datetime.strptime(issued, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        expires_at += timedelta(seconds=int(expires))
+        with self._lock:
+            expires_at = min(expires_at, self._expired.get(object_id, expires_at))
+        if datetime.now(timezone.utc) >= expires_at:
+            # Cloud Storage: 400, not 403 (api-facts-2 "Kaggle downloads"); the body's exact text.
+            return _gcs_error(HTTPStatus.BAD_REQUEST, "ExpiredToken", "The provided token has expired.",
+                              f"Request signature expired at: {expires_at.isoformat()}")
         # Resolve the object now, not at signing time, so replacing a version changes what the URL
         # serves (and its ETag), which is what makes If-Range meaningful.
         with self._lock:
@@ -592,8 +670,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             status, out_headers, payload = _json_error(HTTPStatus.NOT_FOUND, "Not found")
 
-        truncate_at = kaggle._take_truncation() if is_signed and status in (200, 206) else None
-        record(status, "truncated" if truncate_at is not None else None)
+        cut = kaggle._take_truncation(self.path) if is_signed and status in (200, 206) else None
+        truncate_at = cut[0] if cut else None
+        record(status, ("expired" if cut[1] else "truncated") if cut else None)
         self._respond(status, out_headers, payload, truncate_at)
 
     def _respond(self, status: int, headers: dict[str, str], payload: bytes, truncate_at: int | None = None) -> None:
@@ -624,14 +703,15 @@ def _json_error(status: int, message: str) -> tuple:
     return int(status), {"Content-Type": "application/json; charset=utf-8"}, payload
 
 
-def _gcs_error(status: int, code: str, message: str | None = None) -> tuple:
-    """Cloud Storage (where signed URLs point) answers errors in XML."""
-    message = message or code
-    payload = (
-        "<?xml version='1.0' encoding='UTF-8'?>"
-        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    ).encode()
-    return int(status), {"Content-Type": "application/xml; charset=UTF-8"}, payload
+def _gcs_error(status: int, code: str, message: str | None = None, details: str | None = None) -> tuple:
+    """Cloud Storage (where signed URLs point) answers errors in XML, as quoted in api-facts-2."""
+    details_xml = f"<Details>{details}</Details>" if details else ""
+    payload = f"<Error><Code>{code}</Code><Message>{message or code}</Message>{details_xml}</Error>".encode()
+    return int(status), {"Content-Type": "application/xml"}, payload
+
+
+def _object_id(path: str) -> str:
+    return path[len(SIGNED_PREFIX) :].split("/", 1)[0]
 
 
 def _reason(status: int) -> str:

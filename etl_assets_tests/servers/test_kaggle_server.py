@@ -10,10 +10,12 @@ from __future__ import annotations
 import functools
 import io
 import random
+import re
 import socket
 import time
 import zipfile
 from datetime import datetime
+from http import HTTPStatus
 
 import pytest
 import requests
@@ -124,6 +126,26 @@ def _get_dataset(api, owner=OWNER, slug=SLUG):
 
 def _signed_gets(server):
     return [r for r in server.request_log if r.method == "GET" and r.path.startswith("/signed/")]
+
+
+def _rpc(srv, method, **body):
+    return requests.post(f"{srv.url}/api/v1/datasets.DatasetApiService/{method}",
+                         json={"ownerSlug": OWNER, "datasetSlug": SLUG, **body}, auth=(srv.username, srv.key),
+                         allow_redirects=False)
+
+
+def _signed_url(srv):
+    redirect = _rpc(srv, "DownloadDataset")
+    assert redirect.status_code == 302
+    return redirect.headers["Location"]
+
+
+# Cloud Storage's answer to an expired signed URL, to the byte (api-facts-2 "Kaggle downloads").
+EXPIRED_TOKEN = re.compile(
+    r"<Error><Code>ExpiredToken</Code><Message>The provided token has expired\.</Message>"
+    r"<Details>Request signature expired at: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00)</Details></Error>")
+RULES_NOT_ACCEPTED = {"code": 403,
+                      "message": "You must accept this competition's rules before you'll be able to download files."}
 
 
 # ---------------------------------------------------------------------- authentication
@@ -295,6 +317,39 @@ def test_resume_after_the_object_changed_restarts_from_scratch(api, server, tmp_
     assert (resumed.status, resumed.headers["Range"]) == (200, f"bytes={CLIENT_CHUNK}-")
 
 
+def test_an_expired_url_mid_download_the_client_gives_up_keeping_the_partial_and_a_new_call_resumes(
+        api, server, tmp_path, no_backoff):
+    payload = random.Random(1).randbytes(CLIENT_CHUNK + 400_000)
+    server.add_dataset(OWNER, SLUG, {"big.bin": payload})
+    server.expire_next_download(CLIENT_CHUNK + 100_000)
+    archive = tmp_path / f"{SLUG}.zip"
+
+    # kaggle 2.2.5 resumes against the same signed URL, 5 times, then raises the 400.
+    with pytest.raises(requests.HTTPError) as excinfo:
+        api.dataset_download_files(DATASET, path=str(tmp_path), quiet=True)
+    assert excinfo.value.response.status_code == 400
+    assert [(r.status, r.fault) for r in _signed_gets(server)] == [(200, "expired")] + [(400, None)] * 5
+    assert archive.stat().st_size == CLIENT_CHUNK and (tmp_path / f"{SLUG}.zip.kaggle-partial").exists()
+
+    # Called again (not forced) it asks Kaggle for a new URL and resumes the partial.
+    api.dataset_download_files(DATASET, path=str(tmp_path), quiet=True)
+    with zipfile.ZipFile(archive) as bundle:
+        assert bundle.read("big.bin") == payload
+    resumed = _signed_gets(server)[-1]
+    assert (resumed.status, resumed.headers["Range"]) == (206, f"bytes={CLIENT_CHUNK}-")
+    assert server.count_requests("DownloadDataset") == 2
+
+
+def test_rules_not_accepted_reach_the_client_as_kaggles_403_message(api, server, tmp_path):
+    server.add_dataset(OWNER, SLUG, {"customers.csv": CSV})
+    server.set_access(OWNER, SLUG, rules_accepted=False)
+
+    assert _get_dataset(api).current_version_number == 1
+    with pytest.raises(requests.HTTPError) as excinfo:
+        api.dataset_download_files(DATASET, path=str(tmp_path))
+    assert (excinfo.value.response.status_code, str(excinfo.value)) == (403, RULES_NOT_ACCEPTED["message"])
+
+
 def test_corrupt_zip_bytes_are_served_as_given(api, server, tmp_path):
     corrupt = b"PK\x03\x04 this is not really a zip archive"
     server.add_dataset(OWNER, SLUG, zip_bytes=corrupt)
@@ -347,6 +402,84 @@ def test_drop_next_closes_the_connection_without_answer(api, server):
     dropped, answered = server.request_log[-2:]
     assert (dropped.status, dropped.fault) == (None, "dropped")
     assert answered.status == 200
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(503, None), (429, 30), (429, None)])
+def test_an_outage_answers_every_matching_request_until_its_window_ends(status, retry_after):
+    with KaggleServer(port=0) as srv:
+        srv.add_dataset(OWNER, SLUG, {"customers.csv": CSV})
+        srv.outage(0.5, status, path_contains="GetDataset", retry_after=retry_after)
+
+        during = [_rpc(srv, "GetDataset") for _ in range(6)]  # a window, not a count
+        assert {r.status_code for r in during} == {status}
+        assert during[0].json() == {"code": status, "message": HTTPStatus(status).phrase}
+        assert during[0].headers.get("Retry-After") == (str(retry_after) if retry_after else None)
+        assert _rpc(srv, "DownloadDataset").status_code == 302  # other paths answer meanwhile
+        time.sleep(0.5)
+        assert _rpc(srv, "GetDataset").status_code == 200
+
+
+def test_an_outage_on_every_path_reaches_the_signed_urls_as_cloud_storage_xml():
+    with KaggleServer(port=0) as srv:
+        srv.add_dataset(OWNER, SLUG, {"customers.csv": CSV})
+        url = _signed_url(srv)
+        srv.outage(30, 503)
+        assert _rpc(srv, "GetDataset").status_code == 503
+        response = requests.get(url)
+        assert (response.status_code, response.headers["Content-Type"]) == (503, "application/xml")
+        assert response.text.startswith("<Error><Code>")
+
+
+def test_an_expired_signed_url_gets_cloud_storages_400_expired_token_and_a_new_one_works():
+    with KaggleServer(port=0, signed_url_ttl=0) as srv:
+        srv.add_dataset(OWNER, SLUG, {"customers.csv": CSV})
+        url = _signed_url(srv)
+        query = dict(part.split("=", 1) for part in url.split("?", 1)[1].split("&"))
+
+        expired = requests.get(url)
+
+        assert (expired.status_code, expired.headers["Content-Type"]) == (400, "application/xml")  # not 403
+        [expired_at] = EXPIRED_TOKEN.fullmatch(expired.text).groups()
+        issued = datetime.strptime(query["X-Goog-Date"], "%Y%m%dT%H%M%SZ")
+        assert expired_at == issued.strftime("%Y-%m-%dT%H:%M:%S+00:00") and query["X-Goog-Expires"] == "0"
+        srv.signed_url_ttl = 3600
+        assert requests.get(url).status_code == 400  # the old URL stays expired
+        assert requests.get(_signed_url(srv)).status_code == 200  # a new DownloadDataset call gives a working URL
+
+
+def test_expire_next_download_cuts_the_body_then_only_a_new_url_resumes():
+    with KaggleServer(port=0) as srv:
+        srv.add_dataset(OWNER, SLUG, {"customers.csv": CSV})
+        url = _signed_url(srv)
+        srv.expire_next_download(10)
+
+        with pytest.raises(requests.exceptions.RequestException):
+            requests.get(url).content
+        resumed = requests.get(url, headers={"Range": "bytes=10-"})
+        assert resumed.status_code == 400 and EXPIRED_TOKEN.fullmatch(resumed.text)
+        fresh = requests.get(_signed_url(srv), headers={"Range": "bytes=10-"})
+        assert fresh.status_code == 206
+        whole = requests.get(_signed_url(srv)).content
+        assert fresh.content == whole[10:]
+        assert [(r.status, r.fault) for r in _signed_gets(srv)] == [
+            (200, "expired"), (400, None), (206, None), (200, None)]
+
+
+def test_rules_not_accepted_refuse_the_download_and_a_private_dataset_every_call():
+    with KaggleServer(port=0) as srv:
+        srv.add_dataset(OWNER, SLUG, {"customers.csv": CSV})
+        srv.set_access(OWNER, SLUG, rules_accepted=False)
+        assert _rpc(srv, "GetDataset").status_code == 200  # the page is public; the files are not
+        refused = _rpc(srv, "DownloadDataset")
+        assert (refused.status_code, refused.json()) == (403, RULES_NOT_ACCEPTED)
+
+        srv.set_access(OWNER, SLUG, private=True)
+        for method in ("GetDataset", "ListDatasetFiles", "DownloadDataset"):
+            response = _rpc(srv, method)
+            assert (response.status_code, response.json()["code"]) == (403, 403)
+
+        srv.set_access(OWNER, SLUG)
+        assert _rpc(srv, "DownloadDataset").status_code == 302
 
 
 # ---------------------------------------------------------------------- HTTP details
