@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build stand-ins for the official base images on a machine that cannot pull
-# from any registry (see ../shared/container-engine.md):
+# from any registry (the CI machines reach only package registries):
 #
 #   python:3.11-slim, python:3.11-slim-bookworm   Debian bookworm + Debian's Python 3.11
 #   etl-standin/mysql:8.4                          Debian's MariaDB behind the mysql image's entrypoint contract

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bring up a Docker-compatible container engine on this machine: rootful Podman
-# serving the Docker API on a unix socket (see ../shared/container-engine.md).
+# serving the Docker API on a unix socket, for the compose stack test in CI.
 #
 # Idempotent and safe to call any number of times: installs what is missing
 # (podman, docker-compose v1, debootstrap, runc) from Debian's apt, writes the
