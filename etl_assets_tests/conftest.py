@@ -100,6 +100,16 @@ def pipeline_env(clean_env, monkeypatch, mariadb_url, hubspot_server, kaggle_ser
     return os.environ
 
 
+@pytest.fixture
+def hubspot_env(clean_env, monkeypatch, mariadb_url, hubspot_server) -> HubSpotServer:
+    """MariaDB and a valid token for the local HubSpot server, on the embedded sample dataset:
+    the whole job without the shared Kaggle port."""
+    monkeypatch.setenv("ETL_DATABASE_URL", mariadb_url)
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", hubspot_server.token)
+    monkeypatch.setenv("HUBSPOT_API_BASE", hubspot_server.url)
+    return hubspot_server
+
+
 def run_dagster(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`dagster ...` from the venv of this interpreter, as a user would type it."""
     dagster = Path(sys.executable).with_name("dagster")

@@ -16,7 +16,6 @@ from hubspot.crm.properties import OptionInput, PropertyCreate
 
 from etl_assets.hubspot import state, sync
 from etl_assets_tests.assets.test_assets import count, failure_message, materialization, run_daily_etl
-from etl_assets_tests.assets.test_hubspot_scopes import hubspot_env  # noqa: F401 (fixture)
 
 UPSERTS = "/batch/upsert"
 FAILED = "SELECT COUNT(*) FROM hubspot_sync_state WHERE status = 'failed'"
@@ -48,7 +47,7 @@ def load_then_spoil(mariadb_url: str, where: str) -> set[str]:
     ("city", "home_city", ["Atlantis"], "INVALID_OPTION"),  # an enumeration no contact's city is in
 ])
 def test_a_property_refused_for_every_contact_stops_the_run_at_once(
-        hubspot_env, mariadb_url, tmp_path, monkeypatch, field, hubspot, options, code):  # noqa: F811
+        hubspot_env, mariadb_url, tmp_path, monkeypatch, field, hubspot, options, code):
     map_field(tmp_path, monkeypatch, field, hubspot)
     if options:
         HubSpot(access_token=hubspot_env.token, host=hubspot_env.url).crm.properties.core_api.create(
@@ -65,7 +64,7 @@ def test_a_property_refused_for_every_contact_stops_the_run_at_once(
     assert count(mariadb_url, FAILED) == 0  # all 988 stay pending
 
 
-def test_contacts_refused_one_by_one_are_still_isolated(hubspot_env, mariadb_url):  # noqa: F811
+def test_contacts_refused_one_by_one_are_still_isolated(hubspot_env, mariadb_url):
     bad = load_then_spoil(mariadb_url, "id IN (17, 160, 161)")
     synced = materialization(run_daily_etl(asset_selection=SYNC_ONLY), "hubspot_contacts")
     assert (synced["created"], synced["failed"], synced["pending"]) == (985, 3, 0)
@@ -76,7 +75,7 @@ def test_contacts_refused_one_by_one_are_still_isolated(hubspot_env, mariadb_url
     assert count(mariadb_url, f"{FAILED} AND error_message LIKE '%INVALID_EMAIL%'") == 3
 
 
-def test_past_the_isolation_cap_refused_batches_stay_pending(hubspot_env, mariadb_url, monkeypatch):  # noqa: F811
+def test_past_the_isolation_cap_refused_batches_stay_pending(hubspot_env, mariadb_url, monkeypatch):
     monkeypatch.setattr(sync, "MAX_ISOLATION_REQUESTS", 4)
     bad = load_then_spoil(mariadb_url, "id % 100 = 7")  # 10, spread over the batches
     synced = materialization(run_daily_etl(asset_selection=SYNC_ONLY), "hubspot_contacts")

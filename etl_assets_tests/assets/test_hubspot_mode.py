@@ -5,7 +5,6 @@ local Secrets Manager (moto). Kaggle stays on the embedded sample: only HubSpot'
 """
 
 import json
-import os
 import uuid
 
 import boto3
@@ -16,15 +15,6 @@ import sqlalchemy as sa
 from etl_assets.resources.hubspot import NOTHING_CONFIGURED
 from etl_assets_tests.assets.test_assets import count, failure_message, materialization, run_daily_etl
 from etl_assets_tests.resources.test_secrets import aws_env, moto_server  # noqa: F401 (fixtures)
-
-
-@pytest.fixture
-def hubspot_env(clean_env, monkeypatch, mariadb_url, hubspot_server) -> dict[str, str]:
-    """MariaDB and a valid token for the local HubSpot server, through the env backend."""
-    monkeypatch.setenv("ETL_DATABASE_URL", mariadb_url)
-    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", hubspot_server.token)
-    monkeypatch.setenv("HUBSPOT_API_BASE", hubspot_server.url)
-    return os.environ
 
 
 def synced_rows(url: str) -> int:

@@ -12,14 +12,6 @@ from etl_assets_tests.assets.test_assets import count, failure_message, run_dail
 ALL_SCOPES = {"crm.objects.contacts.write", "crm.schemas.contacts.read", "crm.schemas.contacts.write"}
 
 
-@pytest.fixture
-def hubspot_env(clean_env, monkeypatch, mariadb_url, hubspot_server):
-    monkeypatch.setenv("ETL_DATABASE_URL", mariadb_url)
-    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", hubspot_server.token)
-    monkeypatch.setenv("HUBSPOT_API_BASE", hubspot_server.url)
-    return hubspot_server
-
-
 @pytest.mark.parametrize(("lacking", "refused"), [
     ("crm.schemas.contacts.read", "GET /crm/v3/properties/contacts"),  # listing the properties
     ("crm.objects.contacts.write", "POST /crm/v3/objects/contacts/batch/upsert"),  # the first batches
