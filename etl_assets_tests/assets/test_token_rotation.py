@@ -31,11 +31,9 @@ SYNCED = "SELECT COUNT(*) FROM hubspot_sync_state WHERE status = 'synced'"
 
 
 @pytest.fixture
-def contacts_loaded(clean_env, monkeypatch, mariadb_url, hubspot_server, tmp_path):
+def contacts_loaded(hubspot_env, tmp_path):
     """5,000 valid contacts in `contacts`, and HubSpot settings pointed at the local server."""
-    monkeypatch.setenv("ETL_DATABASE_URL", mariadb_url)
-    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", hubspot_server.token)
-    monkeypatch.setenv("HUBSPOT_API_BASE", hubspot_server.url)
+    hubspot_server = hubspot_env
     hubspot_server.latency = 0.02  # keeps batches in flight when the token changes
     sys.path.insert(0, str(REPO / "scripts"))
     from generate_sample_dataset import write_csv
