@@ -2,27 +2,57 @@
 
 No machine here reaches api.hubapi.com, so the pipeline's HubSpot code is tested against this
 server through the *real* ``hubspot-api-client`` (``HubSpot(access_token=T, host=server.url)``).
-Behaviour follows the HubSpot section of ``/work/shared/api-facts.md`` and the response models of
-hubspot-api-client 12.0.0; where the facts are silent, the fake copies HubSpot's public wording.
+Behaviour follows what is known of the real API (sources named next to each rule) and the response
+models of hubspot-api-client 12.0.0; where nothing is known, the fake copies HubSpot's public
+wording and, when it has to choose, the *stricter* behaviour, marked "unverified".
 
 Modelled:
 
 * ``POST /crm/v3/objects/contacts/batch/upsert`` (``idProperty: "email"``): at most 100 inputs,
-  no duplicate ids, and one bad value (invalid email, unknown or read-only property, enumeration
-  value not among the options) fails the *whole* batch with 400 ``VALIDATION_ERROR``, one
-  ``errors[]`` item per bad value. Success is 200 with ``new`` telling created from updated.
+  no duplicate ids, and one bad value fails the *whole* batch with 400 ``VALIDATION_ERROR`` whose
+  message embeds the list of problems, one ``errors[]`` item per problem per input (see
+  "Values" below). Success is 200 with ``new`` telling created from updated.
 * ``POST /crm/v3/objects/contacts/batch/create``: 201; inputs carrying ``objectWriteTraceId`` fail
   one by one (207 with ``numErrors``/``errors``), others fail the batch (400, or 409 ``CONFLICT``
-  for an email that already exists).
-* ``GET``/``POST /crm/v3/properties/contacts`` and ``GET /crm/v3/properties/contacts/{name}``.
-* Bearer-token auth (401 ``INVALID_AUTHENTICATION``) and token rotation (``rotate_token``), a
-  rolling-window and a daily rate limit with HubSpot's ``X-HubSpot-RateLimit-*`` headers and 429
-  ``RATE_LIMIT`` bodies, and faults: random or scripted 5xx, and connections closed without an
-  answer (before or after the write was applied).
+  for an email that already exists, as a primary or a secondary email).
+* Results of both come back in a shuffled order (HubSpot does not promise input order), and each
+  result's ``properties`` hold only what the input sent plus ``email``, ``hs_object_id``,
+  ``createdate`` and ``lastmodifieddate`` (unverified: stricter than echoing every property).
+* Values (HubSpot stores and receives every value as a string; ``""`` clears a value and passes
+  every type check). Per property ``type``:
+
+  - ``date``: ``YYYY-MM-DD`` (a real calendar date) or epoch *milliseconds* at midnight UTC, else
+    ``INVALID_DATE``; a non-midnight epoch reads like HubSpot's real
+    ``1579179660000 is at 13:1:0.0 UTC, not midnight!`` (the wording for other strings is unverified).
+  - ``datetime``: ISO 8601 with a zone designator (``Z`` or ``±hh:mm``) or epoch ms, else
+    ``INVALID_DATETIME`` (the code name is unverified; a value without a zone is refused, stricter).
+  - ``number``: optional minus, digits, at most one period, no commas or spaces (HubSpot's
+    validation since 2023-05-22), else ``INVALID_LONG`` ``"<v> was not a valid long."``.
+  - ``bool``: exactly ``true`` or ``false``, else ``INVALID_BOOLEAN`` (code unverified).
+  - ``enumeration``: an option's *value* (not its label), exactly; a ``checkbox`` property takes a
+    ``;``-separated list of option values, any other field type exactly one; else
+    ``INVALID_OPTION`` with HubSpot's real message shape. ``externalOptions`` properties (stages,
+    owners) list no options and accept anything.
+  - read-only or calculated properties → ``READ_ONLY_VALUE``; unknown ones →
+    ``PROPERTY_DOESNT_EXIST`` (both whatever the value); invalid emails → ``INVALID_EMAIL``.
+* Secondary emails (read-only ``hs_additional_emails``, a ``;`` list) and merged contacts
+  (``hs_merged_object_ids``): HubSpot says secondary emails look contacts up like primary ones.
+  Here an upsert whose ``id`` is a secondary (or merged-away) email updates the owning contact,
+  keeps its primary email and answers with the owner's id (unverified), and two ids of one batch
+  that name the same contact are duplicates (unverified).
+* 207 multi-status upserts (``upsert_errors``): the named inputs fail, the others are written
+  (HubSpot documents 207 only for batch create; 207 from upsert is unverified).
+* ``GET``/``POST /crm/v3/properties/contacts`` and ``GET /crm/v3/properties/contacts/{name}``;
+  tests define or replace properties with ``define_property``.
+* Bearer-token auth (401 ``INVALID_AUTHENTICATION``) and token rotation (``rotate_token``), missing
+  scopes (403), a rolling-window and a daily rate limit with HubSpot's ``X-HubSpot-RateLimit-*``
+  headers and 429 ``RATE_LIMIT`` bodies, and faults: random or scripted 5xx (JSON from HubSpot, or
+  an HTML page from the CDN in front of it, without HubSpot's headers), and connections closed
+  without an answer (before or after the write was applied).
 * Everything else answers 404 ``OBJECT_NOT_FOUND``.
 
-Not modelled: search, reads, associations, archiving, type checks of number/date values.
-Contacts are keyed by lowercase email; for upsert the input's ``id`` is the email that is stored.
+Not modelled: search, reads, associations, archiving, property groups, string length limits.
+Contacts are keyed by lowercase primary email; for upsert the input's ``id`` is the email stored.
 """
 
 from __future__ import annotations
@@ -38,7 +68,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,6 +92,13 @@ PROPERTY_FIELD_TYPES = {
 }
 # HubSpot internal names are lowercase snake case starting with a letter.
 PROPERTY_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# The field type a property of each type gets when none is given. HubSpot's table: bool →
+# booleancheckbox, enumeration → booleancheckbox/checkbox/radio/select, date/datetime → date;
+# its string and number rows are unverified (text and number are what the UI creates).
+DEFAULT_FIELD_TYPES = {
+    "string": "text", "number": "number", "date": "date", "datetime": "date",
+    "enumeration": "select", "bool": "booleancheckbox",
+}
 
 _LIFECYCLE_STAGES = [
     ("subscriber", "Subscriber"), ("lead", "Lead"),
@@ -90,9 +127,18 @@ _STANDARD_PROPERTIES = [
     ("hs_object_id", "Record ID", "number", "number"),
     ("createdate", "Create Date", "datetime", "date"),
     ("lastmodifieddate", "Last Modified Date", "datetime", "date"),
+    # Secondary emails, a ";" list, read-only through the objects API (HubSpot staff on
+    # integrate.hubspot.com/t/11846). Its real type/fieldType are unverified.
+    ("hs_additional_emails", "Additional email addresses", "string", "text"),
+    # Ids of the contacts merged into this one, a ";" list; type/fieldType unverified.
+    ("hs_merged_object_ids", "Merged Contact IDs", "string", "text"),
 ]
 # Values HubSpot sets itself; a client cannot change them.
-_SERVER_MANAGED = {"hs_object_id", "createdate", "lastmodifieddate"}
+_SERVER_MANAGED = {
+    "hs_object_id", "createdate", "lastmodifieddate", "hs_additional_emails", "hs_merged_object_ids",
+}
+# Always in an upsert/create result's properties, whatever the input sent.
+_RESULT_PROPERTIES = ("email", "hs_object_id", "createdate", "lastmodifieddate")
 
 _AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
@@ -118,6 +164,11 @@ def _as_hubspot_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _split(value: str | None) -> list[str]:
+    """The parts of a ``;`` list property (HubSpot's multi-value format)."""
+    return [part for part in (value or "").split(";") if part]
 
 
 def _is_valid_email(address: str) -> bool:
@@ -153,12 +204,18 @@ def _property_definition(
     has_unique_value: bool = False,
     hidden: bool = False,
     form_field: bool = False,
+    read_only: bool | None = None,
+    calculated: bool = False,
+    external_options: bool = False,
 ) -> dict:
     """A property as ``GET /crm/v3/properties/contacts`` returns it.
 
     Carries every field the client's ``ModelProperty`` / ``PropertyModificationMetadata`` /
-    ``Option`` models require under client-side validation.
+    ``Option`` models require under client-side validation. ``read_only`` defaults to whether
+    HubSpot manages the value itself; a calculated property is always read-only.
     """
+    if read_only is None:
+        read_only = name in _SERVER_MANAGED
     now = _now_iso()
     definition = {
         "name": name,
@@ -178,15 +235,15 @@ def _property_definition(
             for index, option in enumerate(options or [])
         ],
         "displayOrder": display_order,
-        "calculated": False,
-        "externalOptions": False,
+        "calculated": calculated,
+        "externalOptions": external_options,
         "hasUniqueValue": has_unique_value,
         "hidden": hidden,
         "formField": form_field,
         "modificationMetadata": {
             "archivable": not hubspot_defined,
             "readOnlyDefinition": hubspot_defined,
-            "readOnlyValue": name in _SERVER_MANAGED,
+            "readOnlyValue": bool(read_only or calculated),
         },
         "createdAt": now,
         "updatedAt": now,
@@ -195,6 +252,120 @@ def _property_definition(
     if hubspot_defined:  # HubSpot only sends the flag on its own properties
         definition["hubspotDefined"] = True
     return definition
+
+
+# ---------------------------------------------------------------------- value checks per type
+
+# ASCII digits only, and \Z rather than $ (which also matches before a final newline).
+_EPOCH_MS_RE = re.compile(r"^-?\d+\Z", re.ASCII)
+_DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})\Z", re.ASCII)
+# ISO 8601 with a zone designator: Z or ±hh:mm (±hhmm, ±hh and a space for the T are refused:
+# stricter than ISO 8601, as what HubSpot accepts beyond its example is unverified).
+_DATETIME_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-](\d{2}):(\d{2}))\Z",
+    re.ASCII)
+# Since 2023-05-22 (changelog "increased validation for contact updates"): no commas, at most one
+# period. Leading "+", exponents, ".5" and "5." are refused too (stricter; unverified).
+_NUMBER_RE = re.compile(r"^-?\d+(?:\.\d+)?\Z", re.ASCII)
+_DAY_MS = 86_400_000
+
+
+def _date_problem(value: str) -> str | None:
+    """Why ``value`` is not a HubSpot ``date``, or None.
+
+    HubSpot takes ``YYYY-MM-DD`` or epoch milliseconds at midnight UTC; anything else is an error
+    (timestamps FAQ; 2022 changelog "standardization of date formats"; epoch seconds fail alike).
+    """
+    match = _DATE_RE.match(value)
+    if match:
+        try:
+            date(*map(int, match.groups()))
+        except ValueError:
+            pass
+        else:
+            return None
+    elif _EPOCH_MS_RE.match(value):
+        into_day = int(value) % _DAY_MS
+        if into_day == 0:
+            return None
+        # HubSpot's real wording (older API): "1579179660000 is at 13:1:0.0 UTC, not midnight!"
+        hours, rest = divmod(into_day, 3_600_000)
+        minutes, millis = divmod(rest, 60_000)
+        return f"{value} is at {hours}:{minutes}:{millis / 1000} UTC, not midnight!"
+    # Wording unverified.
+    return (f"{value} is not a valid date: use YYYY-MM-DD or epoch milliseconds at midnight UTC")
+
+
+def _datetime_problem(value: str) -> str | None:
+    """Why ``value`` is not a HubSpot ``datetime`` (ISO 8601 with a zone, or epoch ms), or None."""
+    if _EPOCH_MS_RE.match(value):
+        return None
+    match = _DATETIME_RE.match(value)
+    if match:
+        year, month, day, hour, minute, second, zone_h, zone_m = match.groups()
+        try:
+            datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0))
+        except ValueError:
+            pass
+        else:
+            if zone_h is None or (int(zone_h) <= 23 and int(zone_m) <= 59):
+                return None
+    # Wording unverified.
+    return (f"{value} is not a valid datetime: use ISO 8601 with a zone (Z or +hh:mm) "
+            "or epoch milliseconds")
+
+
+def _option_text(option: dict) -> str:
+    """One option as HubSpot prints it in INVALID_OPTION messages (gitcoinco/code_fund_ads#479)."""
+    return (f'label: {json.dumps(option["label"])}\nvalue: {json.dumps(option["value"])}\n'
+            f'display_order: {option["displayOrder"]}\nhidden: {str(option["hidden"]).lower()}\n'
+            "read_only: false\n")
+
+
+def _option_problem(definition: dict, value: str) -> str | None:
+    """Why ``value`` is not allowed for an enumeration property, or None.
+
+    It must equal an option's value exactly, not its label (changelog 2023-05-22); a ``checkbox``
+    (multi-select) takes several, separated by ``;`` ("alpha;delta" fails when delta is not an
+    option). Every part must be a value: an empty part, as in HubSpot's ";value" append syntax,
+    is refused (stricter; unverified). ``externalOptions`` properties list no options and are not
+    checked.
+    """
+    if definition.get("externalOptions"):
+        return None
+    allowed = {option["value"] for option in definition["options"]}
+    parts = value.split(";") if definition["fieldType"] == "checkbox" else [value]
+    bad = next((part for part in parts if part not in allowed), None)
+    if bad is None:
+        return None
+    # For a checkbox list the message names the first bad part (which part HubSpot names: unverified).
+    options = ", ".join(_option_text(option) for option in definition["options"])
+    return f"{bad} was not one of the allowed options: [{options}]"
+
+
+def _type_problem(definition: dict, value: str) -> tuple[str, str] | None:
+    """(error code, message) when ``value`` does not fit the property's type, else None."""
+    if value == "":
+        return None  # clears the value, whatever the type
+    kind = definition["type"]
+    if kind == "date":
+        message = _date_problem(value)
+        return ("INVALID_DATE", message) if message else None
+    if kind == "datetime":
+        message = _datetime_problem(value)
+        # Code name unverified (only INVALID_DATE is seen in public captures).
+        return ("INVALID_DATETIME", message) if message else None
+    if kind == "number":
+        # Real: INVALID_LONG "1/1/1 was not a valid long." (hull connector fixture; verbb/formie#1755).
+        return None if _NUMBER_RE.match(value) else ("INVALID_LONG", f"{value} was not a valid long.")
+    if kind == "bool":
+        # Code and wording unverified; "true"/"false" are the documented values (labels may read Yes/No).
+        return None if value in ("true", "false") else (
+            "INVALID_BOOLEAN", f"{value} was not a valid boolean: use true or false")
+    if kind == "enumeration":
+        message = _option_problem(definition, value)
+        return ("INVALID_OPTION", message) if message else None
+    return None
 
 
 @dataclass
@@ -216,9 +387,13 @@ class RequestRecord:
 
 @dataclass
 class _Reply:
+    """An answer. With ``html`` set, ``html`` is the whole body, sent as ``text/html`` without
+    HubSpot's rate-limit and correlation headers (an error page from the CDN in front of it)."""
+
     status: int
     body: dict
     headers: dict = field(default_factory=dict)
+    html: str | None = None
 
 
 @dataclass
@@ -229,6 +404,7 @@ class _Script:
     path_contains: str
     retry_after: float | int | None = None
     policy: str = "TEN_SECONDLY_ROLLING"
+    html: bool = False
 
 
 def _error(status: int, category: str, message: str, **extra: Any) -> _Reply:
@@ -372,8 +548,16 @@ class HubSpotServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-        # email (lowercase) -> {"id", "properties", "createdAt", "updatedAt", "archived"}
+        # primary email (lowercase) -> {"id", "properties", "createdAt", "updatedAt", "archived"}
         self.contacts: dict[str, dict] = {}
+        # Upsert inputs that fail one by one in a 207 answer: email (lowercase) -> (category, message).
+        self.upsert_errors: dict[str, tuple[str, str]] = {}
+        # secondary or merged-away email (lowercase) -> the owner's primary email
+        self._secondary: dict[str, str] = {}
+        # id of a merged-away contact -> id of the contact it was merged into
+        self._merged_ids: dict[str, str] = {}
+        # primary email -> {"created": n, "updated": n}: how often each contact was written
+        self._write_counts: dict[str, dict[str, int]] = {}
         self.request_log: list[RequestRecord] = []
         self._next_id = 1
         self._properties: dict[str, dict] = {}
@@ -453,11 +637,17 @@ class HubSpotServer:
             for _ in range(count):
                 self._scripted_limits.append(_Script(429, path_contains, retry_after, policy))
 
-    def fail_next(self, status: int, count: int = 1, *, path_contains: str = "/batch/") -> None:
-        """Answer the next ``count`` batch requests with ``status`` (e.g. 502) without processing."""
+    def fail_next(
+        self, status: int, count: int = 1, *, path_contains: str = "/batch/", html: bool = False,
+    ) -> None:
+        """Answer the next ``count`` batch requests with ``status`` (e.g. 502) without processing.
+
+        With ``html`` the answer is the HTML error page of the CDN in front of HubSpot (Cloudflare):
+        ``Content-Type: text/html``, no ``X-HubSpot-RateLimit-*`` headers, no correlation id.
+        """
         with self._lock:
             for _ in range(count):
-                self._scripted_failures.append(_Script(status, path_contains))
+                self._scripted_failures.append(_Script(status, path_contains, html=html))
 
     def rotate_token(self, new: str, expire_old_after_s: float = 0.0) -> None:
         """A private app's "Rotate and expire now" (the default: the old token dies at once) or
@@ -477,7 +667,130 @@ class HubSpotServer:
         with self._lock:
             self._daily_exhausted = True
 
+    def define_property(
+        self,
+        name: str,
+        type_: str,
+        field_type: str | None = None,
+        *,
+        options: list | None = None,
+        read_only: bool = False,
+        calculated: bool = False,
+        external_options: bool = False,
+        hubspot_defined: bool = False,
+        label: str | None = None,
+    ) -> None:
+        """Add a contact property, or replace the one of that name (its type and all).
+
+        ``field_type`` defaults per type (``DEFAULT_FIELD_TYPES``). ``options`` are values or
+        ``(value, label)`` pairs. ``read_only`` makes ``modificationMetadata.readOnlyValue`` true;
+        ``calculated`` also sets ``calculated`` and the field type ``calculation_equation``;
+        ``external_options`` (stages, owners) sets ``externalOptions``: values are not checked.
+        """
+        if type_ not in PROPERTY_TYPES:
+            raise ValueError(f"type {type_!r} is not one of {sorted(PROPERTY_TYPES)}")
+        if calculated:
+            field_type = "calculation_equation"
+        field_type = field_type or DEFAULT_FIELD_TYPES[type_]
+        if field_type not in PROPERTY_FIELD_TYPES:
+            raise ValueError(f"fieldType {field_type!r} is not one of {sorted(PROPERTY_FIELD_TYPES)}")
+        if not PROPERTY_NAME_RE.match(name):
+            raise ValueError(f"property name {name!r} is invalid")
+        option_dicts = []
+        for option in options or ():
+            value, text = option if isinstance(option, tuple) else (option, option)
+            option_dicts.append({"value": str(value), "label": str(text)})
+        with self._lock:
+            previous = self._properties.get(name)
+            self._properties[name] = _property_definition(
+                name, label or name.replace("_", " ").title(), type_, field_type,
+                previous["groupName"] if previous else "contactinformation",
+                hubspot_defined=hubspot_defined,
+                options=option_dicts,
+                display_order=previous["displayOrder"] if previous else -1,
+                has_unique_value=bool(previous and previous["hasUniqueValue"]),
+                form_field=not (read_only or calculated),
+                read_only=read_only,
+                calculated=calculated,
+                external_options=external_options,
+            )
+
+    def add_secondary_email(self, primary_email: str, secondary_email: str) -> None:
+        """Give the contact with ``primary_email`` another address (``hs_additional_emails``)."""
+        with self._lock:
+            owner = self._owner_key(primary_email)
+            secondary = secondary_email.strip().lower()
+            if secondary in self.contacts or secondary in self._secondary:
+                raise ValueError(f"{secondary} already belongs to a contact")
+            self._append(self.contacts[owner], "hs_additional_emails", [secondary])
+            self._secondary[secondary] = owner
+
+    def merge_contacts(self, primary_email: str, merged_email: str) -> None:
+        """Merge the contact of ``merged_email`` into the one of ``primary_email``.
+
+        The merged contact disappears; its emails (primary and secondary) become the primary's
+        ``hs_additional_emails``, its id (and the ids merged into it) join ``hs_merged_object_ids``.
+        """
+        with self._lock:
+            owner = self._owner_key(primary_email)
+            merged = self._owner_key(merged_email)
+            if owner == merged:
+                raise ValueError(f"{primary_email} and {merged_email} are the same contact")
+            record, gone = self.contacts[owner], self.contacts.pop(merged)
+            gone_emails = [merged] + _split(gone["properties"].get("hs_additional_emails"))
+            gone_ids = [gone["id"]] + _split(gone["properties"].get("hs_merged_object_ids"))
+            self._append(record, "hs_additional_emails", gone_emails)
+            self._append(record, "hs_merged_object_ids", gone_ids)
+            for email in gone_emails:
+                self._secondary[email] = owner
+            for merged_id, into in self._merged_ids.items():
+                if into == gone["id"]:
+                    self._merged_ids[merged_id] = record["id"]
+            self._merged_ids[gone["id"]] = record["id"]
+            record["updatedAt"] = record["properties"]["lastmodifieddate"] = _now_iso()
+
+    def _owner_key(self, email: str) -> str:
+        """The primary email of the contact ``email`` names (primary or secondary). Under the lock."""
+        key = email.strip().lower()
+        key = self._secondary.get(key, key)
+        if key not in self.contacts:
+            raise KeyError(f"no contact has the email {email}")
+        return key
+
+    @staticmethod
+    def _append(record: dict, name: str, values: list[str]) -> None:
+        current = _split(record["properties"].get(name))
+        record["properties"][name] = ";".join(current + [v for v in values if v not in current])
+
     # ------------------------------------------------------------------ observation
+
+    def contact_by_email(self, email: str) -> dict | None:
+        """A copy of the contact whose primary or secondary email is ``email``, or None."""
+        with self._lock:
+            key = email.strip().lower()
+            record = self.contacts.get(self._secondary.get(key, key))
+            return copy.deepcopy(record)
+
+    def contact_by_id(self, contact_id: str | int) -> dict | None:
+        """A copy of the contact with that id, following merges; or None."""
+        with self._lock:
+            contact_id = str(contact_id)
+            contact_id = self._merged_ids.get(contact_id, contact_id)
+            record = next((r for r in self.contacts.values() if r["id"] == contact_id), None)
+            return copy.deepcopy(record)
+
+    def created_count(self, email: str | None = None) -> int:
+        """How many contacts were created: in total, or with that primary email."""
+        with self._lock:
+            if email is None:
+                return sum(counts["created"] for counts in self._write_counts.values())
+            return self._write_counts.get(email.strip().lower(), {}).get("created", 0)
+
+    def write_counts(self) -> dict[str, dict[str, int]]:
+        """Primary email -> ``{"created": n, "updated": n}``: the writes applied to each contact
+        by upsert or create (a merged-away contact keeps its own entry)."""
+        with self._lock:
+            return copy.deepcopy(self._write_counts)
 
     def contacts_snapshot(self) -> dict[str, dict]:
         """A deep copy of the stored contacts (lowercase email -> record)."""
@@ -592,7 +905,7 @@ class HubSpotServer:
 
         script = self._take_script(self._scripted_failures, path)
         if script is not None:
-            return self._server_error(script.status)
+            return self._server_error(script.status, html=script.html)
         if self.error_rate and self._rng.random() < self.error_rate:
             return self._server_error(self._rng.choice(FAULT_STATUSES))
         if self.drop_rate and self._rng.random() < self.drop_rate:
@@ -636,24 +949,38 @@ class HubSpotServer:
         })
 
     @staticmethod
-    def _server_error(status: int) -> _Reply:
+    def _server_error(status: int, *, html: bool = False) -> _Reply:
         try:
             phrase = http.HTTPStatus(status).phrase
         except ValueError:
             phrase = "error"
+        if html:
+            # The page Cloudflare (nginx underneath) serves when the origin fails or times out.
+            title = f"{status} {phrase}"
+            return _Reply(status, {}, html=(
+                f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+                f"<center><h1>{title}</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
+                "</body>\r\n</html>\r\n"))
         return _error(status, "INTERNAL_ERROR", phrase)
 
     @staticmethod
     def _write(handler: _Handler, reply: _Reply, rate_headers: dict[str, str]) -> None:
-        data = json.dumps(reply.body).encode("utf-8")
-        try:
-            handler.send_response(reply.status)
-            handler.send_header("Content-Type", "application/json;charset=utf-8")
-            handler.send_header("Content-Length", str(len(data)))
+        if reply.html is not None:
+            data = reply.html.encode("utf-8")
+            content_type = "text/html"
+            headers = dict(reply.headers)  # none of HubSpot's own headers
+        else:
+            data = json.dumps(reply.body).encode("utf-8")
+            content_type = "application/json;charset=utf-8"
+            headers = {**rate_headers, **reply.headers}
             correlation_id = reply.body.get("correlationId")
             if correlation_id:
-                handler.send_header("X-HubSpot-Correlation-Id", correlation_id)
-            for name, value in {**rate_headers, **reply.headers}.items():
+                headers["X-HubSpot-Correlation-Id"] = correlation_id
+        try:
+            handler.send_response(reply.status)
+            handler.send_header("Content-Type", content_type)
+            handler.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
                 handler.send_header(name, value)
             handler.end_headers()
             handler.wfile.write(data)
@@ -705,7 +1032,11 @@ class HubSpotServer:
         return inputs, None
 
     def _value_problems(self, properties: dict, emails: list[str]) -> list[dict]:
-        """Everything HubSpot would reject in one input's values, as its error entries."""
+        """Everything HubSpot would reject in one input's values, as its error entries.
+
+        "Read-only and non-existent properties will result in an error" (update-contacts
+        reference), whatever the value, even ``""``; values of writable ones are checked by type.
+        """
         problems = []
         for name, value in properties.items():
             definition = self._properties.get(name)
@@ -717,23 +1048,31 @@ class HubSpotServer:
                 # mautic/mautic#8785). The rest of that sentence and the code READ_ONLY_VALUE are unverified.
                 problems.append(_invalid_value(
                     name, "READ_ONLY_VALUE", f'"{name}" is a calculated property; its value cannot be set'))
-            elif definition["type"] == "enumeration" and value not in (None, ""):
-                allowed = [option["value"] for option in definition["options"]]
-                # multi-select checkboxes hold several values separated by ";"
-                if any(part not in allowed for part in _as_hubspot_value(value).split(";")):
-                    problems.append(_invalid_value(
-                        name, "INVALID_OPTION",
-                        f"{value} was not one of the allowed options: [{', '.join(allowed)}]"))
+            elif name != "email":  # emails are checked below, as INVALID_EMAIL
+                problem = _type_problem(definition, _as_hubspot_value(value))
+                if problem:
+                    problems.append(_invalid_value(name, *problem))
         for address in dict.fromkeys(emails):  # de-duplicated, order kept
             if not _is_valid_email(address):
                 problems.append(_invalid_value(
                     "email", "INVALID_EMAIL", f"Email address {address} is invalid"))
         return problems
 
+    def _resolve(self, email: str) -> str:
+        """The primary email of the contact ``email`` looks up (itself when it is no one's
+        secondary). HubSpot: secondary emails "can be used to look up contacts in the same way
+        primary email addresses can" (HubSpot staff, integrate.hubspot.com/t/11846)."""
+        return self._secondary.get(email, email)
+
     def _store(self, email: str, properties: dict) -> tuple[dict, bool]:
-        """Create or merge a contact; returns (record, created)."""
+        """Create or update the contact ``email`` names, as a primary or a secondary email;
+        returns (record, created).
+
+        The primary email never changes here: an ``email`` property in the input is not applied
+        (for a secondary email it would name the address the contact is already known by).
+        """
         now = _now_iso()
-        key = email.lower()
+        key = self._resolve(email.strip().lower())
         record = self.contacts.get(key) if key else None
         created = record is None
         if created:
@@ -747,14 +1086,39 @@ class HubSpotServer:
                 "archived": False,
             }
             # HubSpot allows contacts without email; keep those under their id.
-            self.contacts[key or f"id:{contact_id}"] = record
+            key = key or f"id:{contact_id}"
+            self.contacts[key] = record
+            if not key.startswith("id:"):
+                record["properties"]["email"] = key
         for name, value in properties.items():  # read-only ones were refused before
-            record["properties"][name] = _as_hubspot_value(value)
-        if email:
-            record["properties"]["email"] = key
+            if name != "email":
+                record["properties"][name] = _as_hubspot_value(value)
         record["properties"]["lastmodifieddate"] = now
         record["updatedAt"] = now
+        counts = self._write_counts.setdefault(key, {"created": 0, "updated": 0})
+        counts["created" if created else "updated"] += 1
         return record, created
+
+    @staticmethod
+    def _result(record: dict, properties: dict) -> dict:
+        """A result as a batch answer carries it: the properties the input sent plus
+        ``_RESULT_PROPERTIES`` (whether HubSpot echoes more is unverified; fewer is stricter)."""
+        result = copy.deepcopy(record)
+        result["properties"] = {
+            name: value for name, value in result["properties"].items()
+            if name in properties or name in _RESULT_PROPERTIES}
+        return result
+
+    def _shuffled(self, results: list[dict]) -> list[dict]:
+        """HubSpot does not promise results in input order: callers must match them by email/id."""
+        self._rng.shuffle(results)
+        return results
+
+    def _duplicates(self, emails: list[str]) -> list[str]:
+        """The emails of one batch that name the same contact: equal ones, or a primary and its
+        secondary (whether HubSpot refuses the latter as duplicates is unverified; stricter)."""
+        resolved = [self._resolve(email) for email in emails]
+        return sorted({email for email, key in zip(emails, resolved) if email and resolved.count(key) > 1})
 
     def _batch_upsert(self, body: Any) -> _Reply:
         started = _now_iso()
@@ -773,7 +1137,7 @@ class HubSpotServer:
             if not isinstance(item.get("properties", {}), dict):
                 return _validation_error('Invalid input JSON: "properties" must be an object')
         ids = [item["id"].strip().lower() for item in inputs]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        duplicates = self._duplicates(ids)
         if duplicates:
             return _validation_error(
                 f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. "
@@ -790,14 +1154,30 @@ class HubSpotServer:
         if problems:
             return _values_not_valid(problems)
 
-        results = []
-        for item in inputs:
-            record, created = self._store(item["id"].strip(), item.get("properties") or {})
-            results.append({**copy.deepcopy(record), "new": created})
-        return _Reply(200, {
-            "status": "COMPLETE", "results": results,
+        # Inputs scripted to fail alone (upsert_errors) are not written; the others are. A 207 from
+        # upsert, and "ids" as its context key, are unverified: HubSpot documents 207 only for batch
+        # create; hubspot-api-client 12.0.0 maps an upsert 207 to
+        # BatchResponseSimplePublicUpsertObjectWithErrors.
+        results, errors = [], []
+        for item, key in zip(inputs, ids):
+            if key in self.upsert_errors:
+                category, message = self.upsert_errors[key]
+                errors.append({
+                    "status": "error", "category": category, "message": message,
+                    "context": {"ids": [item["id"]]}, "errors": [], "links": {},
+                })
+                continue
+            properties = item.get("properties") or {}
+            record, created = self._store(key, properties)
+            results.append({**self._result(record, properties), "new": created})
+        body_out: dict[str, Any] = {
+            "status": "COMPLETE", "results": self._shuffled(results),
             "startedAt": started, "completedAt": _now_iso(),
-        })
+        }
+        if errors:
+            body_out.update(numErrors=len(errors), errors=errors)
+            return _Reply(207, body_out)
+        return _Reply(200, body_out)
 
     def _batch_create(self, body: Any) -> _Reply:
         started = _now_iso()
@@ -807,7 +1187,7 @@ class HubSpotServer:
         assert inputs is not None
         emails = [str((item.get("properties") or {}).get("email") or "").strip().lower()
                   for item in inputs]
-        duplicates = sorted({e for e in emails if e and emails.count(e) > 1})
+        duplicates = self._duplicates(emails)
         if duplicates:
             return _validation_error(
                 f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. "
@@ -820,8 +1200,9 @@ class HubSpotServer:
             problems = self._value_problems(properties, [email] if email else [])
             if problems:
                 outcomes.append((item, _values_not_valid(problems)))
-            elif email and email in self.contacts:
-                existing = self.contacts[email]["id"]
+            elif email and self._resolve(email) in self.contacts:
+                # A secondary email is taken as much as a primary one.
+                existing = self.contacts[self._resolve(email)]["id"]
                 outcomes.append((item, _error(
                     409, "CONFLICT", f"Contact already exists. Existing ID: {existing}")))
             else:
@@ -836,8 +1217,9 @@ class HubSpotServer:
         results, errors = [], []
         for (item, error), email in zip(outcomes, emails):
             if error is None:
-                record, _ = self._store(email, item.get("properties") or {})
-                results.append(copy.deepcopy(record))
+                properties = item.get("properties") or {}
+                record, _ = self._store(email, properties)
+                results.append(self._result(record, properties))
             else:
                 errors.append({
                     "status": "error",
@@ -848,7 +1230,7 @@ class HubSpotServer:
                     "links": {},
                 })
         body_out: dict[str, Any] = {
-            "status": "COMPLETE", "results": results,
+            "status": "COMPLETE", "results": self._shuffled(results),
             "startedAt": started, "completedAt": _now_iso(),
         }
         if errors:

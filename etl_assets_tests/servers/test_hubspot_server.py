@@ -102,19 +102,21 @@ def test_upsert_creates_then_updates_and_merges(hs, client):
     (updated,) = second.results
     assert updated.new is False
     assert updated.id == created.id
-    assert updated.properties["firstname"] == "Ann"  # merged, not replaced
     assert updated.properties["lastname"] == "Lee"
+    assert "firstname" not in updated.properties  # results carry only what the input sent
 
     stored = hs.contacts_snapshot()
     assert list(stored) == ["ann@example.com"]
+    assert stored["ann@example.com"]["properties"]["firstname"] == "Ann"  # merged, not replaced
     assert stored["ann@example.com"]["properties"]["lastname"] == "Lee"
 
 
 def test_ids_are_sequential_and_a_batch_of_100_is_accepted(client, hs):
     response = upsert(client, *[(f"p{i}@example.com", {"city": "Oslo"}) for i in range(100)])
-    ids = [int(result.id) for result in response.results]
+    ids = sorted(int(result.id) for result in response.results)  # results come shuffled
     assert ids == list(range(ids[0], ids[0] + 100))
     assert len(hs.contacts_snapshot()) == 100
+    assert hs.created_count() == 100
 
 
 def test_more_than_100_inputs_is_rejected(client, hs):
@@ -411,3 +413,394 @@ def test_stop_releases_the_port():
     server.stop()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+# ---------------------------------------------------------------------- property definitions
+
+
+def test_define_property_is_listed_and_read_by_the_real_client(hs, client):
+    hs.define_property("plan", "enumeration", options=["free", ("pro", "Professional")],
+                       label="Plan")
+    hs.define_property("score", "number", calculated=True)
+    hs.define_property("locked_note", "string", read_only=True)
+    hs.define_property("pipeline_stage", "enumeration", external_options=True)
+    hs.define_property("is_vip", "bool", hubspot_defined=True)
+    hs.define_property("signup_day", "date")
+    hs.define_property("last_seen", "datetime")
+
+    listed = {p.name: p for p in client.crm.properties.core_api.get_all(
+        "contacts", _request_timeout=5).results}
+    plan = listed["plan"]
+    assert (plan.type, plan.field_type, plan.label) == ("enumeration", "select", "Plan")
+    assert [(o.value, o.label, o.display_order) for o in plan.options] == [
+        ("free", "free", 0), ("pro", "Professional", 1)]
+    assert plan.calculated is False and plan.external_options is False
+    assert plan.modification_metadata.read_only_value is False
+    assert plan.hubspot_defined is None  # HubSpot sends the flag only on its own properties
+
+    score = listed["score"]
+    assert score.calculated is True
+    assert score.field_type == "calculation_equation"
+    assert score.modification_metadata.read_only_value is True
+    assert listed["locked_note"].modification_metadata.read_only_value is True
+    assert listed["locked_note"].calculated is False
+    assert listed["pipeline_stage"].external_options is True
+    assert listed["is_vip"].hubspot_defined is True
+    assert listed["is_vip"].field_type == "booleancheckbox"
+    assert listed["signup_day"].field_type == "date"
+    assert listed["last_seen"].field_type == "date" and listed["last_seen"].type == "datetime"
+
+    additional = listed["hs_additional_emails"]
+    assert additional.type == "string"
+    assert additional.hubspot_defined is True
+    assert additional.modification_metadata.read_only_value is True
+
+    with pytest.raises(ValueError):
+        hs.define_property("bad", "text")  # a field type, not a type
+
+
+def test_define_property_replaces_a_property_and_its_type():
+    with HubSpotServer() as server:
+        client = make_client(server)
+        client.crm.properties.core_api.create("contacts", property_create=PropertyCreate(
+            name="subscription_date", label="Subscription Date", type="date",
+            field_type="date", group_name="contactinformation"), _request_timeout=5)
+        upsert(client, ("a@example.com", {"subscription_date": "2021-03-01"}))
+
+        server.define_property("subscription_date", "number")
+        (definition,) = [p for p in server.properties if p["name"] == "subscription_date"]
+        assert (definition["type"], definition["fieldType"]) == ("number", "number")
+        with pytest.raises(ApiException) as caught:
+            upsert(client, ("a@example.com", {"subscription_date": "2021-03-02"}))
+        (problem,) = embedded_problems(error_body(caught.value)["message"])
+        assert problem["error"] == "INVALID_LONG"
+        upsert(client, ("a@example.com", {"subscription_date": "17"}))
+
+        server.define_property("city", "number")  # a standard property
+        with pytest.raises(ApiException) as caught:
+            upsert(client, ("a@example.com", {"city": "Oslo"}))
+        (problem,) = embedded_problems(error_body(caught.value)["message"])
+        assert (problem["name"], problem["error"]) == ("city", "INVALID_LONG")
+        assert server.contact_by_email("a@example.com")["properties"]["subscription_date"] == "17"
+
+
+# ---------------------------------------------------------------------- values per type
+
+
+@pytest.fixture
+def typed(hs):
+    hs.define_property("signup_day", "date")
+    hs.define_property("last_seen", "datetime")
+    hs.define_property("orders", "number")
+    hs.define_property("is_vip", "bool")
+    return hs
+
+
+def value_error(client, name: str, value: str) -> dict | None:
+    """The single problem HubSpot reports for ``name: value``, or None when it is accepted."""
+    try:
+        upsert(client, ("v@example.com", {name: value}))
+    except ApiException as exc:
+        assert exc.status == 400
+        body = error_body(exc)
+        assert body["category"] == "VALIDATION_ERROR"
+        (problem,) = embedded_problems(body["message"])
+        (item,) = body["errors"]
+        assert item == {"message": problem["message"], "code": problem["error"],
+                        "context": {"propertyName": [name]}}
+        return problem
+    return None
+
+
+@pytest.mark.parametrize("name, value", [
+    ("signup_day", "2021-03-01"),
+    ("signup_day", "1614556800000"),  # 2021-03-01T00:00:00Z in ms
+    ("signup_day", "0"),
+    ("last_seen", "2021-03-01T12:30:00Z"),
+    ("last_seen", "1997-07-16T19:20:30.45+01:00"),
+    ("last_seen", "2021-03-01T12:30:00.123-05:00"),
+    ("last_seen", "1614601800123"),
+    ("orders", "17"),
+    ("orders", "-3.25"),
+    ("is_vip", "true"),
+    ("is_vip", "false"),
+    ("lifecyclestage", "lead"),
+])
+def test_valid_values_are_stored(typed, client, name, value):
+    assert value_error(client, name, value) is None
+    assert typed.contact_by_email("v@example.com")["properties"][name] == value
+
+
+@pytest.mark.parametrize("name, value, code", [
+    ("signup_day", "2021-02-30", "INVALID_DATE"),        # no such day
+    ("signup_day", "2021-3-1", "INVALID_DATE"),
+    ("signup_day", "01/03/2021", "INVALID_DATE"),
+    ("signup_day", "2021-03-01T00:00:00Z", "INVALID_DATE"),
+    ("signup_day", "1614556800", "INVALID_DATE"),        # epoch seconds
+    ("last_seen", "2021-03-01T12:30:00", "INVALID_DATETIME"),  # no zone
+    ("last_seen", "2021-03-01", "INVALID_DATETIME"),
+    ("last_seen", "2021-03-01 12:30:00Z", "INVALID_DATETIME"),
+    ("last_seen", "2021-13-01T12:30:00Z", "INVALID_DATETIME"),
+    ("last_seen", "yesterday", "INVALID_DATETIME"),
+    ("orders", "1,000", "INVALID_LONG"),
+    ("orders", "1.2.3", "INVALID_LONG"),
+    ("orders", "1 000", "INVALID_LONG"),
+    ("orders", "12abc", "INVALID_LONG"),
+    ("orders", "17\n", "INVALID_LONG"),
+    ("orders", "\u0661\u0662", "INVALID_LONG"),             # Arabic-Indic digits
+    ("signup_day", "2021-03-01\n", "INVALID_DATE"),
+    ("is_vip", "True", "INVALID_BOOLEAN"),
+    ("is_vip", "yes", "INVALID_BOOLEAN"),
+    ("is_vip", "1", "INVALID_BOOLEAN"),
+    ("lifecyclestage", "Lead", "INVALID_OPTION"),        # the label, not the value
+    ("lifecyclestage", "lead;customer", "INVALID_OPTION"),  # radio: one value only
+])
+def test_invalid_values_fail_the_batch(typed, client, name, value, code):
+    problem = value_error(client, name, value)
+    assert problem is not None
+    assert (problem["name"], problem["error"], problem["isValid"]) == (name, code, False)
+    assert value in problem["message"]
+    assert typed.contacts_snapshot() == {}
+
+
+def test_value_messages_copy_hubspots_wording(typed, client):
+    assert value_error(client, "signup_day", "1579179660000")["message"] == (
+        "1579179660000 is at 13:1:0.0 UTC, not midnight!")
+    assert value_error(client, "signup_day", "1579179690500")["message"] == (
+        "1579179690500 is at 13:1:30.5 UTC, not midnight!")
+    assert value_error(client, "orders", "1/1/1")["message"] == "1/1/1 was not a valid long."
+
+    typed.define_property("tier", "enumeration", "radio", options=[("a", "Alpha"), ("b", "Beta")])
+    assert value_error(client, "tier", "Alpha")["message"] == (
+        'Alpha was not one of the allowed options: ['
+        'label: "Alpha"\nvalue: "a"\ndisplay_order: 0\nhidden: false\nread_only: false\n, '
+        'label: "Beta"\nvalue: "b"\ndisplay_order: 1\nhidden: false\nread_only: false\n]')
+    assert value_error(client, "tier", "b") is None
+
+
+def test_checkbox_takes_several_option_values(hs, client):
+    hs.define_property("flavours", "enumeration", "checkbox",
+                       options=["chocolate", "strawberry", "vanilla"])
+    assert value_error(client, "flavours", "chocolate;strawberry") is None
+    assert hs.contact_by_email("v@example.com")["properties"]["flavours"] == "chocolate;strawberry"
+    problem = value_error(client, "flavours", "chocolate;mint")
+    assert problem["error"] == "INVALID_OPTION"
+    assert problem["message"].startswith("mint was not one of the allowed options: [")
+    assert value_error(client, "flavours", ";vanilla")["error"] == "INVALID_OPTION"
+    assert value_error(client, "flavours", "Chocolate")["error"] == "INVALID_OPTION"
+
+
+def test_external_options_accept_anything(hs, client):
+    hs.define_property("deal_stage", "enumeration", external_options=True)
+    hs.define_property("closed_stage", "enumeration")
+    assert value_error(client, "deal_stage", "appointmentscheduled") is None
+    assert value_error(client, "closed_stage", "appointmentscheduled")["error"] == "INVALID_OPTION"
+
+
+@pytest.mark.parametrize("value", ["42", ""])
+def test_read_only_and_calculated_properties_are_refused(hs, client, value):
+    hs.define_property("score", "number", calculated=True)
+    hs.define_property("locked_note", "string", read_only=True)
+    for name in ("score", "locked_note", "hs_additional_emails", "hs_merged_object_ids", "createdate"):
+        problem = value_error(client, name, value)
+        assert problem is not None, name
+        assert problem["error"] == "READ_ONLY_VALUE"
+        assert problem["message"] == f'"{name}" is a calculated property; its value cannot be set'
+    assert value_error(client, "no_such_thing", "")["error"] == "PROPERTY_DOESNT_EXIST"
+    assert hs.contacts_snapshot() == {}
+
+
+def test_empty_string_clears_any_type(typed, client):
+    typed.define_property("tier", "enumeration", options=["a"])
+    values = {"signup_day": "2021-03-01", "last_seen": "2021-03-01T00:00:00Z", "orders": "5",
+              "is_vip": "true", "tier": "a"}
+    upsert(client, ("v@example.com", values))
+    upsert(client, ("v@example.com", {name: "" for name in values}))
+    stored = typed.contact_by_email("v@example.com")["properties"]
+    assert {name: stored[name] for name in values} == {name: "" for name in values}
+
+
+def test_one_error_item_per_problem_per_input_and_nothing_written(typed, client):
+    with pytest.raises(ApiException) as caught:
+        upsert(client,
+               ("a@example.com", {"orders": "1,5", "is_vip": "no"}),
+               ("b@example.com", {"orders": "x", "firstname": "fine"}),
+               ("c@example.com", {"orders": "3"}))
+    body = error_body(caught.value)
+    problems = embedded_problems(body["message"])
+    assert [(p["name"], p["error"]) for p in problems] == [
+        ("orders", "INVALID_LONG"), ("is_vip", "INVALID_BOOLEAN"), ("orders", "INVALID_LONG")]
+    assert [(e["code"], e["context"]) for e in body["errors"]] == [
+        ("INVALID_LONG", {"propertyName": ["orders"]}),
+        ("INVALID_BOOLEAN", {"propertyName": ["is_vip"]}),
+        ("INVALID_LONG", {"propertyName": ["orders"]}),
+    ]
+    assert [e["message"] for e in body["errors"]] == [p["message"] for p in problems]
+    assert typed.contacts_snapshot() == {}
+
+
+def test_create_validates_values_too(typed, client):
+    with pytest.raises(ApiException) as caught:
+        create(client, ({"email": "a@example.com", "orders": "1,5"}, None))
+    assert caught.value.status == 400
+    (problem,) = embedded_problems(error_body(caught.value)["message"])
+    assert problem["error"] == "INVALID_LONG"
+    assert typed.contacts_snapshot() == {}
+
+
+# ---------------------------------------------------------------------- result shape and order
+
+
+def test_results_are_shuffled_complete_and_carry_only_sent_properties(hs, client):
+    emails = [f"s{i:02d}@example.com" for i in range(40)]
+    upsert(client, *[(email, {"firstname": "F", "city": "Oslo"}) for email in emails[:20]])
+    response = upsert(client, *[(email, {"lastname": "L"}) for email in emails])
+
+    got = [result.properties["email"] for result in response.results]
+    assert sorted(got) == emails  # every input answered once
+    assert got != emails  # but not in input order
+    new = {result.properties["email"]: result.new for result in response.results}
+    assert new == {email: i >= 20 for i, email in enumerate(emails)}
+    for result in response.results:
+        assert set(result.properties) == {
+            "email", "hs_object_id", "createdate", "lastmodifieddate", "lastname"}
+        assert result.properties["hs_object_id"] == result.id
+    assert hs.contact_by_email("s00@example.com")["properties"]["city"] == "Oslo"  # still stored
+
+    data, status, _ = create(client, *[({"email": f"n{i}@example.com", "company": "C"}, None)
+                                       for i in range(30)])
+    assert status == 201
+    got = [result.properties["email"] for result in data.results]
+    assert sorted(got) == sorted(f"n{i}@example.com" for i in range(30)) and got != sorted(got)
+    assert set(data.results[0].properties) == {
+        "email", "hs_object_id", "createdate", "lastmodifieddate", "company"}
+
+
+# ---------------------------------------------------------------------- 207 from upsert
+
+
+def test_upsert_207_is_deserialised_by_the_real_client(hs, client):
+    hs.upsert_errors["bad@example.com"] = ("VALIDATION_ERROR", "Something about this contact")
+    data, status, _ = upsert_with_info(
+        client, ("ok1@example.com", {"firstname": "A"}), ("Bad@Example.com", {"firstname": "B"}),
+        ("ok2@example.com", {"firstname": "C"}))
+    assert status == 207
+    assert type(data).__name__ == "BatchResponseSimplePublicUpsertObjectWithErrors"
+    assert data.status == "COMPLETE"
+    assert data.num_errors == 1
+    (error,) = data.errors
+    assert error.category == "VALIDATION_ERROR"
+    assert error.message == "Something about this contact"
+    assert error.context == {"ids": ["Bad@Example.com"]}
+    assert error.status == "error"
+    assert sorted(r.properties["email"] for r in data.results) == ["ok1@example.com", "ok2@example.com"]
+    assert all(r.new for r in data.results)
+    assert set(hs.contacts_snapshot()) == {"ok1@example.com", "ok2@example.com"}
+
+    hs.upsert_errors.clear()
+    data, status, _ = upsert_with_info(client, ("bad@example.com", {"firstname": "B"}))
+    assert status == 200 and data.results[0].new is True
+
+
+# ---------------------------------------------------------------------- secondary emails, merges
+
+
+def test_upsert_by_secondary_email_updates_the_owner(hs, client):
+    (ann,) = upsert(client, ("ann@example.com", {"firstname": "Ann"})).results
+    hs.add_secondary_email("ann@example.com", "Ann.Work@example.com")
+    hs.add_secondary_email("ann@example.com", "ann.old@example.com")
+    stored = hs.contact_by_email("ann.work@example.com")
+    assert stored["id"] == ann.id
+    assert stored["properties"]["hs_additional_emails"] == "ann.work@example.com;ann.old@example.com"
+
+    (result,) = upsert(client, ("ann.work@example.com",
+                                {"email": "ann.work@example.com", "firstname": "Annie"})).results
+    assert result.id == ann.id
+    assert result.new is False
+    assert result.properties["email"] == "ann@example.com"
+
+    assert list(hs.contacts_snapshot()) == ["ann@example.com"]
+    assert hs.created_count() == 1
+    assert hs.write_counts() == {"ann@example.com": {"created": 1, "updated": 1}}
+    owner = hs.contact_by_email("ann@example.com")
+    assert owner["properties"]["firstname"] == "Annie"
+    assert owner["properties"]["email"] == "ann@example.com"
+    assert hs.contact_by_email("nobody@example.com") is None
+
+
+def test_upsert_by_merged_away_email_updates_the_surviving_contact(hs, client):
+    results = upsert(client, ("a@example.com", {"firstname": "A"}), ("b@example.com", {"firstname": "B"})).results
+    ids = {r.properties["email"]: r.id for r in results}
+    hs.add_secondary_email("b@example.com", "b2@example.com")
+    hs.merge_contacts("a@example.com", "b@example.com")
+
+    assert set(hs.contacts_snapshot()) == {"a@example.com"}
+    survivor = hs.contact_by_email("b@example.com")
+    assert survivor["id"] == ids["a@example.com"]
+    assert survivor["properties"]["hs_additional_emails"] == "b@example.com;b2@example.com"
+    assert survivor["properties"]["hs_merged_object_ids"] == ids["b@example.com"]
+    assert hs.contact_by_id(ids["b@example.com"])["id"] == ids["a@example.com"]
+
+    for email in ("b@example.com", "b2@example.com"):
+        (result,) = upsert(client, (email, {"lastname": email})).results
+        assert (result.id, result.new, result.properties["email"]) == (
+            ids["a@example.com"], False, "a@example.com")
+    assert hs.created_count() == 2  # a and b once each, nothing since
+    assert hs.created_count("b@example.com") == 1
+    assert set(hs.contacts_snapshot()) == {"a@example.com"}
+    assert hs.contact_by_email("a@example.com")["properties"]["lastname"] == "b2@example.com"
+
+
+def test_secondary_emails_conflict_and_count_as_duplicates(hs, client):
+    (ann,) = upsert(client, ("ann@example.com", {})).results
+    hs.add_secondary_email("ann@example.com", "ann.work@example.com")
+
+    with pytest.raises(ApiException) as caught:
+        create(client, ({"email": "ann.work@example.com"}, None))
+    assert caught.value.status == 409
+    body = error_body(caught.value)
+    assert body["category"] == "CONFLICT"
+    assert body["message"] == f"Contact already exists. Existing ID: {ann.id}"
+    data, status, _ = create(client, ({"email": "ANN.work@example.com"}, "t1"))
+    assert status == 207 and data.errors[0].category == "CONFLICT"
+
+    with pytest.raises(ApiException) as caught:  # two ids naming one contact
+        upsert(client, ("ann@example.com", {}), ("ann.work@example.com", {}))
+    assert caught.value.status == 400
+    assert "Duplicate IDs" in error_body(caught.value)["message"]
+    assert hs.created_count() == 1
+
+    with pytest.raises(ValueError):
+        hs.add_secondary_email("ann@example.com", "ann.work@example.com")
+    with pytest.raises(KeyError):
+        hs.add_secondary_email("nobody@example.com", "x@example.com")
+
+
+# ---------------------------------------------------------------------- HTML pages from the edge
+
+
+@pytest.mark.parametrize("status, title", [(502, "502 Bad Gateway"), (504, "504 Gateway Timeout")])
+def test_html_error_pages_have_no_hubspot_headers(hs, client, status, title):
+    hs.fail_next(status, html=True)
+    with pytest.raises(ApiException) as caught:
+        upsert(client, ("a@example.com", {}))
+    assert isinstance(caught.value, ServiceException)
+    assert caught.value.status == status
+    headers = caught.value.headers
+    assert headers["Content-Type"] == "text/html"
+    assert not any(name.lower().startswith("x-hubspot") for name in headers)
+    body = caught.value.body  # the client decodes it to str
+    assert body.startswith(f"<html>\r\n<head><title>{title}</title></head>")
+    assert "cloudflare" in body
+    with pytest.raises(ValueError):
+        json.loads(body)
+    assert hs.contacts_snapshot() == {}
+    assert hs.count_status(status) == 1
+
+    hs.fail_next(status)  # the JSON kind still carries HubSpot's headers
+    with pytest.raises(ServiceException) as caught:
+        upsert(client, ("a@example.com", {}))
+    assert caught.value.headers["Content-Type"].startswith("application/json")
+    assert all(name in caught.value.headers for name in RATE_HEADERS)
+    assert "X-HubSpot-Correlation-Id" in caught.value.headers
+    assert upsert(client, ("a@example.com", {})).results[0].new is True
