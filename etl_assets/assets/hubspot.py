@@ -1,6 +1,5 @@
 """`hubspot_contacts`: contacts upserted into HubSpot, only those that changed since HubSpot accepted them."""
 
-import itertools
 import logging
 from typing import Iterator
 
@@ -16,26 +15,33 @@ from etl_assets.errors import PermanentError, failing_fast
 from etl_assets.hubspot import state
 from etl_assets.hubspot.client import HubSpotApi, HubSpotApiError
 from etl_assets.hubspot.outbox import max_age_days, prune_outbox, write_outbox
-from etl_assets.hubspot.sync import SyncReport, prevalidate, sync_contacts
+from etl_assets.hubspot.properties import PropertyDefinition, PropertyWriter, declared, mapping_problems
+from etl_assets.hubspot.sync import MAX_UNMATCHED_RUNS, UNMATCHED, Pending, SyncReport, prevalidate, sync_contacts
 from etl_assets.resources.database import DatabaseResource
 from etl_assets.resources.hubspot import HubSpotResource, SyncMode
 
 SYNC_LOCK = "etl_assets.hubspot_contacts"
 
 
-def ensure_properties(api: HubSpotApi, column_map: ColumnMap, create: bool, log: logging.Logger) -> set[str]:
-    """Create the custom properties the mapping names and the account lacks, or fail naming them."""
-    known = api.contact_property_names()
-    missing = [spec for spec in column_map.hubspot_fields if spec.hubspot not in known]
-    if missing and not create:
-        raise PermanentError(
-            f"HubSpot lacks the contact properties {[spec.hubspot for spec in missing]} that the column map "
-            f"({column_map.origin}) sends; create them or set {settings.HUBSPOT_CREATE_PROPERTIES}=true")
+def account_properties(api: HubSpotApi, column_map: ColumnMap, create: bool, log: logging.Logger
+                       ) -> dict[str, PropertyDefinition]:
+    """The account's definitions of the mapped properties, creating the custom ones it lacks.
+
+    Fails before any contact is sent, naming each property, when one is missing (and may not be
+    created) or cannot take the map's field whatever the contact: read-only, calculated, or of
+    another type. One request when every property is in place.
+    """
+    definitions = api.contact_properties()
+    problems = [problem for problem in mapping_problems(column_map, definitions, create).values() if problem]
+    if problems:
+        raise PermanentError("; ".join(problems) + f". Change the column map ({column_map.origin}) or the "
+                             "properties in HubSpot; the preflight job lists every such problem")
+    missing = [spec for spec in column_map.hubspot_fields if spec.hubspot not in definitions]
     for spec in missing:
-        log.info("HubSpot: creating contact property %s (%s)", spec.hubspot, spec.type)
-        api.create_contact_property(spec.hubspot, spec.hubspot_label or spec.source, spec.type)
-        known.add(spec.hubspot)
-    return known
+        kind = declared(spec).type
+        log.info("HubSpot: creating contact property %s (%s)", spec.hubspot, kind)
+        definitions[spec.hubspot] = api.create_contact_property(spec.hubspot, spec.hubspot_label or spec.source, kind)
+    return definitions
 
 
 def _dry_run(context: dg.AssetExecutionContext, engine: sa.Engine, column_map: ColumnMap, due: int,
@@ -47,22 +53,37 @@ def _dry_run(context: dg.AssetExecutionContext, engine: sa.Engine, column_map: C
         context.log.info("HubSpot dry run: removed %d outbox file(s) older than %g days: %s",
                          len(removed), days, ", ".join(removed))
     outbox = folder / f"{context.run.run_id}.jsonl"
-    rows = itertools.chain.from_iterable(state.due_contacts(engine, column_map))
-    batches, contacts = write_outbox(outbox, rows, column_map)
+    # Converted by the types the map declares: a dry run reads nothing from HubSpot.
+    report = SyncReport(due=due)
+    batches, contacts = write_outbox(outbox, _contacts_to_send(engine, PropertyWriter(column_map), report, None))
     return dg.MaterializeResult(metadata={
-        "summary": f"Dry run: {contacts} contacts in {batches} batches written to the outbox; nothing was sent.",
+        "summary": (f"Dry run: {contacts} contacts in {batches} batches written to the outbox, "
+                    f"{report.failed} refused before sending; nothing was sent."),
         **mode.metadata(),
         "outbox": dg.MetadataValue.path(str(outbox)),
         "would_send_contacts": dg.MetadataValue.int(contacts),
         "would_send_batches": dg.MetadataValue.int(batches),
+        "would_refuse": dg.MetadataValue.int(report.failed),
         "due": dg.MetadataValue.int(due),
     })
 
 
-def _rows_to_send(engine, column_map, known, report: SyncReport, record) -> Iterator[dict]:
-    for page in state.due_contacts(engine, column_map):
-        accepted, refused = prevalidate(page, known, column_map)
-        record(refused)
+def _contacts_to_send(engine, writer: PropertyWriter, report: SyncReport, record) -> Iterator[Pending]:
+    """Due contacts as HubSpot takes them; those refused before sending are recorded (unless a dry run).
+
+    A property that takes none of the values stops the sync before anything of that page is
+    recorded: the map or the account is wrong, not every contact.
+    """
+    for page in state.due_contacts(engine, writer.column_map):
+        accepted, refused = prevalidate(page, writer)
+        throughout = writer.refused_throughout()
+        if throughout:
+            name, code, values = throughout
+            raise PermanentError(
+                f"HubSpot property {name!r} takes none of the {values} values it was given ({code}): change the "
+                f"column map ({writer.column_map.origin}) or the property in HubSpot; hubspot_sync_state is unchanged")
+        if record is not None:
+            record(refused)
         report.add(refused)
         yield from accepted
 
@@ -97,9 +118,10 @@ def hubspot_contacts(
             if due:
                 record = lambda outcomes: state.record_outcomes(engine, outcomes, context.run.run_id)  # noqa: E731
                 try:
-                    known = ensure_properties(api, column_map, hubspot.may_create_properties(), log)
-                    sync_contacts(api, _rows_to_send(engine, column_map, known, report, record), column_map,
-                                  record, report, log, max_in_flight=hubspot.in_flight())
+                    definitions = account_properties(api, column_map, hubspot.may_create_properties(), log)
+                    writer = PropertyWriter(column_map, definitions)
+                    sync_contacts(api, _contacts_to_send(engine, writer, report, record), record, report, log,
+                                  max_in_flight=hubspot.in_flight())
                 except HubSpotApiError as exc:
                     if exc.error.missing_scopes:
                         raise PermanentError(
@@ -124,6 +146,10 @@ def hubspot_contacts(
                          "contacts of refused batches stay pending for the next run" if report.unisolated else None)
     if isolation_stopped:
         log.warning("HubSpot: %s", isolation_stopped)
+    if report.failure_reasons[UNMATCHED]:
+        log.warning("HubSpot: %d contacts got no result that could be told to be theirs (merged or looked up by "
+                    "another address?); each is sent on up to %d runs, then stays failed in hubspot_sync_state",
+                    report.failure_reasons[UNMATCHED], MAX_UNMATCHED_RUNS)
     metadata = {
         "summary": (f"{report.created} created, {report.updated} updated, {report.failed} failed, "
                     f"{report.pending} pending, in {api.calls} API calls"),
@@ -136,6 +162,10 @@ def hubspot_contacts(
         "batches": dg.MetadataValue.int(report.batches),
         "split_batches": dg.MetadataValue.int(report.split_batches),
         "isolation_requests": dg.MetadataValue.int(report.isolation_requests),
+        # contacts HubSpot answered for under another primary email: merged into another, or found
+        # by a secondary email; recorded with the id HubSpot gave
+        "merged": dg.MetadataValue.int(report.other_address["merged"]),
+        "secondary_email": dg.MetadataValue.int(report.other_address["secondary_email"]),
         "api_calls": dg.MetadataValue.int(api.calls),
         "rate_limited_429": dg.MetadataValue.int(api.rate_limited),
         "retried_requests": dg.MetadataValue.int(api.retried),

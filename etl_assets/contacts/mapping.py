@@ -20,8 +20,11 @@ from etl_assets.errors import PermanentError
 
 EMAIL_FIELD = "email"
 FIELD_TYPES = ("string", "date")
+# HubSpot's property types (etl_assets.hubspot.properties converts values to each).
+HUBSPOT_TYPES = ("string", "number", "date", "datetime", "enumeration", "bool")
 # Columns the tables add around the mapped fields; a mapped field may not take these names.
-RESERVED_FIELDS = {"id", "content_hash", "source_row", "first_loaded_at", "updated_at"}
+# `hubspot_id` is the name the sync gives the id HubSpot returned (hubspot/sync.py).
+RESERVED_FIELDS = {"id", "content_hash", "source_row", "first_loaded_at", "updated_at", "hubspot_id"}
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -31,6 +34,7 @@ class FieldSpec:
     field: str
     hubspot: str | None = None
     hubspot_label: str | None = None
+    hubspot_type: str | None = None  # the HubSpot property's type, checked against the account's
     required: bool = False
     type: str = "string"
     max_length: int = 255
@@ -83,6 +87,9 @@ def _field_spec(entry: Any, position: int, origin: str) -> FieldSpec:
         )
     if spec.type not in FIELD_TYPES:
         raise PermanentError(f"{where}: type {spec.type!r} is not one of {FIELD_TYPES}")
+    if spec.hubspot_type is not None and (spec.hubspot_type not in HUBSPOT_TYPES or not spec.hubspot):
+        raise PermanentError(f"{where}: hubspot_type {spec.hubspot_type!r} needs a 'hubspot' property and must be "
+                             f"one of {HUBSPOT_TYPES}")
     if not 1 <= int(spec.max_length) <= 2000:
         raise PermanentError(f"{where}: max_length must be between 1 and 2000")
     return spec

@@ -18,11 +18,13 @@ from hubspot import HubSpot
 from hubspot.crm.contacts import ApiException as ContactsApiException
 from hubspot.crm.contacts import BatchInputSimplePublicObjectBatchInputUpsert, SimplePublicObjectBatchInputUpsert
 from hubspot.crm.properties import ApiException as PropertiesApiException
-from hubspot.crm.properties import PropertyCreate
+from hubspot.crm.properties import Option, PropertyCreate
 
 from etl_assets.errors import TransientError
 from etl_assets.hubspot.errors import HubSpotApiError, parse_error, retry_after_seconds
+from etl_assets.hubspot.properties import CREATED_FIELD_TYPES, PropertyDefinition
 from etl_assets.hubspot.ratelimit import DailyLimitReached, RollingWindowLimiter
+from etl_assets.hubspot.sync import UpsertAnswer
 from etl_assets.retrying import RetrySettings, call_with_retries
 
 _API_EXCEPTIONS = (ContactsApiException, PropertiesApiException)
@@ -102,8 +104,8 @@ class HubSpotApi:
 
         return call_with_retries(attempt, what, self.retry, self.log, on_retry=lambda _exc: self._count("retried"))
 
-    def upsert_contacts(self, inputs: list[dict]) -> list[dict]:
-        """Upsert by email; returns HubSpot's results as dicts (id, properties, new, ...)."""
+    def upsert_contacts(self, inputs: list[dict]) -> UpsertAnswer:
+        """Upsert by email: HubSpot's results (id, properties, new, ...) and a 207's per-input errors, as dicts."""
         body = BatchInputSimplePublicObjectBatchInputUpsert(inputs=[
             SimplePublicObjectBatchInputUpsert(id_property="email", id=item["id"], properties=item["properties"])
             for item in inputs
@@ -113,21 +115,29 @@ class HubSpotApi:
             lambda client: client.crm.contacts.batch_api.upsert_with_http_info(
                 batch_input_simple_public_object_batch_input_upsert=body, _request_timeout=self.timeout_s),
         )
-        return [result.to_dict() for result in (response.results or [])]
+        # A 207 deserialises to the ...WithErrors model, which has `errors`; a 200 has none.
+        errors = getattr(response, "errors", None) or []
+        return UpsertAnswer(results=[result.to_dict() for result in (response.results or [])],
+                            errors=[error.to_dict() for error in errors])
 
-    def contact_property_names(self) -> set[str]:
+    def contact_properties(self) -> dict[str, PropertyDefinition]:
         response = self._call(
             "listing contact properties",
             lambda client: client.crm.properties.core_api.get_all_with_http_info(
                 "contacts", _request_timeout=self.timeout_s),
         )
-        return {prop.name for prop in response.results}
+        return {prop.name: PropertyDefinition.from_api(prop) for prop in response.results}
 
-    def create_contact_property(self, name: str, label: str, kind: str) -> None:
-        field_type = "date" if kind == "date" else "text"
-        prop = PropertyCreate(name=name, label=label, type=kind, field_type=field_type, group_name="contactinformation")
-        self._call(
+    def create_contact_property(self, name: str, label: str, kind: str) -> PropertyDefinition:
+        """A custom property of type `kind` (not enumeration: its options are the account's to choose)."""
+        # HubSpot's bool properties are two-option checkboxes.
+        options = [Option(label="Yes", value="true", display_order=0, hidden=False),
+                   Option(label="No", value="false", display_order=1, hidden=False)] if kind == "bool" else None
+        prop = PropertyCreate(name=name, label=label, type=kind, field_type=CREATED_FIELD_TYPES[kind],
+                              group_name="contactinformation", options=options)
+        created = self._call(
             f"creating contact property {name}",
             lambda client: client.crm.properties.core_api.create_with_http_info(
                 "contacts", property_create=prop, _request_timeout=self.timeout_s),
         )
+        return PropertyDefinition.from_api(created)

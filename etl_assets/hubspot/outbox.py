@@ -11,21 +11,19 @@ from pathlib import Path
 from typing import Iterable
 
 from etl_assets import files, settings
-from etl_assets.contacts.mapping import ColumnMap
 from etl_assets.errors import PermanentError
-from etl_assets.hubspot.sync import MAX_BATCH, batched, upsert_input
+from etl_assets.hubspot.sync import MAX_BATCH, Pending, batched
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
 
 
-def write_outbox(path: Path, rows: Iterable[dict], column_map: ColumnMap, batch_size: int = MAX_BATCH
-                 ) -> tuple[int, int]:
+def write_outbox(path: Path, to_send: Iterable[Pending], batch_size: int = MAX_BATCH) -> tuple[int, int]:
     """Write the batches to `path`; returns (batches, contacts)."""
     files.private_dir(path.parent)
     batches = contacts = 0
     with files.open_private(path, "w", encoding="utf-8") as handle:
-        for batch in batched(rows, batch_size):
-            body = {"inputs": [upsert_input(row, column_map) for row in batch]}
+        for batch in batched(to_send, batch_size):
+            body = {"inputs": [contact.upsert_input() for contact in batch]}
             handle.write(json.dumps({"method": "POST", "path": UPSERT_PATH, "body": body}) + "\n")
             batches += 1
             contacts += len(batch)

@@ -2,7 +2,9 @@
 
 A contact is due when HubSpot has never accepted it, when its content changed since HubSpot
 last accepted it, or when its last attempt failed for a reason a retry can fix. A contact
-HubSpot refused for its data waits until its data changes.
+HubSpot refused for its data waits until its data changes; one whose result could not be
+matched is sent on MAX_UNMATCHED_RUNS runs, then waits too. `attempts` counts the attempts
+since HubSpot last accepted the contact.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from sqlalchemy.dialects import mysql, sqlite
 from etl_assets.contacts import schema
 from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
 from etl_assets.contacts.records import HASH_COLUMN
-from etl_assets.hubspot.sync import ContactOutcome
+from etl_assets.hubspot.sync import HUBSPOT_ID_FIELD, MAX_UNMATCHED_RUNS, UNMATCHED, ContactOutcome
 
 _DUE = (
     "s.email IS NULL"
     " OR (s.status = 'synced' AND s.synced_hash <> c.content_hash)"
-    " OR (s.status = 'failed' AND (s.error_transient = 1 OR s.attempted_hash <> c.content_hash))"
+    " OR (s.status = 'failed' AND (s.attempted_hash <> c.content_hash OR (s.error_transient = 1"
+    f" AND (s.error_category <> '{UNMATCHED}' OR s.attempts < {MAX_UNMATCHED_RUNS}))))"
 )
 
 
@@ -34,6 +37,7 @@ def count_due(conn: sa.Connection) -> int:
 def due_contacts(engine: sa.Engine, column_map: ColumnMap, page_size: int = 10_000) -> Iterator[list[dict]]:
     """Pages of due contacts in email order (keyset pagination: bounded memory, stable under writes)."""
     columns = ", ".join(f"c.{name}" for name in column_map.field_names + [HASH_COLUMN])
+    columns += f", s.hubspot_id AS {HUBSPOT_ID_FIELD}"
     query = sa.text(
         f"SELECT {columns} FROM {schema.CONTACTS} c LEFT JOIN {schema.SYNC_STATE} s ON s.email = c.email "
         f"WHERE c.email > :after AND ({_DUE}) ORDER BY c.email LIMIT :limit"
@@ -72,7 +76,7 @@ def record_outcomes(engine: sa.Engine, outcomes: list[ContactOutcome], run_id: s
     synced = [
         dict(email=o.email, hubspot_id=o.hubspot_id, status="synced", synced_hash=o.content_hash,
              attempted_hash=o.content_hash, last_outcome=o.outcome, error_category=None, error_message=None,
-             error_transient=False, attempts=1, run_id=run_id, last_attempt_at=now, synced_at=now)
+             error_transient=False, attempts=0, run_id=run_id, last_attempt_at=now, synced_at=now)
         for o in outcomes if o.outcome != "failed"
     ]
     failed = [
@@ -85,7 +89,7 @@ def record_outcomes(engine: sa.Engine, outcomes: list[ContactOutcome], run_id: s
     attempts = sa.literal_column(f"{schema.SYNC_STATE}.attempts + 1")
     with engine.begin() as conn:
         if synced:
-            _upsert(conn, table, synced, {name: None for name in synced[0] if name != EMAIL_FIELD} | {"attempts": attempts})
+            _upsert(conn, table, synced, {name: None for name in synced[0] if name != EMAIL_FIELD})
         if failed:
             kept = {"hubspot_id", "synced_hash", "synced_at"}
             _upsert(conn, table, failed,

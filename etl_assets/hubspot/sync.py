@@ -5,45 +5,77 @@ reasoned about without one. A batch HubSpot rejects for its data is halved until
 records are isolated, so every good record still goes through (one invalid email would
 otherwise sink 99 good contacts). A batch refused for a property (unknown, read-only, or of a
 type no contact's value fits) is not split, since every half would fail alike: the sync stops
-naming the property. Isolation is bounded per run by MAX_ISOLATION_REQUESTS.
+naming the property. Isolation is bounded per run by MAX_ISOLATION_REQUESTS. Results are
+matched back by what HubSpot says (see `match_answer`), not by their order.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures as futures
-import datetime as dt
 import logging
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
-from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
+from etl_assets.contacts.mapping import EMAIL_FIELD
 from etl_assets.contacts.records import EMAIL_PATTERN, HASH_COLUMN, MAX_EMAIL_LENGTH
 from etl_assets.errors import PermanentError
-from etl_assets.hubspot.errors import HubSpotApiError, HubSpotError, refused_property
+from etl_assets.hubspot.errors import HubSpotApiError, refused_property
+from etl_assets.hubspot.properties import PropertyWriter, ValueRefused
 from etl_assets.hubspot.ratelimit import DailyLimitReached
+from etl_assets.logs.redaction import redact
 from etl_assets.progress import Progress
 
 MAX_BATCH = 100  # HubSpot's limit on inputs per batch request
-# Requests a run may spend isolating refused records (2 per split). One bad record among 100
-# costs 14 (7 halvings), so 500 isolates ~35 scattered bad records a run (more when they cluster)
-# for 0.2% of HubSpot's 250,000 daily requests; past it the contacts of refused batches stay
-# pending for the next run instead of failing, and the run says so.
+# Requests a run may spend isolating refused records (2 per split) and re-sending contacts whose
+# result could not be told apart (1 each). One bad record among 100 costs 14 (7 halvings), so
+# 500 isolates ~35 scattered bad records a run (more when they cluster) for 0.2% of HubSpot's
+# 250,000 daily requests; past it the contacts of refused batches stay pending for the next run
+# instead of failing, and the run says so.
 MAX_ISOLATION_REQUESTS = 500
+# 207 error categories about the contact's own data: it waits for its data to change. Any other
+# category (a limit, an internal error) is worth sending again next run.
+DATA_ERROR_CATEGORIES = {"VALIDATION_ERROR", "CONFLICT"}
+UNMATCHED = "UNMATCHED"
+MAX_UNMATCHED_RUNS = 3  # runs that send a contact whose result could not be matched (hubspot/state.py)
+HUBSPOT_ID_FIELD = "hubspot_id"  # due rows carry the id HubSpot gave the contact before, if any
+T = TypeVar("T")
 _EMAIL = re.compile(EMAIL_PATTERN)
 
 
+@dataclass(frozen=True)
+class Pending:
+    """One contact to send: its key and content hash, the id HubSpot gave it before (if any), and
+    its properties as HubSpot takes them."""
+
+    email: str
+    content_hash: str
+    properties: dict[str, str]
+    hubspot_id: str | None = None
+
+    def upsert_input(self) -> dict:
+        return {"idProperty": "email", "id": self.email, "properties": self.properties}
+
+
 class ContactsApi(Protocol):
-    def upsert_contacts(self, inputs: list[dict]) -> list[dict]: ...
+    def upsert_contacts(self, inputs: list[dict]) -> UpsertAnswer: ...
+
+
+@dataclass(frozen=True)
+class UpsertAnswer:
+    """A batch upsert's results and, for a 207, its per-input errors (dicts: category, message, context)."""
+
+    results: list[dict]
+    errors: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class ContactOutcome:
     email: str
     content_hash: str
-    outcome: str  # created | updated | failed
+    outcome: str  # created | updated | merged | secondary_email | failed
     hubspot_id: str | None = None
     error_category: str | None = None
     error_message: str | None = None
@@ -54,7 +86,7 @@ class ContactOutcome:
 class SyncReport:
     due: int = 0
     created: int = 0
-    updated: int = 0
+    updated: int = 0  # merged and secondary_email included
     failed: int = 0
     pending: int = 0
     batches: int = 0
@@ -63,19 +95,20 @@ class SyncReport:
     unisolated: int = 0  # contacts of refused batches left pending once the isolation cap was reached
     stopped_reason: str | None = None
     failure_reasons: collections.Counter = field(default_factory=collections.Counter)
-    _split_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # contacts HubSpot answered for under another address: merged | secondary_email
+    other_address: collections.Counter = field(default_factory=collections.Counter)
+    _isolation_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def reserve_split(self, size: int) -> bool:
-        """Whether a refused batch of `size` may be halved (2 requests) within the isolation cap.
+    def reserve_isolation(self, requests: int, contacts: int) -> bool:
+        """Whether `requests` more may be spent isolating `contacts` within the cap.
 
         Called from the sender threads, hence the lock.
         """
-        with self._split_lock:
-            if self.isolation_requests + 2 > MAX_ISOLATION_REQUESTS:
-                self.unisolated += size
+        with self._isolation_lock:
+            if self.isolation_requests + requests > MAX_ISOLATION_REQUESTS:
+                self.unisolated += contacts
                 return False
-            self.split_batches += 1
-            self.isolation_requests += 2
+            self.isolation_requests += requests
             return True
 
     def add(self, outcomes: Iterable[ContactOutcome]) -> None:
@@ -87,50 +120,39 @@ class SyncReport:
                 self.created += 1
             else:
                 self.updated += 1
+                if item.outcome != "updated":
+                    self.other_address[item.outcome] += 1
 
 
-def contact_properties(row: dict, column_map: ColumnMap) -> dict[str, str]:
-    """The HubSpot properties for one contact row; empty values are left out, not blanked."""
-    properties = {}
-    for spec in column_map.hubspot_fields:
-        value = row.get(spec.field)
-        if value is None or value == "":
-            continue
-        properties[spec.hubspot] = value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else str(value)
-    return properties
-
-
-def upsert_input(row: dict, column_map: ColumnMap) -> dict:
-    return {"idProperty": "email", "id": row[EMAIL_FIELD], "properties": contact_properties(row, column_map)}
-
-
-def prevalidate(rows: list[dict], known_properties: set[str] | None, column_map: ColumnMap
-                ) -> tuple[list[dict], list[ContactOutcome]]:
-    """Drop, with a reason, what HubSpot would reject anyway, before it costs a request."""
+def prevalidate(rows: Iterable[dict], writer: PropertyWriter) -> tuple[list[Pending], list[ContactOutcome]]:
+    """The contacts to send, and, with a reason, those HubSpot would refuse anyway: a bad or repeated
+    email, or a value its property's type cannot take. A refusal here costs no request."""
     accepted, rejected, seen = [], [], set()
-    unknown = sorted({spec.hubspot for spec in column_map.hubspot_fields} - known_properties) if known_properties else []
     for row in rows:
         email = row[EMAIL_FIELD]
-        reason = None
+        reason = properties = None
         if not email or len(email) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(email):
             reason = ("INVALID_EMAIL", f"Email address {email!r} is invalid")
         elif email in seen:
             reason = ("DUPLICATE_EMAIL", f"{email} appears twice in one sync")
-        elif unknown:
-            reason = ("PROPERTY_DOESNT_EXIST", f"properties missing in HubSpot: {unknown}")
+        else:
+            try:
+                properties = writer.properties(row)
+            except ValueRefused as exc:
+                reason = (exc.code, str(exc))
         if reason:
             rejected.append(ContactOutcome(email, row[HASH_COLUMN], "failed", error_category=reason[0],
                                            error_message=reason[1]))
         else:
             seen.add(email)
-            accepted.append(row)
+            accepted.append(Pending(email, row[HASH_COLUMN], properties or {}, row.get(HUBSPOT_ID_FIELD)))
     return accepted, rejected
 
 
-def batched(rows: Iterable[dict], size: int = MAX_BATCH) -> Iterator[list[dict]]:
+def batched(rows: Iterable[T], size: int = MAX_BATCH) -> Iterator[list[T]]:
     if not 1 <= size <= MAX_BATCH:
         raise ValueError(f"batch size must be between 1 and {MAX_BATCH}")
-    batch: list[dict] = []
+    batch: list[T] = []
     for row in rows:
         batch.append(row)
         if len(batch) == size:
@@ -140,21 +162,76 @@ def batched(rows: Iterable[dict], size: int = MAX_BATCH) -> Iterator[list[dict]]
         yield batch
 
 
-def _failed(row: dict, error: HubSpotError) -> ContactOutcome:
-    return ContactOutcome(row[EMAIL_FIELD], row[HASH_COLUMN], "failed",
-                          error_category=error.category, error_message=error.message[:2000])
+def _failed(contact: Pending, category: str, message: str, transient: bool = False) -> ContactOutcome:
+    return ContactOutcome(contact.email, contact.content_hash, "failed", error_category=category,
+                          error_message=message[:2000], transient=transient)
 
 
-def upsert_isolating(api: ContactsApi, batch: list[dict], column_map: ColumnMap, report: SyncReport,
-                     whole: bool = True) -> list[ContactOutcome]:
+def _split_list(value: str | None) -> set[str]:
+    """HubSpot's multi-value properties (hs_additional_emails, hs_merged_object_ids): `;`-separated."""
+    return {part.strip().lower() for part in (value or "").split(";") if part.strip()}
+
+
+def match_answer(batch: list[Pending], answer: UpsertAnswer) -> tuple[list[ContactOutcome], list[Pending]]:
+    """Each contact's outcome by what HubSpot says, and the contacts no result can be told to be for.
+
+    HubSpot does not promise results in input order, and answers for a contact it found by a
+    secondary email, or merged into another, under that contact's primary email and id. So a
+    result is matched by the email sent, then by the id HubSpot gave the contact before (or its
+    merged ids), then by the additional emails it lists; one contact left with one result is
+    that result's. A 207's errors are matched by the ids they name.
+    """
+    outcomes: list[ContactOutcome] = []
+    left = list(batch)
+    unused = list(answer.results)
+
+    def take(contact: Pending, result: dict, outcome: str) -> None:
+        left.remove(contact)
+        unused.remove(result)
+        outcomes.append(ContactOutcome(contact.email, contact.content_hash, outcome, hubspot_id=str(result["id"])))
+
+    def other_address(contact: Pending, result: dict) -> str:
+        return "merged" if contact.hubspot_id and contact.hubspot_id != str(result["id"]) else "secondary_email"
+
+    by_email = {str((r.get("properties") or {}).get("email") or "").lower(): r for r in unused}
+    for contact in list(left):
+        result = by_email.get(contact.email)
+        if result is not None and result in unused:
+            take(contact, result, "created" if result.get("new") else "updated")
+    for contact in list(left):
+        for result in unused:
+            properties = result.get("properties") or {}
+            if contact.hubspot_id and (contact.hubspot_id == str(result["id"]) or contact.hubspot_id in _split_list(
+                    properties.get("hs_merged_object_ids"))):
+                take(contact, result, other_address(contact, result))
+                break
+            if contact.email in _split_list(properties.get("hs_additional_emails")):
+                take(contact, result, other_address(contact, result))
+                break
+    for error in answer.errors:
+        named = {str(value).lower() for values in (error.get("context") or {}).values()
+                 for value in (values if isinstance(values, list) else [values])}
+        category = str(error.get("category") or "UNKNOWN")
+        for contact in [c for c in left if c.email in named]:
+            left.remove(contact)
+            outcomes.append(_failed(contact, category, redact(str(error.get("message") or "")),
+                                    transient=category not in DATA_ERROR_CATEGORIES))
+    if len(left) == 1 and len(unused) == 1:
+        take(left[0], unused[0], other_address(left[0], unused[0]))
+    return outcomes, left
+
+
+def upsert_isolating(api: ContactsApi, batch: list[Pending], report: SyncReport, whole: bool = True
+                     ) -> list[ContactOutcome]:
     """Upsert `batch`; on a data error, halve it until the rejected records stand alone.
 
     A refused property stops the sync (PermanentError), judged on the `whole` batch only: a half
-    whose few contacts all fail alike says nothing about the property. Past the isolation cap a
-    refused batch's contacts get no outcome: they stay pending.
+    whose few contacts all fail alike says nothing about the property. Contacts whose results
+    cannot be told apart are sent again one by one. Past the isolation cap a refused batch's
+    contacts get no outcome: they stay pending.
     """
     try:
-        results = api.upsert_contacts([upsert_input(row, column_map) for row in batch])
+        answer = api.upsert_contacts([contact.upsert_input() for contact in batch])
     except HubSpotApiError as exc:
         if not exc.error.is_data_error:
             raise
@@ -164,30 +241,27 @@ def upsert_isolating(api: ContactsApi, batch: list[dict], column_map: ColumnMap,
                 f"HubSpot refuses property {refused[0]!r} for every contact ({refused[1]}): remove it from "
                 "the column map or map another property") from None
         if len(batch) == 1:
-            return [_failed(batch[0], exc.error)]
-        if not report.reserve_split(len(batch)):
+            return [_failed(batch[0], exc.error.category, exc.error.message)]
+        if not report.reserve_isolation(2, len(batch)):
             return []
+        report.split_batches += 1
         middle = len(batch) // 2
-        return (upsert_isolating(api, batch[:middle], column_map, report, whole=False)
-                + upsert_isolating(api, batch[middle:], column_map, report, whole=False))
-    by_email = {str((result.get("properties") or {}).get("email", "")).lower(): result for result in results}
-    outcomes = []
-    for row in batch:
-        result = by_email.get(row[EMAIL_FIELD])
-        if result is None:
-            outcomes.append(ContactOutcome(row[EMAIL_FIELD], row[HASH_COLUMN], "failed", error_category="NO_RESULT",
-                                           error_message="HubSpot answered without a result for this contact",
-                                           transient=True))
+        return (upsert_isolating(api, batch[:middle], report, whole=False)
+                + upsert_isolating(api, batch[middle:], report, whole=False))
+    outcomes, unmatched = match_answer(batch, answer)
+    for contact in unmatched:
+        if len(batch) > 1 and report.reserve_isolation(1, 0):
+            outcomes += upsert_isolating(api, [contact], report, whole=False)
         else:
-            outcomes.append(ContactOutcome(row[EMAIL_FIELD], row[HASH_COLUMN],
-                                           "created" if result.get("new") else "updated", hubspot_id=str(result["id"])))
+            outcomes.append(_failed(
+                contact, UNMATCHED, f"HubSpot's answer to this contact's upsert held no result that could be told to "
+                f"be for it; it is sent again on up to {MAX_UNMATCHED_RUNS} runs", transient=True))
     return outcomes
 
 
 def sync_contacts(
     api: ContactsApi,
-    rows: Iterable[dict],
-    column_map: ColumnMap,
+    contacts: Iterable[Pending],
     record: Callable[[list[ContactOutcome]], None],
     report: SyncReport,
     log: logging.Logger,
@@ -221,11 +295,11 @@ def sync_contacts(
                 report.add(outcomes)
                 progress.add(len(batch))
 
-        for batch in batched(rows, batch_size):
+        for batch in batched(contacts, batch_size):
             if stop_error is not None:
                 break
             report.batches += 1
-            in_flight[pool.submit(upsert_isolating, api, batch, column_map, report)] = batch
+            in_flight[pool.submit(upsert_isolating, api, batch, report)] = batch
             if len(in_flight) >= max_in_flight:
                 collect(futures.wait(in_flight, return_when=futures.FIRST_COMPLETED).done)
         collect(futures.wait(in_flight).done)

@@ -10,7 +10,7 @@ from etl_assets.errors import PermanentError
 from etl_assets.hubspot import sync
 from etl_assets.hubspot.errors import parse_error, refused_property
 from etl_assets.hubspot.sync import SyncReport, sync_contacts
-from etl_assets_tests.hubspot.test_sync import COLUMN_MAP, LOG, api_for, contact, run_sync
+from etl_assets_tests.hubspot.test_sync import COLUMN_MAP, LOG, api_for, contact, pending, run_sync
 from etl_assets_tests.servers.hubspot_server import HubSpotServer
 
 # HubSpot's real v3 answer to an unknown property (the facts file, "captured in public code").
@@ -61,7 +61,7 @@ def test_a_read_only_property_is_refused_by_the_server_as_hubspot_does_and_stops
     with HubSpotServer(existing_properties=["source_customer_id"]) as server:
         with pytest.raises(PermanentError, match=r"HubSpot refuses property 'createdate' for every contact "
                                                  r"\(READ_ONLY_VALUE\): remove it from the column map"):
-            sync_contacts(api_for(server), rows, column_map, recorded.extend, SyncReport(due=1000), LOG)
+            sync_contacts(api_for(server), pending(rows, column_map), recorded.extend, SyncReport(due=1000), LOG)
         upserts = server.count_requests("/batch/upsert")
     assert upserts <= 4  # the batches in flight; halving would have spent ~199 per batch
     assert recorded == [] and not server.contacts_snapshot()

@@ -8,6 +8,7 @@ import pytest
 from etl_assets.contacts.mapping import load_column_map
 from etl_assets.hubspot.client import HubSpotApi, HubSpotApiError
 from etl_assets.hubspot.ratelimit import RollingWindowLimiter
+from etl_assets.hubspot.properties import PropertyWriter
 from etl_assets.hubspot.sync import SyncReport, batched, prevalidate, sync_contacts
 from etl_assets.retrying import RetrySettings
 from etl_assets_tests.servers.hubspot_server import HubSpotServer
@@ -28,10 +29,17 @@ def api_for(server: HubSpotServer, rate_limit: int = 100, token: str | None = No
     return HubSpotApi(token or server.token, server.url, limiter, RETRY, LOG)
 
 
+def pending(rows: list[dict], column_map=COLUMN_MAP):
+    """The rows as the sync sends them (every test row is valid here)."""
+    accepted, refused = prevalidate(rows, PropertyWriter(column_map))
+    assert not refused
+    return accepted
+
+
 def run_sync(api: HubSpotApi, rows: list[dict], max_in_flight: int = 4):
     recorded = []
     report = SyncReport(due=len(rows))
-    sync_contacts(api, rows, COLUMN_MAP, recorded.extend, report, LOG, max_in_flight=max_in_flight)
+    sync_contacts(api, pending(rows), recorded.extend, report, LOG, max_in_flight=max_in_flight)
     return report, {item.email: item for item in recorded}
 
 
@@ -42,13 +50,13 @@ def test_batches_hold_at_most_100():
         list(batched([1], 101))
 
 
-def test_prevalidation_catches_bad_emails_duplicates_and_unknown_properties():
-    rows = [contact(1), contact(2, "not-an-email"), contact(1)]
-    accepted, refused = prevalidate(rows, None, COLUMN_MAP)
-    assert [row["email"] for row in accepted] == ["person1@example.com"]
-    assert [item.error_category for item in refused] == ["INVALID_EMAIL", "DUPLICATE_EMAIL"]
-    _accepted, refused = prevalidate([contact(3)], {"email", "firstname"}, COLUMN_MAP)
-    assert refused[0].error_category == "PROPERTY_DOESNT_EXIST" and "source_customer_id" in refused[0].error_message
+def test_prevalidation_catches_bad_emails_duplicates_and_values_the_property_type_refuses():
+    rows = [contact(1), contact(2, "not-an-email"), contact(1), {**contact(3), "subscription_date": "03/04/2021"}]
+    accepted, refused = prevalidate(rows, PropertyWriter(COLUMN_MAP))
+    assert [item.email for item in accepted] == ["person1@example.com"]
+    assert accepted[0].properties["subscription_date"] == "2021-01-01"
+    assert [item.error_category for item in refused] == ["INVALID_EMAIL", "DUPLICATE_EMAIL", "INVALID_DATE"]
+    assert refused[2].error_message == "subscription_date (date): '03/04/2021' is not a date (YYYY-MM-DD)"
 
 
 def test_rejected_records_are_isolated_and_every_good_one_arrives():

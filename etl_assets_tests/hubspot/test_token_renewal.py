@@ -43,7 +43,7 @@ def test_concurrent_401s_read_the_token_once_and_every_batch_goes_on_with_the_ne
         api = api_for(server, old, source)
         with futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda i: upsert(api, i), range(4)))
-        assert [len(result) for result in results] == [1, 1, 1, 1]
+        assert [len(answer.results) for answer in results] == [1, 1, 1, 1]
         assert source.reads == 1
         assert (server.count_status(401), server.count_status(200)) == (4, 4)
         assert len(server.contacts_snapshot()) == 4
