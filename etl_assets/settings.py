@@ -46,6 +46,24 @@ DATABASE_SSL_CA = "ETL_DATABASE_SSL_CA"
 DATABASE_SSL_CERT = "ETL_DATABASE_SSL_CERT"
 DATABASE_SSL_KEY = "ETL_DATABASE_SSL_KEY"
 OUTBOX_MAX_AGE_DAYS = "ETL_OUTBOX_MAX_AGE_DAYS"
+# Datadog logs (etl_assets/logs/datadog.py): the API key is a secret (read through SecretsResource);
+# DD_SITE is the Datadog agent's and client's own name; the URL only points at a local intake or a proxy
+DATADOG_API_KEY = "ETL_DATADOG_API_KEY"
+DD_SITE = "DD_SITE"
+DATADOG_LOGS_URL = "ETL_DATADOG_LOGS_URL"
+# Secrets backends (ETL_SECRETS_BACKEND=vault | gcp); the VAULT_* names are Vault's own (its CLI's)
+VAULT_ADDR = "VAULT_ADDR"
+VAULT_TOKEN = "VAULT_TOKEN"
+VAULT_TOKEN_FILE = "VAULT_TOKEN_FILE"
+VAULT_ROLE_ID = "VAULT_ROLE_ID"
+VAULT_SECRET_ID_FILE = "VAULT_SECRET_ID_FILE"
+VAULT_CACERT = "VAULT_CACERT"
+VAULT_MOUNT = "ETL_VAULT_MOUNT"
+VAULT_PATH = "ETL_VAULT_PATH"
+GCP_PROJECT = "ETL_GCP_PROJECT"
+GCP_SECRET_ID = "ETL_GCP_SECRET_ID"
+GCP_SECRET_PREFIX = "ETL_GCP_SECRET_PREFIX"
+GCP_SECRETS_ENDPOINT = "ETL_GCP_SECRETS_ENDPOINT"
 
 DEFAULTS: dict[str, str] = {
     HUBSPOT_API_BASE: "https://api.hubapi.com",
@@ -66,6 +84,8 @@ DEFAULTS: dict[str, str] = {
     ALLOW_MASS_DELETE: "false",
     MAX_SOURCE_BYTES: str(4 * 2**30),  # 4 GiB
     OUTBOX_MAX_AGE_DAYS: "30",
+    DD_SITE: "datadoghq.com",
+    VAULT_MOUNT: "secret",
 }
 
 

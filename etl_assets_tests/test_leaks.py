@@ -1,11 +1,13 @@
 """No secret value reaches anything a person or a log shipper can see.
 
-Two real `daily_etl` runs with distinctive secrets held in a local AWS Secrets Manager (moto):
-one that succeeds (HubSpot token, Kaggle key and database password all in use), then, after
-rotating the database password to a wrong one, one that fails on it. Then every output is
+Two real `daily_etl` runs with distinctive secrets held in a secrets backend (each in turn: a
+local AWS Secrets Manager (moto), a real OpenBao server with AppRole login, a local Google Secret
+Manager): one that succeeds (HubSpot token, Kaggle key and database password all in use), then,
+after rotating the database password to a wrong one, one that fails on it. Then every output is
 searched for the values: the captured stdout/stderr, every file of the Dagster instance (the
 SQLite event log and run storage, zlib-compressed snapshots included, compute logs), the JSON
-log file, the lines shipped to CloudWatch Logs, the data directory, and what the GraphQL API
+log file, the lines shipped to CloudWatch Logs and to Datadog (the local intake's received bodies;
+the Datadog API key is one of the secrets), the data directory, and what the GraphQL API
 (the UI) shows of runs, events, errors, run config and resource config, also for a code
 location that sets the secrets as literal resource config (see the xfail below).
 """
@@ -29,7 +31,10 @@ from dagster._core.workspace.load_target import WorkspaceLoadTarget
 from dagster_graphql.test.utils import execute_dagster_graphql
 
 from etl_assets_tests.conftest import MARIADB_ADMIN_URL, REPO, run_dagster
+from etl_assets_tests.resources.openbao import approle_credentials, openbao  # noqa: F401 (fixture)
 from etl_assets_tests.resources.test_secrets import aws_env, moto_server  # noqa: F401 (fixtures)
+from etl_assets_tests.resources.test_secrets_gcp import gcp_secrets_server  # noqa: F401 (fixture)
+from etl_assets_tests.test_logs_datadog import datadog_intake  # noqa: F401 (fixture)
 from etl_assets_tests.test_sensors import webhook  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +43,8 @@ HUBSPOT_TOKEN = "hs-SECRET-TOKEN-8f3a"
 KAGGLE_KEY = "kg-SECRET-KEY-4b1d"
 DB_PASSWORD = "db-SECRET-PASS-51c7"
 WRONG_DB_PASSWORD = "db-SECRET-WRONG-9e2c"
-SECRETS = (HUBSPOT_TOKEN, KAGGLE_KEY, DB_PASSWORD, WRONG_DB_PASSWORD)
+DATADOG_KEY = "dd-SECRET-APIKEY-6e0b"
+SECRETS = (HUBSPOT_TOKEN, KAGGLE_KEY, DB_PASSWORD, WRONG_DB_PASSWORD, DATADOG_KEY)
 LOG_GROUP = "/etl_assets/leak-test"
 
 
@@ -60,23 +66,51 @@ def db_user(mariadb_url):
     admin.dispose()
 
 
-@pytest.fixture
-def leak_env(pipeline_env, aws_env, db_user, hubspot_server, kaggle_server, monkeypatch, tmp_path):
+def _backend_holding_the_secrets(backend: str, request, monkeypatch, tmp_path):
+    """Configures `backend` for the runs; returns `store(values)`, which writes a new version of the
+    secret holding every key, and the backend's own credentials (canaries too)."""
+    if backend == "aws":
+        secret_id = f"etl_assets/leak-{uuid.uuid4().hex[:8]}"
+        client = boto3.client("secretsmanager", region_name="eu-west-1")
+        client.create_secret(Name=secret_id, SecretString="{}")
+        monkeypatch.setenv("ETL_AWS_SECRET_ID", secret_id)
+        return lambda values: client.put_secret_value(SecretId=secret_id, SecretString=json.dumps(values)), ()
+    if backend == "vault":
+        server = request.getfixturevalue("openbao")
+        for name in [name for name in os.environ if name.startswith(("VAULT_", "BAO_"))]:
+            monkeypatch.delenv(name)
+        path = server.unique_path()
+        role_id, secret_id_file = approle_credentials(server, tmp_path)
+        for name, value in {"VAULT_ADDR": server.address, "ETL_VAULT_PATH": path, "VAULT_ROLE_ID": role_id,
+                            "VAULT_SECRET_ID_FILE": str(secret_id_file)}.items():
+            monkeypatch.setenv(name, value)
+        return lambda values: server.put(path, values), (secret_id_file.read_text().strip(),)
+    server, project, secret = request.getfixturevalue("gcp_secrets_server"), "etl-leak", "etl-assets-leak"
+    for name, value in {"ETL_GCP_PROJECT": project, "ETL_GCP_SECRET_ID": secret,
+                        "ETL_GCP_SECRETS_ENDPOINT": server.url}.items():
+        monkeypatch.setenv(name, value)
+    return lambda values: server.add_version(project, secret, json.dumps(values)), ()
+
+
+@pytest.fixture(params=["aws", "vault", "gcp"])
+def leak_env(request, pipeline_env, aws_env, db_user, hubspot_server, kaggle_server, datadog_intake, monkeypatch,
+             tmp_path):
     hubspot_server.token = HUBSPOT_TOKEN
     kaggle_server.key = KAGGLE_KEY
-    secret_id = f"etl_assets/leak-{uuid.uuid4().hex[:8]}"
-    boto3.client("secretsmanager", region_name="eu-west-1").create_secret(Name=secret_id, SecretString=json.dumps(
-        {"HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "KAGGLE_KEY": KAGGLE_KEY, "ETL_DATABASE_PASSWORD": DB_PASSWORD}))
-    for name in ("HUBSPOT_ACCESS_TOKEN", "KAGGLE_KEY"):  # pipeline_env's values; ours live in AWS only
+    store, canaries = _backend_holding_the_secrets(request.param, request, monkeypatch, tmp_path)
+    store({"HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "KAGGLE_KEY": KAGGLE_KEY, "ETL_DATABASE_PASSWORD": DB_PASSWORD,
+           "ETL_DATADOG_API_KEY": DATADOG_KEY})
+    for name in ("HUBSPOT_ACCESS_TOKEN", "KAGGLE_KEY"):  # pipeline_env's values; ours live in the backend only
         monkeypatch.delenv(name)
-    monkeypatch.setenv("ETL_SECRETS_BACKEND", "aws")
-    monkeypatch.setenv("ETL_AWS_SECRET_ID", secret_id)
+    monkeypatch.setenv("ETL_SECRETS_BACKEND", request.param)
     monkeypatch.setenv("ETL_DATABASE_URL", db_user)
     monkeypatch.setenv("ETL_LOG_FILE", str(tmp_path / "logs" / "etl.jsonl"))
     monkeypatch.setenv("ETL_CLOUDWATCH_LOG_GROUP", LOG_GROUP)
+    datadog_intake.api_key = DATADOG_KEY  # the intake accepts only the key the backend holds
+    monkeypatch.setenv("ETL_DATADOG_LOGS_URL", datadog_intake.logs_url)
     monkeypatch.setenv("ETL_STEP_RETRIES", "0")
     shutil.copy(REPO / "dagster.yaml", Path(pipeline_env["DAGSTER_HOME"]) / "dagster.yaml")
-    return {"env": dict(pipeline_env), "secret_id": secret_id}
+    return {"env": dict(pipeline_env), "store": store, "canaries": SECRETS + canaries}
 
 
 def _sqlite_texts(path: Path) -> list[bytes]:
@@ -179,6 +213,8 @@ def _graphql_views(instance: dg.DagsterInstance, run_ids: list[str]) -> list[str
 @pytest.mark.parametrize(("resource", "field"), [
     ("hubspot", "access_token"), ("hubspot", "api_base"), ("database", "password"), ("database", "url"),
     ("kaggle", "key"), ("kaggle", "api_token"), ("secrets", "secrets_dir"), ("secrets", "aws_secret_id"),
+    ("secrets", "vault_addr"), ("secrets", "vault_path"), ("secrets", "gcp_project"),
+    ("secrets", "gcp_secrets_endpoint"),
 ])
 def test_credentials_and_endpoints_cannot_be_resource_config(resource, field):
     """So no code location or run config can set them, or show them in the UI (see test_run_config)."""
@@ -206,21 +242,20 @@ def _run_id(stdout_and_stderr: str, log_lines: list[dict], before: set[str]) -> 
     return new.pop()
 
 
-def test_no_secret_value_reaches_logs_events_ui_or_errors(leak_env, hubspot_server, kaggle_server):
-    env, secret_id = leak_env["env"], leak_env["secret_id"]
+def test_no_secret_value_reaches_logs_events_ui_or_errors(leak_env, hubspot_server, kaggle_server, datadog_intake):
+    env = leak_env["env"]
     log_file = Path(env["ETL_LOG_FILE"])
 
     ok = run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl", env=env)
     assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
-    # All three secrets came from AWS and worked (the database account has no other password).
+    # All three secrets came from the backend and worked (the database account has no other password).
     assert hubspot_server.contacts_snapshot() and kaggle_server.downloads == 1
     ok_run = _run_id(ok.stderr, [json.loads(line) for line in log_file.read_text().splitlines()], set())
 
     # Rotate the database password to a wrong one: the next run picks it up and fails on it.
     rotated = {"HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "KAGGLE_KEY": KAGGLE_KEY,
-               "ETL_DATABASE_PASSWORD": WRONG_DB_PASSWORD}
-    secretsmanager = boto3.client("secretsmanager", region_name="eu-west-1")
-    secretsmanager.put_secret_value(SecretId=secret_id, SecretString=json.dumps(rotated))
+               "ETL_DATABASE_PASSWORD": WRONG_DB_PASSWORD, "ETL_DATADOG_API_KEY": DATADOG_KEY}
+    leak_env["store"](rotated)
     failed = run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl", env=env)
     assert failed.returncode != 0
 
@@ -239,6 +274,10 @@ def test_no_secret_value_reaches_logs_events_ui_or_errors(leak_env, hubspot_serv
     shipped_events = {(json.loads(line)["run_id"], json.loads(line)["event"]) for line in shipped}
     expected = {(ok_run, "PIPELINE_SUCCESS"), (failed_run, "STEP_FAILURE"), (failed_run, "PIPELINE_FAILURE")}
     assert expected <= shipped_events
+    # So did Datadog, with the key read from the backend.
+    datadog_lines = [json.loads(entry["message"]) for entry in datadog_intake.logs()]
+    assert expected <= {(line["run_id"], line["event"]) for line in datadog_lines}
+    assert set(datadog_intake.statuses()) == {202}
 
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         graphql = _graphql_views(instance, [ok_run, failed_run])
@@ -249,10 +288,11 @@ def test_no_secret_value_reaches_logs_events_ui_or_errors(leak_env, hubspot_serv
         "DAGSTER_HOME (event log, runs, snapshots, compute logs)": _files(Path(env["DAGSTER_HOME"])),
         "JSON log files": _files(log_file.parent),
         "CloudWatch Logs": [line.encode() for line in shipped],
+        "Datadog intake (request bodies)": datadog_intake.bodies(),
         "data dir": _files(Path(env["ETL_DATA_DIR"])),
         "GraphQL (UI)": [view.encode() for view in graphql],
     }
-    leaks = [(where, secret) for where, texts in haystacks.items() for secret in SECRETS
+    leaks = [(where, secret) for where, texts in haystacks.items() for secret in leak_env["canaries"]
              if any(secret.encode() in text for text in texts)]
     assert not leaks
 

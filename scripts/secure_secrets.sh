@@ -9,7 +9,7 @@
 # Usage: scripts/secure_secrets.sh [DIR]   (default ./secrets; run as root, e.g. with sudo)
 set -euo pipefail
 dir="${1:-./secrets}"
-ours=(HUBSPOT_ACCESS_TOKEN KAGGLE_KEY KAGGLE_API_TOKEN ETL_ALERT_WEBHOOK_URL)
+ours=(HUBSPOT_ACCESS_TOKEN KAGGLE_KEY KAGGLE_API_TOKEN ETL_ALERT_WEBHOOK_URL ETL_DATADOG_API_KEY)
 database_only=(MYSQL_ROOT_PASSWORD)
 shared=(ETL_DATABASE_PASSWORD DAGSTER_PG_PASSWORD)
 for name in "${ours[@]}" "${database_only[@]}" "${shared[@]}"; do

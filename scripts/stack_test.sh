@@ -124,6 +124,7 @@ printf '%s' "$HUBSPOT_TOKEN" >"$SECRETS_DIR/HUBSPOT_ACCESS_TOKEN"
 : >"$SECRETS_DIR/KAGGLE_KEY"        # Kaggle stays on the packaged sample dataset
 : >"$SECRETS_DIR/KAGGLE_API_TOKEN"
 : >"$SECRETS_DIR/ETL_ALERT_WEBHOOK_URL"
+: >"$SECRETS_DIR/ETL_DATADOG_API_KEY"   # no Datadog shipping
 bash scripts/secure_secrets.sh "$SECRETS_DIR"
 export ETL_SECRETS_HOST_DIR="$SECRETS_DIR"
 export DAGSTER_WEBSERVER_BIND=127.0.0.1 DAGSTER_WEBSERVER_PORT="$WEB_PORT"

@@ -3,9 +3,10 @@
 - stderr: always, through the job's `console` logger, which replaces Dagster's coloured text
   logger. (Dagster still writes a few lines of its own there before a run's loggers exist:
   warnings, and each step worker's STEP_WORKER_STARTED; the file and CloudWatch get only JSON.)
-- ETL_LOG_FILE: a size-rotated file; ETL_CLOUDWATCH_LOG_GROUP: CloudWatch Logs. Both are
-  handlers in dagster.yaml (`python_logs: dagster_handler_config`), which Dagster feeds every
-  event and message of a run. Unset, they are NullHandlers, so one dagster.yaml serves all.
+- ETL_LOG_FILE: a size-rotated file; ETL_CLOUDWATCH_LOG_GROUP: CloudWatch Logs; the secret
+  ETL_DATADOG_API_KEY: Datadog (DD_SITE, ETL_DATADOG_LOGS_URL). They are handlers in dagster.yaml
+  (`python_logs: dagster_handler_config`), which Dagster feeds every event and message of a run.
+  Unset, they are NullHandlers, so one dagster.yaml serves all.
 - ETL_LOG_LEVEL (default INFO) is the threshold of all three. Dagster logs its events (step
   started, asset materialized...) at DEBUG; they count as INFO here, so the default shows a
   run's progress and DEBUG adds only debug messages.
@@ -23,6 +24,7 @@ import sys
 
 import dagster as dg
 
+from etl_assets import settings
 from etl_assets.logs.cloudwatch import CloudWatchLogsHandler
 from etl_assets.logs.json_format import JsonFormatter
 from etl_assets.logs.redaction import RedactSecrets
@@ -31,6 +33,7 @@ LOG_LEVEL = "ETL_LOG_LEVEL"
 LOG_FILE = "ETL_LOG_FILE"
 CLOUDWATCH_LOG_GROUP = "ETL_CLOUDWATCH_LOG_GROUP"
 CLOUDWATCH_LOG_STREAM = "ETL_CLOUDWATCH_LOG_STREAM"
+DATADOG_API_KEY, DD_SITE, DATADOG_LOGS_URL = settings.DATADOG_API_KEY, settings.DD_SITE, settings.DATADOG_LOGS_URL
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -87,6 +90,41 @@ def cloudwatch_handler(log_group: str | None = None, log_stream: str | None = No
         return logging.NullHandler()
     stream = log_stream or _env(CLOUDWATCH_LOG_STREAM) or f"etl_assets/{socket.gethostname()}"
     return _with_threshold(CloudWatchLogsHandler(group, stream))
+
+
+_datadog_warnings: set[str] = set()
+
+
+def _datadog_api_key() -> str | None:
+    """ETL_DATADOG_API_KEY from the deployment's secrets backend (env, files, AWS...), like every
+    secret. Dagster builds these handlers from dagster.yaml outside any run context, so the
+    resource is made here (it needs none); reading the key registers it with redaction."""
+    from etl_assets.resources.secrets import SecretsResource  # not at import: resources load logging
+
+    return SecretsResource().get(DATADOG_API_KEY)
+
+
+def datadog_handler(api_key: str | None = None, site: str | None = None, url: str | None = None,
+                    **options) -> logging.Handler:
+    """Datadog's HTTP logs intake when the ETL_DATADOG_API_KEY secret is set, else a NullHandler.
+
+    A key that cannot be read (an unreachable secrets backend) or a malformed DD_SITE /
+    ETL_DATADOG_LOGS_URL is one warning on stderr, and the run goes on without Datadog."""
+    from etl_assets.logs.datadog import DatadogLogsHandler, intake_url
+    from etl_assets.logs.redaction import redact
+
+    try:
+        key = api_key or _datadog_api_key()
+        if not key:
+            return logging.NullHandler()
+        target = intake_url(site or settings.setting(DD_SITE), url or _env(DATADOG_LOGS_URL))
+    except Exception as exc:  # the secrets backend raises without values; redact anyway
+        warning = redact(f"etl_assets: log shipping to Datadog is off: {exc}")
+        if warning not in _datadog_warnings:  # Dagster builds the handlers several times per process
+            _datadog_warnings.add(warning)
+            sys.stderr.write(warning + "\n")
+        return logging.NullHandler()
+    return _with_threshold(DatadogLogsHandler(key, target, **options))
 
 
 @dg.logger(

@@ -50,6 +50,13 @@ def _counts(event) -> dict[str, int | float]:
     return counts
 
 
+def record_context(record: logging.LogRecord) -> dict[str, str | None]:
+    """The run, job, step and asset a record belongs to (None outside a run); the Datadog tags too."""
+    meta = getattr(record, "dagster_meta", None) or {}
+    return {"run_id": meta.get("run_id"), "job": meta.get("job_name"), "step": meta.get("step_key"),
+            "asset": _asset(meta.get("dagster_event"), meta.get("step_key"))}
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         meta = getattr(record, "dagster_meta", None) or {}
@@ -58,10 +65,7 @@ class JsonFormatter(logging.Formatter):
             "timestamp": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "run_id": meta.get("run_id"),
-            "job": meta.get("job_name"),
-            "step": meta.get("step_key"),
-            "asset": _asset(event, meta.get("step_key")),
+            **record_context(record),
             "event": event.event_type_value if event is not None else "LOG_MESSAGE",
             "message": meta["orig_message"] if "orig_message" in meta else record.getMessage(),
         }

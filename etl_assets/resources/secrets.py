@@ -1,12 +1,12 @@
-"""Where credentials come from: environment, secret files, or AWS Secrets Manager.
+"""Where credentials come from: environment, secret files, AWS Secrets Manager, Vault/OpenBao, Google Secret Manager.
 
 `ETL_SECRETS_BACKEND` picks the backend when a run starts. Values are fetched on use and
 cached for a short time, so a rotated secret reaches the next run without a restart. Every
 value read is registered with the log redaction filter, and no error message carries one.
+The remote stores' reading lives in `secret_backends/` (one small module each); caching,
+redaction and "secret X is missing" are done here, alike for all of them.
 """
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,24 +14,41 @@ from typing import Any, Callable
 import dagster as dg
 from pydantic import PrivateAttr
 
-from etl_assets.errors import PermanentError, TransientError
+from etl_assets.errors import PermanentError
 from etl_assets.logs.redaction import register_secret
+from etl_assets.resources.secret_backends import SecretReader
 
 BACKEND_VARIABLE = "ETL_SECRETS_BACKEND"
-BACKENDS = ("env", "files", "aws")
+BACKENDS = ("env", "files", "aws", "vault", "gcp")
 DEFAULT_SECRETS_DIR = "/run/secrets"
+
+
+def _reader(backend: str) -> SecretReader:
+    # Each SDK loads only when its backend is chosen.
+    if backend == "aws":
+        from etl_assets.resources.secret_backends.aws import AwsSecrets
+
+        return AwsSecrets()
+    if backend == "vault":
+        from etl_assets.resources.secret_backends.vault import VaultSecrets
+
+        return VaultSecrets()
+    from etl_assets.resources.secret_backends.gcp import GcpSecrets
+
+    return GcpSecrets()
 
 
 class SecretsResource(dg.ConfigurableResource):
     """Reads named secrets (e.g. HUBSPOT_ACCESS_TOKEN) from the configured backend."""
 
     # Where secrets come from is the deployment's choice alone (ETL_SECRETS_BACKEND, ETL_SECRETS_DIR,
-    # ETL_AWS_SECRET_ID, ETL_AWS_SECRET_PREFIX): no field, so run config cannot redirect it.
+    # ETL_AWS_*, VAULT_* and ETL_VAULT_*, ETL_GCP_*): no field, so run config cannot redirect it.
     cache_seconds: float = 60.0
 
     # (backend, source) -> (value, fetched at); private, so never in repr, config or the UI
     _cache: dict = PrivateAttr(default_factory=dict)
-    _aws_client: Any = PrivateAttr(default=None)
+    # backend -> its reader (settings read and client made once per resource, i.e. per run)
+    _readers: dict = PrivateAttr(default_factory=dict)
 
     def resolved_backend(self) -> str:
         backend = (dg.EnvVar(BACKEND_VARIABLE).get_value() or "env").strip().lower()
@@ -50,12 +67,22 @@ class SecretsResource(dg.ConfigurableResource):
         elif backend == "files":
             value = self._cached(("files", name), lambda: self._read_file(name), fresh)
         else:
-            value = self._read_aws(name, fresh)
+            reader = self._remote(backend)
+            source = reader.source(name)
+            value = self._cached((backend, source), lambda: reader.fetch(source), fresh)
+            if isinstance(value, dict):  # one secret holding every key
+                value = value.get(name)
+                value = None if value is None else str(value)
         value = value or None  # an empty secret counts as missing
         if value is None and required:
             raise PermanentError(f"secret {name} is missing from the {backend} secrets backend"
                                  f" ({self._where(backend, name)})")
         return value
+
+    def _remote(self, backend: str) -> SecretReader:
+        if backend not in self._readers:
+            self._readers[backend] = _reader(backend)
+        return self._readers[backend]
 
     def _cached(self, key: tuple, fetch: Callable[[], Any], fresh: bool) -> Any:
         hit = self._cache.get(key)
@@ -71,12 +98,9 @@ class SecretsResource(dg.ConfigurableResource):
     def _where(self, backend: str, name: str) -> str:
         if backend == "files":
             return f"no file {self._secrets_dir() / name}"
-        if backend == "aws":
-            bundle_id = self._aws_secret_id()
-            if bundle_id:
-                return f"no key {name} in AWS secret {bundle_id!r}"
-            return f"no AWS secret {self._aws_prefix() + name!r}"
-        return f"environment variable {name} is unset or empty"
+        if backend == "env":
+            return f"environment variable {name} is unset or empty"
+        return self._remote(backend).where(name)
 
     # files: one file per secret, the Docker/Compose secrets convention
 
@@ -92,70 +116,3 @@ class SecretsResource(dg.ConfigurableResource):
         except OSError as exc:
             raise PermanentError(f"secret {name} (files secrets backend): cannot read {path}: {exc.strerror}"
                                  ) from None
-
-    # aws: AWS Secrets Manager, one JSON secret holding every key, or one secret per key
-
-    def _aws_secret_id(self) -> str | None:
-        return dg.EnvVar("ETL_AWS_SECRET_ID").get_value() or None
-
-    def _aws_prefix(self) -> str:
-        return dg.EnvVar("ETL_AWS_SECRET_PREFIX").get_value() or ""
-
-    def _read_aws(self, name: str, fresh: bool) -> str | None:
-        bundle_id = self._aws_secret_id()
-        if bundle_id:
-            document = self._cached(("aws", bundle_id), lambda: self._aws_bundle(bundle_id), fresh)
-            value = document.get(name)
-            return None if value is None else str(value)
-        secret_id = self._aws_prefix() + name
-
-        def fetch() -> str | None:
-            text = self._aws_secret_string(secret_id)
-            return None if text is None else text.strip()  # `--secret-string file://x` keeps the newline
-
-        return self._cached(("aws", secret_id), fetch, fresh)
-
-    def _aws_bundle(self, secret_id: str) -> dict:
-        text = self._aws_secret_string(secret_id)
-        if text is None:
-            return {}
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError:
-            document = None
-        if not isinstance(document, dict):  # the error names the secret, never quotes its text
-            raise PermanentError(f"AWS secret {secret_id!r} (aws secrets backend) is not a JSON object of "
-                                 "name/value pairs")
-        return document
-
-    def _client(self):
-        if self._aws_client is None:
-            # boto3 itself, not dagster-aws's SecretsManagerResource: that is beta and warns on
-            # stderr in every step. Endpoint (AWS_ENDPOINT_URL) and credentials come from the
-            # standard AWS chain; botocore reads only AWS_DEFAULT_REGION, so AWS_REGION is passed on.
-            import boto3  # the AWS SDK loads only for this backend
-            from botocore.config import Config
-
-            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-            self._aws_client = boto3.client("secretsmanager", region_name=region,
-                                            config=Config(retries={"max_attempts": 5, "mode": "standard"}))
-        return self._aws_client
-
-    def _aws_secret_string(self, secret_id: str) -> str | None:
-        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
-
-        where = f"AWS secret {secret_id!r} (aws secrets backend)"
-        try:
-            response = self._client().get_secret_value(SecretId=secret_id)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "ResourceNotFoundException":
-                return None
-            raise PermanentError(f"{where}: AWS Secrets Manager answered {code}") from None
-        except BotoConnectionError as exc:
-            raise TransientError(f"{where}: AWS Secrets Manager unreachable ({type(exc).__name__})") from None
-        except BotoCoreError as exc:  # no credentials or region, bad endpoint...: configuration, not chance
-            raise PermanentError(f"{where}: {exc}") from None
-        if "SecretString" not in response:
-            raise PermanentError(f"{where} holds binary data; store the value as a string")
-        return response["SecretString"]

@@ -112,8 +112,8 @@ def test_env_backend_missing_required_secret_names_it(monkeypatch):
 
 
 def test_unknown_backend_is_refused(monkeypatch):
-    monkeypatch.setenv("ETL_SECRETS_BACKEND", "vault")
-    with pytest.raises(PermanentError, match="ETL_SECRETS_BACKEND='vault'"):
+    monkeypatch.setenv("ETL_SECRETS_BACKEND", "keepass")
+    with pytest.raises(PermanentError, match="ETL_SECRETS_BACKEND='keepass'"):
         SecretsResource().get("KAGGLE_KEY")
 
 
