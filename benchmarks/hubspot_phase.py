@@ -22,12 +22,38 @@ from pathlib import Path
 from typing import Any
 
 HUBSPOT_KEYS = (
-    "contacts", "rate_limit", "interval_ms", "latency_s", "max_in_flight", "ceiling_contacts_per_s",
-    "server_mode", "load_seconds", "seconds", "contacts_per_s", "fraction_of_ceiling", "sync_window_seconds",
+    "contacts",
+    "rate_limit",
+    "interval_ms",
+    "latency_s",
+    "max_in_flight",
+    "ceiling_contacts_per_s",
+    "server_mode",
+    "load_seconds",
+    "seconds",
+    "contacts_per_s",
+    "fraction_of_ceiling",
+    "sync_window_seconds",
     "sync_window_contacts_per_s",
-    "requests_sent", "upsert_requests", "other_requests", "status_429", "client_429", "client_api_calls",
-    "max_requests_in_window", "expected", "stored", "lost", "duplicated", "unexpected", "created",
-    "updated", "failed", "pending", "state_synced", "state_id_mismatch", "rerun",
+    "requests_sent",
+    "upsert_requests",
+    "other_requests",
+    "status_429",
+    "client_429",
+    "client_api_calls",
+    "max_requests_in_window",
+    "expected",
+    "stored",
+    "lost",
+    "duplicated",
+    "unexpected",
+    "created",
+    "updated",
+    "failed",
+    "pending",
+    "state_synced",
+    "state_id_mismatch",
+    "rerun",
 )
 RERUN_KEYS = ("requests_sent", "status_429", "seconds", "due", "client_api_calls")
 
@@ -40,7 +66,7 @@ class _ThreadServer:
 
         self._server = HubSpotServer(**kwargs)
 
-    def __enter__(self) -> "_ThreadServer":
+    def __enter__(self) -> _ThreadServer:
         self._server.start()
         self.url, self.token = self._server.url, self._server.token
         return self
@@ -56,8 +82,10 @@ def _answer(server, command: str, args: tuple) -> Any:
     if command == "records":  # (arrival time, path, status, inputs) per request, in arrival order
         return [(r.time, r.path, r.status, r.n_inputs) for r in list(server.request_log)]
     if command == "contacts":  # (key, id, email property) per stored contact
-        return [(key, record["id"], str(record["properties"].get("email", "")).lower())
-                for key, record in server.contacts_snapshot().items()]
+        return [
+            (key, record["id"], str(record["properties"].get("email", "")).lower())
+            for key, record in server.contacts_snapshot().items()
+        ]
     if command == "reset_log":
         return server.reset_log()
     raise ValueError(f"unknown command {command!r}")
@@ -90,10 +118,14 @@ class _ProcessServer:
     def __init__(self, **kwargs: Any):
         self._kwargs = kwargs
 
-    def __enter__(self) -> "_ProcessServer":
+    def __enter__(self) -> _ProcessServer:
         self._process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), json.dumps(self._kwargs)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
         first = self._process.stdout.readline()  # type: ignore[union-attr]
         if not first:
             self._process.wait(timeout=10)
@@ -133,12 +165,17 @@ def _materialize(job, instance, asset_key, log_level: str):
     import dagster as dg
 
     result = job.execute_in_process(
-        instance=instance, asset_selection=[asset_key], raise_on_error=False,
+        instance=instance,
+        asset_selection=[asset_key],
+        raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
     if not result.success:
-        failures = [event.event_specific_data.error.message for event in result.all_events
-                    if event.event_type == dg.DagsterEventType.STEP_FAILURE]
+        failures = [
+            event.event_specific_data.error.message
+            for event in result.all_events
+            if event.event_type == dg.DagsterEventType.STEP_FAILURE
+        ]
         raise RuntimeError(f"hubspot_contacts failed: {' | '.join(failures) or 'see the log above'}")
     [event] = result.asset_materializations_for_node("hubspot_contacts")
     metadata = {key: value.value for key, value in event.metadata.items()}
@@ -173,18 +210,19 @@ def run_hubspot(
     import dagster as dg
     import sqlalchemy as sa
 
-    from etl_assets_tests.servers.hubspot_server import max_in_window
-
+    from benchmarks.load_step import execute_step
     from etl_assets.assets.hubspot import hubspot_contacts
     from etl_assets.contacts import schema
-    from benchmarks.load_step import execute_step
+    from etl_assets.hubspot import state
     from etl_assets.resources.database import DatabaseResource
     from etl_assets.resources.hubspot import HubSpotResource
     from etl_assets.resources.secrets import SecretsResource
+    from etl_assets_tests.servers.hubspot_server import max_in_window
 
     out = empty_result()
-    out.update(contacts=contacts, rate_limit=rate_limit, interval_ms=interval_ms, latency_s=latency_s,
-               server_mode=server_mode)
+    out.update(
+        contacts=contacts, rate_limit=rate_limit, interval_ms=interval_ms, latency_s=latency_s, server_mode=server_mode
+    )
     out["ceiling_contacts_per_s"] = rate_limit * 100 / (interval_ms / 1000)
 
     # 1. M new contacts in `contacts`, by the contacts_table step's own work.
@@ -200,25 +238,41 @@ def run_hubspot(
     with engine.connect() as conn:
         expected = {row[0] for row in conn.execute(sa.text(f"SELECT email FROM {schema.CONTACTS}"))}
     out["expected"] = len(expected)
-    log.info("hubspot: %d contacts loaded into `contacts` (%d rejected) in %.1fs",
-             len(expected), load["report"]["rejected"], out["load_seconds"])
+    log.info(
+        "hubspot: %d contacts loaded into `contacts` (%d rejected) in %.1fs",
+        len(expected),
+        load["report"]["rejected"],
+        out["load_seconds"],
+    )
 
     server_class = {"process": _ProcessServer, "thread": _ThreadServer}[server_mode]
     with server_class(rate_limit=rate_limit, interval_ms=interval_ms, latency=latency_s) as server:
         os.environ.update(HUBSPOT_ACCESS_TOKEN=server.token, HUBSPOT_API_BASE=server.url)
-        hubspot = HubSpotResource(rate_limit=rate_limit, rate_interval_ms=interval_ms, max_in_flight=max_in_flight,
-                                  create_missing_properties=True, secrets=secrets)
+        hubspot = HubSpotResource(
+            rate_limit=rate_limit,
+            rate_interval_ms=interval_ms,
+            max_in_flight=max_in_flight,
+            create_missing_properties=True,
+            secrets=secrets,
+        )
         out["max_in_flight"] = hubspot.in_flight()
-        defs = dg.Definitions(assets=[hubspot_contacts],
-                              resources={"database": database, "hubspot": hubspot, "secrets": secrets})
+        defs = dg.Definitions(
+            assets=[hubspot_contacts], resources={"database": database, "hubspot": hubspot, "secrets": secrets}
+        )
         job = defs.resolve_implicit_global_asset_job_def()
         instance = dg.DagsterInstance.ephemeral()
         key = dg.AssetKey("hubspot_contacts")
 
         # 2. The first sync: every contact is new.
         server.call("reset_log")
-        log.info("hubspot: syncing %d contacts at %d requests per %.1fs (ceiling %.0f contacts/s, server in a %s)",
-                 len(expected), rate_limit, interval_ms / 1000, out["ceiling_contacts_per_s"], server_mode)
+        log.info(
+            "hubspot: syncing %d contacts at %d requests per %.1fs (ceiling %.0f contacts/s, server in a %s)",
+            len(expected),
+            rate_limit,
+            interval_ms / 1000,
+            out["ceiling_contacts_per_s"],
+            server_mode,
+        )
         wall = time.perf_counter()
         result, metadata = _materialize(job, instance, key, log_level)
         wall = time.perf_counter() - wall
@@ -227,8 +281,11 @@ def run_hubspot(
         upserts = [r for r in records if r[1].endswith("/batch/upsert")]
         out["seconds"] = round(seconds, 3)
         out["contacts_per_s"] = round(len(expected) / seconds, 1) if seconds else None
-        out["fraction_of_ceiling"] = (round(out["contacts_per_s"] / out["ceiling_contacts_per_s"], 3)
-                                      if out["contacts_per_s"] is not None else None)
+        out["fraction_of_ceiling"] = (
+            round(out["contacts_per_s"] / out["ceiling_contacts_per_s"], 3)
+            if out["contacts_per_s"] is not None
+            else None
+        )
         if upserts:
             # First upsert's arrival to the last one's answer (its arrival plus the server's latency).
             out["sync_window_seconds"] = round(upserts[-1][0] - upserts[0][0] + latency_s, 3)
@@ -254,8 +311,9 @@ def run_hubspot(
         out["duplicated"] = (len(server_emails) - len(set(server_emails))) + (len(server_ids) - len(set(server_ids)))
         out["unexpected"] = len(set(server_emails) - expected)
         with engine.connect() as conn:
-            state = conn.execute(sa.text(
-                f"SELECT email, hubspot_id FROM {schema.SYNC_STATE} WHERE status = 'synced'")).all()
+            state = conn.execute(
+                sa.text(f"SELECT email, hubspot_id FROM {state.SYNC_STATE} WHERE status = 'synced'")
+            ).all()
         out["state_synced"] = len(state)
         out["state_id_mismatch"] = sum(1 for email, hubspot_id in state if id_by_email.get(email) != hubspot_id)
 

@@ -55,8 +55,7 @@ def current_rss_bytes() -> int | None:
     return _proc_status_bytes("VmRSS")
 
 
-def execute_step(csv_path: Path, database_url: str, run_id: str, chunk_rows: int | None,
-                 log: logging.Logger) -> dict:
+def execute_step(csv_path: Path, database_url: str, run_id: str, chunk_rows: int | None, log: logging.Logger) -> dict:
     """What the asset's body does; returns the report and the wall time of the work."""
     from etl_assets import settings
     from etl_assets.assets.contacts import load_source
@@ -87,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-rows", type=int, default=None, help="default: the loader's own")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="  [load_step %(asctime)s] %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="  [load_step %(asctime)s] %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     log = logging.getLogger("benchmarks.load_step")
 
     # The same imports a Dagster step process of this code location has (etl_assets imports its

@@ -42,8 +42,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -65,9 +66,25 @@ TO_SQL_CHUNKSIZE = 10_000  # rows per executemany call
 MB = 1_000_000
 _SCRUBBED_PREFIXES = ("ETL_", "HUBSPOT_")
 
-STEP_KEYS = ("rows_read", "inserted", "updated", "unchanged", "deleted", "rejected", "contacts_after", "writer",
-             "skipped_identical_source", "report_seconds", "seconds", "rows_per_s", "chunk_rows",
-             "peak_rss_bytes", "sampled_peak_rss_bytes", "baseline_rss_bytes", "peak_rss_source")
+STEP_KEYS = (
+    "rows_read",
+    "inserted",
+    "updated",
+    "unchanged",
+    "deleted",
+    "rejected",
+    "contacts_after",
+    "writer",
+    "skipped_identical_source",
+    "report_seconds",
+    "seconds",
+    "rows_per_s",
+    "chunk_rows",
+    "peak_rss_bytes",
+    "sampled_peak_rss_bytes",
+    "baseline_rss_bytes",
+    "peak_rss_source",
+)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -75,8 +92,9 @@ STEP_KEYS = ("rows_read", "inserted", "updated", "unchanged", "deleted", "reject
 
 def _load_generator():
     """scripts/generate_sample_dataset.py, which is not a package module."""
-    spec = importlib.util.spec_from_file_location("generate_sample_dataset",
-                                                  REPO / "scripts" / "generate_sample_dataset.py")
+    spec = importlib.util.spec_from_file_location(
+        "generate_sample_dataset", REPO / "scripts" / "generate_sample_dataset.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
@@ -109,8 +127,9 @@ def machine_info(admin_engine: sa.Engine | None) -> dict[str, Any]:
     cpu_model = platform.processor() or None
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu_model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")),
-                             cpu_model)
+            cpu_model = next(
+                (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu_model
+            )
     except OSError:
         pass
     memory = None
@@ -148,10 +167,19 @@ def machine_info(admin_engine: sa.Engine | None) -> dict[str, Any]:
                 info["mariadb_version"] = conn.exec_driver_sql("SELECT VERSION()").scalar()
                 row = conn.exec_driver_sql(
                     "SELECT @@GLOBAL.local_infile, @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit, "
-                    "@@max_allowed_packet").one()
-                info["mariadb_settings"] = dict(zip(
-                    ["local_infile", "innodb_buffer_pool_size", "innodb_flush_log_at_trx_commit",
-                     "max_allowed_packet"], [int(value) for value in row]))
+                    "@@max_allowed_packet"
+                ).one()
+                info["mariadb_settings"] = dict(
+                    zip(
+                        [
+                            "local_infile",
+                            "innodb_buffer_pool_size",
+                            "innodb_flush_log_at_trx_commit",
+                            "max_allowed_packet",
+                        ],
+                        [int(value) for value in row],
+                    )
+                )
         except sa.exc.SQLAlchemyError as exc:
             info["mariadb_version"] = f"unreachable: {exc.__class__.__name__}"
     return info
@@ -174,7 +202,8 @@ def _create_plain_table(engine: sa.Engine, table: str, columns: list[str]) -> No
     with engine.begin() as conn:
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS `{table}`")
         conn.exec_driver_sql(
-            f"CREATE TABLE `{table}` ({spec}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
+            f"CREATE TABLE `{table}` ({spec}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+        )
 
 
 def _count(engine: sa.Engine, table: str) -> int:
@@ -187,7 +216,8 @@ def _content_digest(engine: sa.Engine, table: str, columns: list[str]) -> tuple[
     values = ", ".join(f"IFNULL(`{name}`, '<NULL>')" for name in columns)
     with engine.connect() as conn:
         rows, total = conn.exec_driver_sql(
-            f"SELECT COUNT(*), SUM(CRC32(CONCAT_WS(CHAR(31), {values}))) FROM `{table}`").one()
+            f"SELECT COUNT(*), SUM(CRC32(CONCAT_WS(CHAR(31), {values}))) FROM `{table}`"
+        ).one()
     return int(rows), int(total or 0)
 
 
@@ -202,10 +232,16 @@ def bench_to_sql(engine: sa.Engine, csv_path: Path, columns: list[str]) -> dict[
         chunk.to_sql(table, engine, if_exists="append", index=False, chunksize=TO_SQL_CHUNKSIZE)
     seconds = time.perf_counter() - started
     rows = _count(engine, table)
-    return {"table": table, "rows": rows, "seconds": round(seconds, 3), "rows_per_s": _rate(rows, seconds),
-            "method": "default (method=None: executemany; PyMySQL rewrites it into multi-row INSERTs)",
-            "read_chunk_rows": TO_SQL_READ_ROWS, "to_sql_chunksize": TO_SQL_CHUNKSIZE,
-            "includes_csv_parsing": True}
+    return {
+        "table": table,
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_s": _rate(rows, seconds),
+        "method": "default (method=None: executemany; PyMySQL rewrites it into multi-row INSERTs)",
+        "read_chunk_rows": TO_SQL_READ_ROWS,
+        "to_sql_chunksize": TO_SQL_CHUNKSIZE,
+        "includes_csv_parsing": True,
+    }
 
 
 def bench_load_data(engine: sa.Engine, csv_path: Path, columns: list[str]) -> dict[str, Any]:
@@ -214,16 +250,23 @@ def bench_load_data(engine: sa.Engine, csv_path: Path, columns: list[str]) -> di
     with csv_path.open("rb") as handle:
         first_line = handle.readline()
     line_end = "\\r\\n" if first_line.endswith(b"\r\n") else "\\n"  # Python's csv module writes \r\n
-    statement = (f"LOAD DATA LOCAL INFILE %s INTO TABLE `{table}` CHARACTER SET utf8mb4 "
-                 f"FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '{line_end}' "
-                 f"IGNORE 1 LINES")
+    statement = (
+        f"LOAD DATA LOCAL INFILE %s INTO TABLE `{table}` CHARACTER SET utf8mb4 "
+        f"FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '{line_end}' "
+        f"IGNORE 1 LINES"
+    )
     started = time.perf_counter()
     with engine.begin() as conn:
         conn.exec_driver_sql(statement, (str(csv_path),))
     seconds = time.perf_counter() - started
     rows = _count(engine, table)
-    return {"table": table, "rows": rows, "seconds": round(seconds, 3), "rows_per_s": _rate(rows, seconds),
-            "statement": statement.replace("%s", repr(csv_path.name))}
+    return {
+        "table": table,
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_s": _rate(rows, seconds),
+        "statement": statement.replace("%s", repr(csv_path.name)),
+    }
 
 
 # ----------------------------------------------------------------------------- the step in a child
@@ -278,13 +321,17 @@ def run_step_child(csv_path: Path, database_url: str, run_id: str, chunk_rows: i
         raise
     for thread in threads:
         thread.join(timeout=5)
-    results = [line[len(RESULT_PREFIX):] for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    results = [line[len(RESULT_PREFIX) :] for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if process.returncode != 0 or not results:
         raise RuntimeError(f"load_step exited with {process.returncode}: " + " | ".join(list(tail)[-8:]))
     child = json.loads(results[-1])
     step = _step_figures(child)
-    step.update(peak_rss_bytes=child["peak_rss_bytes"], baseline_rss_bytes=child["baseline_rss_bytes"],
-                sampled_peak_rss_bytes=sampled[0] or None, peak_rss_source=child["peak_rss_source"])
+    step.update(
+        peak_rss_bytes=child["peak_rss_bytes"],
+        baseline_rss_bytes=child["baseline_rss_bytes"],
+        sampled_peak_rss_bytes=sampled[0] or None,
+        peak_rss_source=child["peak_rss_source"],
+    )
     return step
 
 
@@ -293,8 +340,12 @@ def _step_figures(result: dict) -> dict[str, Any]:
     report = result["report"]
     step = {key: None for key in STEP_KEYS}
     step.update({key: report.get(key) for key in STEP_KEYS if key in report})
-    step.update(report_seconds=report.get("seconds"), seconds=round(result["seconds"], 3),
-                rows_per_s=_rate(report.get("rows_read"), result["seconds"]), chunk_rows=result["chunk_rows"])
+    step.update(
+        report_seconds=report.get("seconds"),
+        seconds=round(result["seconds"], 3),
+        rows_per_s=_rate(report.get("rows_read"), result["seconds"]),
+        chunk_rows=result["chunk_rows"],
+    )
     return step
 
 
@@ -338,13 +389,25 @@ TARGETS = [
 
 def evaluate_targets(results: dict) -> list[dict]:
     compare: dict[str, Callable[[float, float], bool]] = {
-        ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "==": lambda a, b: a == b}
+        ">=": lambda a, b: a >= b,
+        "<=": lambda a, b: a <= b,
+        "==": lambda a, b: a == b,
+    }
     evaluated = []
     for name, path, op, target, unit in TARGETS:
         value = _get(results, path)
         passed = None if value is None else bool(compare[op](value, target))
-        evaluated.append({"name": name, "value": value, "op": op, "target": target, "unit": unit.strip(),
-                          "passed": passed, "source": path})
+        evaluated.append(
+            {
+                "name": name,
+                "value": value,
+                "op": op,
+                "target": target,
+                "unit": unit.strip(),
+                "passed": passed,
+                "source": path,
+            }
+        )
     return evaluated
 
 
@@ -362,15 +425,20 @@ def render_table(results: dict) -> str:
     m, p = results["machine"], results["parameters"]
     lines = []
     memory = f"{m['memory_bytes'] / 2**30:.1f} GiB" if m.get("memory_bytes") else "? GiB"
-    lines.append(f"Machine: {m.get('cpu_model')}, nproc {m.get('nproc')}, {memory} RAM, "
-                 f"MariaDB {m.get('mariadb_version')}, Python {m.get('python_version')}")
-    lines.append(f"Load average: {m.get('load_average_start')} at start, {m.get('load_average_end')} at end "
-                 f"(1, 5, 15 min)")
+    lines.append(
+        f"Machine: {m.get('cpu_model')}, nproc {m.get('nproc')}, {memory} RAM, "
+        f"MariaDB {m.get('mariadb_version')}, Python {m.get('python_version')}"
+    )
+    lines.append(
+        f"Load average: {m.get('load_average_start')} at start, {m.get('load_average_end')} at end (1, 5, 15 min)"
+    )
     csv_info = results["csv"]
-    lines.append(f"N = {p['rows']:,} rows (CSV {_n(csv_info.get('bytes') and csv_info['bytes'] / MB, 1)} MB, "
-                 f"generated in {_n(csv_info.get('generate_seconds'), 1)} s), M = {p['hubspot_contacts']:,} contacts, "
-                 f"HubSpot limit {p['hubspot_rate_limit']} requests / {p['hubspot_interval_ms'] / 1000:g} s, "
-                 f"latency {p['hubspot_latency_s']:g} s, server in a {p['hubspot_server']}")
+    lines.append(
+        f"N = {p['rows']:,} rows (CSV {_n(csv_info.get('bytes') and csv_info['bytes'] / MB, 1)} MB, "
+        f"generated in {_n(csv_info.get('generate_seconds'), 1)} s), M = {p['hubspot_contacts']:,} contacts, "
+        f"HubSpot limit {p['hubspot_rate_limit']} requests / {p['hubspot_interval_ms'] / 1000:g} s, "
+        f"latency {p['hubspot_latency_s']:g} s, server in a {p['hubspot_server']}"
+    )
     lines.append("")
 
     targets = {t["source"]: t for t in results["targets"]}
@@ -383,35 +451,56 @@ def render_table(results: dict) -> str:
     first, rerun, small = results["step_first_load"], results["step_rerun"], results["step_small"]
     rss, hs = results["peak_rss"], results["hubspot"]
     row("pandas read_csv + to_sql, plain table", f"{_n(ts.get('rows_per_s'))} rows/s ({_n(ts.get('seconds'), 1)} s)")
-    row("LOAD DATA LOCAL INFILE, plain table (ceiling)",
-        f"{_n(ld.get('rows_per_s'))} rows/s ({_n(ld.get('seconds'), 1)} s)")
-    row(f"contacts_table step, first load [{first.get('writer') or '?'}]",
+    row(
+        "LOAD DATA LOCAL INFILE, plain table (ceiling)",
+        f"{_n(ld.get('rows_per_s'))} rows/s ({_n(ld.get('seconds'), 1)} s)",
+    )
+    row(
+        f"contacts_table step, first load [{first.get('writer') or '?'}]",
         f"{_n(first.get('rows_per_s'))} rows/s ({_n(first.get('seconds'), 1)} s; "
-        f"{_n(first.get('inserted'))} inserted, {_n(first.get('rejected'))} rejected)")
+        f"{_n(first.get('inserted'))} inserted, {_n(first.get('rejected'))} rejected)",
+    )
     row("  ratio to LOAD DATA", _n(first.get("ratio_to_load_data"), 2, "x"), "step_first_load.ratio_to_load_data")
     row("  ratio to to_sql", _n(first.get("ratio_to_to_sql"), 2, "x"), "step_first_load.ratio_to_to_sql")
-    row("contacts_table step, re-run on the unchanged file",
+    row(
+        "contacts_table step, re-run on the unchanged file",
         f"{_n(rerun.get('seconds'), 2)} s = {_n(rerun.get('time_ratio_to_first'), 3, 'x')} the first load "
-        f"(skipped: {rerun.get('skipped_identical_source')})", "step_rerun.time_ratio_to_first")
-    row(f"peak RSS of the step at N/10 ({_n(small.get('rows_read'))} rows)",
-        f"{_n(rss.get('n10_mb'), 0, ' MB')} (after imports {_n(rss.get('n10_baseline_mb'), 0, ' MB')})")
-    row(f"peak RSS of the step at N ({_n(first.get('rows_read'))} rows)",
-        f"{_n(rss.get('n_mb'), 0, ' MB')} (after imports {_n(rss.get('n_baseline_mb'), 0, ' MB')})", "peak_rss.n_mb")
+        f"(skipped: {rerun.get('skipped_identical_source')})",
+        "step_rerun.time_ratio_to_first",
+    )
+    row(
+        f"peak RSS of the step at N/10 ({_n(small.get('rows_read'))} rows)",
+        f"{_n(rss.get('n10_mb'), 0, ' MB')} (after imports {_n(rss.get('n10_baseline_mb'), 0, ' MB')})",
+    )
+    row(
+        f"peak RSS of the step at N ({_n(first.get('rows_read'))} rows)",
+        f"{_n(rss.get('n_mb'), 0, ' MB')} (after imports {_n(rss.get('n_baseline_mb'), 0, ' MB')})",
+        "peak_rss.n_mb",
+    )
     row("  ratio N to N/10", _n(rss.get("ratio"), 2, "x"), "peak_rss.ratio")
-    row(f"hubspot_contacts, {_n(hs.get('expected'))} new contacts",
+    row(
+        f"hubspot_contacts, {_n(hs.get('expected'))} new contacts",
         f"{_n(hs.get('contacts_per_s'), 1)} contacts/s ({_n(hs.get('seconds'), 1)} s step; "
-        f"ceiling {_n(hs.get('ceiling_contacts_per_s'))}/s)")
+        f"ceiling {_n(hs.get('ceiling_contacts_per_s'))}/s)",
+    )
     row("  fraction of the ceiling", _n(hs.get("fraction_of_ceiling"), 3), "hubspot.fraction_of_ceiling")
-    row("  requests sent (upserts + other)",
+    row(
+        "  requests sent (upserts + other)",
         f"{_n(hs.get('requests_sent'))} ({_n(hs.get('upsert_requests'))} + {_n(hs.get('other_requests'))}); "
-        f"most in one window {_n(hs.get('max_requests_in_window'))}")
+        f"most in one window {_n(hs.get('max_requests_in_window'))}",
+    )
     row("  429s received", _n(hs.get("status_429")), "hubspot.status_429")
-    row("  lost (expected - stored)", f"{_n(hs.get('lost'))} ({_n(hs.get('expected'))} - {_n(hs.get('stored'))})",
-        "hubspot.lost")
+    row(
+        "  lost (expected - stored)",
+        f"{_n(hs.get('lost'))} ({_n(hs.get('expected'))} - {_n(hs.get('stored'))})",
+        "hubspot.lost",
+    )
     row("  duplicated (server ids vs emails)", _n(hs.get("duplicated")), "hubspot.duplicated")
-    row("hubspot_contacts re-run, nothing changed: requests",
+    row(
+        "hubspot_contacts re-run, nothing changed: requests",
         f"{_n(_get(hs, 'rerun.requests_sent'))} ({_n(_get(hs, 'rerun.seconds'), 2)} s step)",
-        "hubspot.rerun.requests_sent")
+        "hubspot.rerun.requests_sent",
+    )
 
     header = ("measure", "value", "target", "result")
     body = []
@@ -431,7 +520,9 @@ def render_table(results: dict) -> str:
     lines += [fmt.format(*r).rstrip() for r in body]
     passed = [t["passed"] for t in results["targets"]]
     lines.append("")
-    lines.append(f"Targets: {passed.count(True)} passed, {passed.count(False)} failed, {passed.count(None)} not measured")
+    lines.append(
+        f"Targets: {passed.count(True)} passed, {passed.count(False)} failed, {passed.count(None)} not measured"
+    )
     if results["errors"]:
         lines.append("Errors:")
         lines += [f"  {phase}: {message}" for phase, message in results["errors"].items()]
@@ -445,20 +536,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="N, rows of the generated CSV (default 1,000,000)")
     parser.add_argument("--hubspot-contacts", type=int, default=100_000, help="M, contacts to sync (default 100,000)")
-    parser.add_argument("--hubspot-rate-limit", type=int, default=100,
-                        help="R, requests per window on the local HubSpot server (default 100)")
+    parser.add_argument(
+        "--hubspot-rate-limit",
+        type=int,
+        default=100,
+        help="R, requests per window on the local HubSpot server (default 100)",
+    )
     parser.add_argument("--hubspot-interval-ms", type=int, default=10_000, help="the rate window (default 10,000 ms)")
-    parser.add_argument("--hubspot-latency", type=float, default=0.05,
-                        help="seconds the local HubSpot server takes per request (default 0.05)")
-    parser.add_argument("--hubspot-in-flight", type=int, default=None,
-                        help="concurrent batch requests (default: the resource's, 4)")
-    parser.add_argument("--hubspot-server", choices=("process", "thread"), default="process",
-                        help="run the local HubSpot server in its own process (default) or in a thread of this one")
+    parser.add_argument(
+        "--hubspot-latency",
+        type=float,
+        default=0.05,
+        help="seconds the local HubSpot server takes per request (default 0.05)",
+    )
+    parser.add_argument(
+        "--hubspot-in-flight", type=int, default=None, help="concurrent batch requests (default: the resource's, 4)"
+    )
+    parser.add_argument(
+        "--hubspot-server",
+        choices=("process", "thread"),
+        default="process",
+        help="run the local HubSpot server in its own process (default) or in a thread of this one",
+    )
     parser.add_argument("--chunk-rows", type=int, default=None, help="the step's chunk size (default: the loader's)")
-    parser.add_argument("--mysql-url", default=os.environ.get("ETL_BENCH_MYSQL_URL")
-                        or os.environ.get("ETL_TEST_MARIADB_URL") or DEFAULT_MYSQL_URL,
-                        help=f"server to create the benchmark databases on (default {DEFAULT_MYSQL_URL}, "
-                             "or ETL_BENCH_MYSQL_URL / ETL_TEST_MARIADB_URL)")
+    parser.add_argument(
+        "--mysql-url",
+        default=os.environ.get("ETL_BENCH_MYSQL_URL") or os.environ.get("ETL_TEST_MARIADB_URL") or DEFAULT_MYSQL_URL,
+        help=f"server to create the benchmark databases on (default {DEFAULT_MYSQL_URL}, "
+        "or ETL_BENCH_MYSQL_URL / ETL_TEST_MARIADB_URL)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=None, help="where the CSVs go (default: a temporary dir)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"the JSON file (default {DEFAULT_OUT})")
@@ -482,7 +588,7 @@ def _scrub_environment() -> list[str]:
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     wall = time.perf_counter()
     mysql_url = args.mysql_url
     scrubbed = _scrub_environment()
@@ -494,24 +600,46 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "total_seconds": None,
         "machine": machine_info(admin),
         "parameters": {
-            "rows": args.rows, "small_rows": args.rows // 10, "hubspot_contacts": args.hubspot_contacts,
-            "hubspot_rate_limit": args.hubspot_rate_limit, "hubspot_interval_ms": args.hubspot_interval_ms,
-            "hubspot_latency_s": args.hubspot_latency, "hubspot_in_flight": args.hubspot_in_flight,
+            "rows": args.rows,
+            "small_rows": args.rows // 10,
+            "hubspot_contacts": args.hubspot_contacts,
+            "hubspot_rate_limit": args.hubspot_rate_limit,
+            "hubspot_interval_ms": args.hubspot_interval_ms,
+            "hubspot_latency_s": args.hubspot_latency,
+            "hubspot_in_flight": args.hubspot_in_flight,
             "hubspot_server": args.hubspot_server,
-            "chunk_rows": args.chunk_rows, "seed": args.seed, "dirty_rows": True,
+            "chunk_rows": args.chunk_rows,
+            "seed": args.seed,
+            "dirty_rows": True,
             "mysql_server": sa.make_url(mysql_url).render_as_string(hide_password=True),
             "scrubbed_environment": scrubbed,
         },
         "csv": {"rows": None, "bytes": None, "generate_seconds": None, "small_rows": None, "small_bytes": None},
         "to_sql": {"rows": None, "seconds": None, "rows_per_s": None, "method": None},
-        "load_data": {"rows": None, "seconds": None, "rows_per_s": None, "statement": None,
-                      "same_content_as_to_sql": None},
+        "load_data": {
+            "rows": None,
+            "seconds": None,
+            "rows_per_s": None,
+            "statement": None,
+            "same_content_as_to_sql": None,
+        },
         "step_first_load": {**{key: None for key in STEP_KEYS}, "ratio_to_load_data": None, "ratio_to_to_sql": None},
         "step_rerun": {**{key: None for key in STEP_KEYS}, "time_ratio_to_first": None},
         "step_small": {key: None for key in STEP_KEYS},
-        "peak_rss": {"n_rows": None, "n_bytes": None, "n_mb": None, "n_baseline_mb": None, "n_sampled_mb": None,
-                     "n10_rows": None, "n10_bytes": None, "n10_mb": None, "n10_baseline_mb": None,
-                     "n10_sampled_mb": None, "ratio": None, "source": None},
+        "peak_rss": {
+            "n_rows": None,
+            "n_bytes": None,
+            "n_mb": None,
+            "n_baseline_mb": None,
+            "n_sampled_mb": None,
+            "n10_rows": None,
+            "n10_bytes": None,
+            "n10_mb": None,
+            "n10_baseline_mb": None,
+            "n10_sampled_mb": None,
+            "ratio": None,
+            "source": None,
+        },
         "hubspot": empty_hubspot_result(),
         "targets": [],
         "all_targets_passed": None,
@@ -558,8 +686,12 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             generator.write_csv(csv_path, args.rows, args.seed, dirty=True)
             results["csv"]["generate_seconds"] = round(time.perf_counter() - started, 2)
             generator.write_csv(small_path, args.rows // 10, args.seed, dirty=True)  # the same first rows
-            results["csv"].update(rows=args.rows, bytes=csv_path.stat().st_size, small_rows=args.rows // 10,
-                                  small_bytes=small_path.stat().st_size)
+            results["csv"].update(
+                rows=args.rows,
+                bytes=csv_path.stat().st_size,
+                small_rows=args.rows // 10,
+                small_bytes=small_path.stat().st_size,
+            )
 
         log.info("=== generating %s + %s rows in %s", f"{args.rows:,}", f"{args.rows // 10:,}", workdir)
         generate()  # nothing to measure without it: a failure here ends the run
@@ -572,28 +704,34 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         if load_data:
             results["load_data"].update(load_data)
             if to_sql:
-                results["load_data"]["same_content_as_to_sql"] = (
-                    _content_digest(main_engine, to_sql["table"], columns)
-                    == _content_digest(main_engine, load_data["table"], columns))
+                results["load_data"]["same_content_as_to_sql"] = _content_digest(
+                    main_engine, to_sql["table"], columns
+                ) == _content_digest(main_engine, load_data["table"], columns)
         main_engine.dispose()
 
-        first = phase("contacts_table step, first load (child process)",
-                      lambda: run_step_child(csv_path, urls["main"], "benchmark-first", args.chunk_rows))
+        first = phase(
+            "contacts_table step, first load (child process)",
+            lambda: run_step_child(csv_path, urls["main"], "benchmark-first", args.chunk_rows),
+        )
         if first:
             results["step_first_load"].update(first)
-            results["step_first_load"]["ratio_to_load_data"] = _ratio(first["rows_per_s"],
-                                                                      results["load_data"]["rows_per_s"])
-            results["step_first_load"]["ratio_to_to_sql"] = _ratio(first["rows_per_s"],
-                                                                   results["to_sql"]["rows_per_s"])
-            rerun = phase("contacts_table step, re-run on the unchanged file (this process)",
-                          lambda: run_step_here(csv_path, urls["main"], "benchmark-rerun", args.chunk_rows))
+            results["step_first_load"]["ratio_to_load_data"] = _ratio(
+                first["rows_per_s"], results["load_data"]["rows_per_s"]
+            )
+            results["step_first_load"]["ratio_to_to_sql"] = _ratio(first["rows_per_s"], results["to_sql"]["rows_per_s"])
+            rerun = phase(
+                "contacts_table step, re-run on the unchanged file (this process)",
+                lambda: run_step_here(csv_path, urls["main"], "benchmark-rerun", args.chunk_rows),
+            )
             if rerun:
                 if rerun["skipped_identical_source"]:
                     rerun["rows_per_s"] = None  # nothing was loaded: a rate would mean nothing
                 results["step_rerun"].update(rerun)
                 results["step_rerun"]["time_ratio_to_first"] = _ratio(rerun["seconds"], first["seconds"], 4)
-        small = phase("contacts_table step at N/10 (child process, fresh database)",
-                      lambda: run_step_child(small_path, urls["small"], "benchmark-small", args.chunk_rows))
+        small = phase(
+            "contacts_table step at N/10 (child process, fresh database)",
+            lambda: run_step_child(small_path, urls["small"], "benchmark-small", args.chunk_rows),
+        )
         if small:
             results["step_small"].update(small)
         rss = results["peak_rss"]
@@ -602,21 +740,31 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             rss[f"{prefix}_rows"] = step.get("rows_read")
             rss[f"{prefix}_bytes"] = peak
             rss[f"{prefix}_mb"] = round(peak / MB, 1) if peak else None
-            rss[f"{prefix}_baseline_mb"] = round(step["baseline_rss_bytes"] / MB, 1) if step.get(
-                "baseline_rss_bytes") else None
-            rss[f"{prefix}_sampled_mb"] = round(step["sampled_peak_rss_bytes"] / MB, 1) if step.get(
-                "sampled_peak_rss_bytes") else None
+            rss[f"{prefix}_baseline_mb"] = (
+                round(step["baseline_rss_bytes"] / MB, 1) if step.get("baseline_rss_bytes") else None
+            )
+            rss[f"{prefix}_sampled_mb"] = (
+                round(step["sampled_peak_rss_bytes"] / MB, 1) if step.get("sampled_peak_rss_bytes") else None
+            )
         rss["ratio"] = _ratio(rss["n_bytes"], rss["n10_bytes"])
         rss["source"] = results["step_first_load"].get("peak_rss_source")
 
         hubspot = phase(
             "hubspot_contacts against the local HubSpot server",
             lambda: run_hubspot(
-                urls["hubspot"], workdir / f"hubspot_{args.hubspot_contacts}.csv", args.hubspot_contacts,
-                args.hubspot_rate_limit, args.hubspot_interval_ms, args.hubspot_latency, args.hubspot_in_flight,
-                log, args.log_level.upper(),
+                urls["hubspot"],
+                workdir / f"hubspot_{args.hubspot_contacts}.csv",
+                args.hubspot_contacts,
+                args.hubspot_rate_limit,
+                args.hubspot_interval_ms,
+                args.hubspot_latency,
+                args.hubspot_in_flight,
+                log,
+                args.log_level.upper(),
                 generate=lambda path, rows: generator.write_csv(path, rows, args.seed + 1, dirty=False),
-                server_mode=args.hubspot_server))
+                server_mode=args.hubspot_server,
+            ),
+        )
         if hubspot:
             results["hubspot"].update(hubspot)
     finally:
@@ -631,7 +779,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             workdir_handle.cleanup()
 
     results["machine"]["load_average_end"] = _loadavg()
-    results["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     results["total_seconds"] = round(time.perf_counter() - wall, 1)
     results["targets"] = evaluate_targets(results)
     measured = [t["passed"] for t in results["targets"]]

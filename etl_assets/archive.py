@@ -51,8 +51,10 @@ def pick_csv(names: list[str], wanted: str | None) -> str:
             raise PermanentError(f"KAGGLE_FILE={wanted!r} is not in the dataset; its files: {names}")
         unsafe = [name for name in matches if not _is_safe_name(name)]
         if unsafe:
-            raise PermanentError(f"KAGGLE_FILE={wanted!r} names the member {unsafe[0]!r}, which is not a plain "
-                                 "file name and is never extracted; pick another file with KAGGLE_FILE")
+            raise PermanentError(
+                f"KAGGLE_FILE={wanted!r} names the member {unsafe[0]!r}, which is not a plain "
+                "file name and is never extracted; pick another file with KAGGLE_FILE"
+            )
         return matches[0]
     csvs = [name for name in names if name.lower().endswith(".csv") and _is_safe_name(name)]
     if not csvs:
@@ -69,8 +71,10 @@ def extract_csv(archive: Path, wanted: str | None, destination: Path) -> Path:
             chosen = pick_csv([info.filename for info in members], wanted)
             info = next(info for info in members if info.filename == chosen)
             if info.flag_bits & 0x1:
-                raise PermanentError(f"{chosen!r} in the downloaded archive is encrypted; Kaggle datasets are not: "
-                                     "re-download or pick another file with KAGGLE_FILE")
+                raise PermanentError(
+                    f"{chosen!r} in the downloaded archive is encrypted; Kaggle datasets are not: "
+                    "re-download or pick another file with KAGGLE_FILE"
+                )
             _check_bounds(info, info.file_size, max_bytes)
             files.private_dir(destination.parent)
             staging = files.private_dir(Path(tempfile.mkdtemp(dir=destination.parent, prefix=".extract-")))
@@ -99,20 +103,27 @@ def _copy(bundle: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, max_byte
                 _check_bounds(info, written, max_bytes, so_far=True)
                 sink.write(chunk)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise PermanentError(f"the downloaded archive is corrupt ({info.filename!r}: {exc}); "
-                             "it may be truncated: re-download it") from None
+        raise PermanentError(
+            f"the downloaded archive is corrupt ({info.filename!r}: {exc}); it may be truncated: re-download it"
+        ) from None
     except NotImplementedError:
-        raise PermanentError(f"{info.filename!r} in the downloaded archive uses a compression method "
-                             f"({info.compress_type}) that cannot be read; re-pack it as a plain zip") from None
+        raise PermanentError(
+            f"{info.filename!r} in the downloaded archive uses a compression method "
+            f"({info.compress_type}) that cannot be read; re-pack it as a plain zip"
+        ) from None
 
 
 def _check_bounds(info: zipfile.ZipInfo, size: int, max_bytes: int, so_far: bool = False) -> None:
     """Refuse `size` uncompressed bytes of the member (declared, or written so far) over a cap."""
     amount = f"{'at least ' if so_far else ''}{size:,} bytes uncompressed from {info.compress_size:,} compressed"
     if size > max_bytes:
-        raise PermanentError(f"{info.filename!r} in the downloaded archive is {amount}, over the cap of "
-                             f"{max_bytes:,} bytes; raise {settings.MAX_SOURCE_BYTES} if the file is genuine")
+        raise PermanentError(
+            f"{info.filename!r} in the downloaded archive is {amount}, over the cap of "
+            f"{max_bytes:,} bytes; raise {settings.MAX_SOURCE_BYTES} if the file is genuine"
+        )
     if size > RATIO_FREE_BYTES and size > MAX_RATIO * info.compress_size:
-        raise PermanentError(f"{info.filename!r} in the downloaded archive is {amount}, a compression ratio over "
-                             f"the cap of {MAX_RATIO}: it looks like a zip bomb; Kaggle CSV files compress "
-                             "far less, re-download it or pick another file with KAGGLE_FILE")
+        raise PermanentError(
+            f"{info.filename!r} in the downloaded archive is {amount}, a compression ratio over "
+            f"the cap of {MAX_RATIO}: it looks like a zip bomb; Kaggle CSV files compress "
+            "far less, re-download it or pick another file with KAGGLE_FILE"
+        )

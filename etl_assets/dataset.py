@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from etl_assets import files
-from etl_assets.contacts.source import CsvFormat, first_rows, read_header, scan_file
+from etl_assets.contacts.source import CsvFormat, FileScan, first_rows, read_header, scan_file
 from etl_assets.errors import PermanentError
 from etl_assets.text import preview_markdown
 
@@ -37,7 +37,32 @@ class SourceFile:
     path: str
     sha256: str
     bytes: int
-    rows: int
+    rows: int  # FileScan.rows: the data rows, blank lines skipped, as the load numbers them
+    # The rest of the file's scan, so the load reads the file once instead of hashing it again
+    # (None in a manifest an earlier version wrote).
+    encoding: str | None = None
+    has_quotes: bool | None = None
+    longest_line: int | None = None
+    blank_lines: int | None = None
+    mtime_ns: int | None = None
+
+    def scan(self, fmt: CsvFormat) -> FileScan | None:
+        """The file's scan as it was described, while it still holds: the same encoding, and the file
+        unchanged since (same size and modification time); else None, and the load scans it."""
+        if (
+            self.has_quotes is None
+            or self.longest_line is None
+            or self.blank_lines is None
+            or self.encoding != fmt.encoding
+        ):
+            return None
+        try:
+            stat = Path(self.path).stat()
+        except OSError:
+            return None
+        if (stat.st_size, stat.st_mtime_ns) != (self.bytes, self.mtime_ns):
+            return None
+        return FileScan(self.sha256, self.rows + self.blank_lines, self.has_quotes, self.longest_line, self.blank_lines)
 
 
 def sample_csv_path() -> Path:
@@ -47,12 +72,25 @@ def sample_csv_path() -> Path:
 def describe_csv(dataset: str, version: str, path: Path, fmt: CsvFormat) -> SourceFile:
     """The file's identity and size; refuses, naming the file, one that is empty, header-only
     or not in the declared encoding, before any step relies on it."""
+    stat = path.stat()  # before the scan: a file changed during it then fails SourceFile.scan's test
     scan = scan_file(path, fmt)
     read_header(path, fmt)
     if not scan.data_lines:
         raise PermanentError(f"{path.name} has a header but no data rows")
-    return SourceFile(dataset=dataset, version=version, file=path.name, path=str(path),
-                      sha256=scan.sha256, bytes=path.stat().st_size, rows=scan.data_lines)
+    return SourceFile(
+        dataset=dataset,
+        version=version,
+        file=path.name,
+        path=str(path),
+        sha256=scan.sha256,
+        bytes=stat.st_size,
+        rows=scan.rows,
+        encoding=fmt.encoding,
+        has_quotes=scan.has_quotes,
+        longest_line=scan.longest_line,
+        blank_lines=scan.blank_lines,
+        mtime_ns=stat.st_mtime_ns,
+    )
 
 
 def write_manifest(data_dir: Path, source: SourceFile) -> None:
@@ -73,8 +111,11 @@ def read_manifest(data_dir: Path) -> SourceFile | None:
 def prune_versions(current: Path, keep: int = KEEP_VERSIONS) -> list[str]:
     """Delete the `v<N>` folders beside `current` (the version the manifest points at) but the
     newest `keep`; returns the names removed. `current` itself is never removed."""
-    numbered = [(int(match.group(1)), folder) for folder in current.parent.iterdir()
-                if folder.is_dir() and (match := _VERSION_FOLDER.fullmatch(folder.name))]
+    numbered = [
+        (int(match.group(1)), folder)
+        for folder in current.parent.iterdir()
+        if folder.is_dir() and (match := _VERSION_FOLDER.fullmatch(folder.name))
+    ]
     old = [folder for _, folder in sorted(numbered, reverse=True)[keep:] if folder != current]
     for folder in old:
         shutil.rmtree(folder)

@@ -1,10 +1,11 @@
-"""The code location: three assets, their checks, the job, the schedule, the alert sensor."""
+"""The code location: the preflight and three assets, their checks, the jobs, the schedule, the alert sensor."""
 
 import dagster as dg
 
 from etl_assets.assets import contacts_table, hubspot_contacts, kaggle_dataset
+from etl_assets.assets.preflight import preflight_checks
 from etl_assets.checks import contacts_reject_rate, hubspot_failed_rate
-from etl_assets.jobs import daily_etl
+from etl_assets.jobs import daily_etl, preflight_job
 from etl_assets.logs.handlers import json_console_logger
 from etl_assets.resources.database import DatabaseResource
 from etl_assets.resources.hubspot import HubSpotResource
@@ -16,9 +17,9 @@ from etl_assets.sensors import run_failure_alert
 secrets = SecretsResource()
 
 defs = dg.Definitions(
-    assets=[kaggle_dataset, contacts_table, hubspot_contacts],
+    assets=[preflight_checks, kaggle_dataset, contacts_table, hubspot_contacts],
     asset_checks=[contacts_reject_rate, hubspot_failed_rate],
-    jobs=[daily_etl],
+    jobs=[daily_etl, preflight_job],
     schedules=[daily_etl_schedule()],
     sensors=[run_failure_alert],
     resources={

@@ -1,9 +1,14 @@
-"""Helpers for streaming work: gathering items into groups of a size, and working one item ahead."""
+"""Helpers for streaming work: gathering items into groups of a size, and working one item ahead.
+
+The one place items are grouped: CSV parts into chunks, chunks into statements (by rows), contacts
+into HubSpot batches (by count).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 
@@ -22,6 +27,17 @@ def gathered(items: Iterable[T], at_least: int, size: Callable[[T], int]) -> Ite
         yield group
 
 
+def _one(_item: object) -> int:
+    return 1
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last may be shorter): `itertools.batched` of Python 3.12, as lists."""
+    if size < 1:
+        raise ValueError("batch size must be at least 1")
+    return gathered(items, size, _one)
+
+
 def prefetched(items: Iterable[T]) -> Iterator[T]:
     """`items`, each computed in a worker thread while the caller handles the one before.
 
@@ -33,4 +49,4 @@ def prefetched(items: Iterable[T]) -> Iterator[T]:
         upcoming = worker.submit(next, iterator, done)
         while (item := upcoming.result()) is not done:
             upcoming = worker.submit(next, iterator, done)
-            yield item
+            yield cast(T, item)

@@ -10,7 +10,7 @@ PREVIEW_CELL_CHARS = 60
 
 def clip(text: str, limit: int) -> str:
     """At most `limit` characters, a cut marked with an ellipsis."""
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def preview_markdown(frame: pd.DataFrame) -> str:

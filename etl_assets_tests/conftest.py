@@ -7,11 +7,15 @@ A test that needs MariaDB fails loudly when it is missing: CI must not pass by s
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,9 +31,16 @@ MARIADB_ADMIN_URL = os.environ.get("ETL_TEST_MARIADB_URL", "mysql+pymysql://root
 _CONTRACT_PREFIXES = ("ETL_", "KAGGLE_", "HUBSPOT_", "AWS_")
 
 
+def refuse_in_fast_tier(request: pytest.FixtureRequest, what: str) -> None:
+    """A test marked `fast` (make test-fast) promises to need no service: fail it loudly if it asks for one."""
+    if request.node.get_closest_marker("fast"):
+        pytest.fail(f"{request.node.nodeid} is marked fast but uses {what}; drop the mark or the {what}")
+
+
 @pytest.fixture
-def mariadb_url() -> str:
+def mariadb_url(request) -> str:
     """A SQLAlchemy URL to a new, empty MariaDB database, dropped afterwards."""
+    refuse_in_fast_tier(request, "MariaDB")
     admin = sa.create_engine(MARIADB_ADMIN_URL)
     name = f"etl_test_{uuid.uuid4().hex[:10]}"
     try:
@@ -45,7 +56,8 @@ def mariadb_url() -> str:
 
 
 @pytest.fixture
-def hubspot_server():
+def hubspot_server(request):
+    refuse_in_fast_tier(request, "the local HubSpot server")
     with HubSpotServer() as server:
         yield server
 
@@ -63,7 +75,8 @@ def start_kaggle_server(wait_s: float = 120.0) -> KaggleServer:
 
 
 @pytest.fixture
-def kaggle_server():
+def kaggle_server(request):
+    refuse_in_fast_tier(request, "the local Kaggle server")
     server = start_kaggle_server()
     try:
         server.add_dataset("datablist", "customers", {"customers-1000.csv": SAMPLE_CSV.read_bytes()})
@@ -110,8 +123,46 @@ def hubspot_env(clean_env, monkeypatch, mariadb_url, hubspot_server) -> HubSpotS
     return hubspot_server
 
 
+@dataclass
+class Webhook:
+    url: str
+    answers: list[int] = field(default_factory=list)  # statuses answered first, in turn; then 200
+    received: list[dict] = field(default_factory=list)  # every JSON body posted, answered or refused
+
+
+@pytest.fixture
+def webhook():
+    """A local alert webhook (Slack-style: JSON POSTs)."""
+    hook = Webhook("")
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(hook.answers.pop(0) if hook.answers else 200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook.url = f"http://127.0.0.1:{server.server_port}/hook"
+    yield hook
+    server.shutdown()
+
+
+# In-step and step retries cut to seconds, for tests that ride out an outage through both.
+SHORT_RETRIES = {
+    "ETL_RETRY_ATTEMPTS": "2",
+    "ETL_RETRY_MAX_SECONDS": "2",
+    "ETL_STEP_RETRIES": "3",
+    "ETL_STEP_RETRY_DELAY_SECONDS": "1",
+}
+
+
 def run_dagster(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`dagster ...` from the venv of this interpreter, as a user would type it."""
     dagster = Path(sys.executable).with_name("dagster")
-    return subprocess.run([str(dagster), *args], cwd=REPO, env=dict(env or os.environ), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(dagster), *args], cwd=REPO, env=dict(env or os.environ), capture_output=True, text=True, timeout=timeout
+    )

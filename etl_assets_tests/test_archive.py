@@ -54,8 +54,7 @@ def out(tmp_path) -> Path:
 
 
 def test_the_largest_plain_csv_is_extracted_atomically(tmp_path, out):
-    archive = make_zip(tmp_path / "a.zip", {"notes.txt": b"x" * 100, "small.csv": CSV,
-                                            "data/customers.csv": CSV * 10})
+    archive = make_zip(tmp_path / "a.zip", {"notes.txt": b"x" * 100, "small.csv": CSV, "data/customers.csv": CSV * 10})
     path = extract_csv(archive, None, out / "v2")
     assert path == out / "v2" / "customers.csv"
     assert path.read_bytes() == CSV * 10
@@ -95,7 +94,7 @@ def test_corrupt_compressed_data_is_refused_without_leftovers(tmp_path, out):
     archive = make_zip(tmp_path / "a.zip", {"customers.csv": os.urandom(100_000)})
     data = bytearray(archive.read_bytes())
     start = data.index(b"PK\x03\x04") + 30 + len("customers.csv")
-    data[start:start + 2000] = b"\xff" * 2000
+    data[start : start + 2000] = b"\xff" * 2000
     archive.write_bytes(bytes(data))
     assert "the downloaded archive is corrupt ('customers.csv'" in refusal(archive, out / "v2")
     assert listing(out) == ["v1", "v1/customers.csv"]
@@ -118,16 +117,19 @@ def encrypted_by_zip_command(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("make", [encrypted_by_flag, encrypted_by_zip_command])
 def test_an_encrypted_member_is_refused_naming_it(tmp_path, out, make):
     message = refusal(make(tmp_path), out / "v2")
-    assert message == ("'customers.csv' in the downloaded archive is encrypted; Kaggle datasets are not: "
-                       "re-download or pick another file with KAGGLE_FILE")
+    assert message == (
+        "'customers.csv' in the downloaded archive is encrypted; Kaggle datasets are not: "
+        "re-download or pick another file with KAGGLE_FILE"
+    )
 
 
 @pytest.mark.parametrize("name", ["x/..", "../evil.csv", "/abs.csv", "a\\evil.csv"])
 def test_an_unsafe_member_name_is_never_extracted(tmp_path, out, name):
     archive = make_zip(tmp_path / "a.zip", {name: CSV})
     assert refusal(archive, out / "v2").startswith("the dataset has no CSV file; its files: ")
-    assert refusal(archive, out / "v2", wanted=name).startswith(f"KAGGLE_FILE={name!r} names the member {name!r}, "
-                                                                "which is not a plain file name")
+    assert refusal(archive, out / "v2", wanted=name).startswith(
+        f"KAGGLE_FILE={name!r} names the member {name!r}, which is not a plain file name"
+    )
     assert listing(tmp_path) == ["a.zip", "out", "out/v1", "out/v1/customers.csv"]
 
 
@@ -137,8 +139,9 @@ def test_a_safe_csv_is_chosen_over_a_larger_unsafe_one(tmp_path, out):
     assert "names the member '../evil.csv'" in refusal(archive, out / "v3", wanted="evil.csv")
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "x/", "x/.", "x/..", "/abs.csv", "../a.csv", "a/../b.csv",
-                                  "a\\b.csv", "a\0.csv"])
+@pytest.mark.parametrize(
+    "name", ["", ".", "..", "x/", "x/.", "x/..", "/abs.csv", "../a.csv", "a/../b.csv", "a\\b.csv", "a\0.csv"]
+)
 def test_pick_csv_skips_unsafe_names_and_refuses_them_by_name(name):
     with pytest.raises(PermanentError, match="has no CSV file"):
         pick_csv([name], None)

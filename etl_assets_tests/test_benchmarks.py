@@ -18,20 +18,73 @@ from etl_assets_tests.conftest import MARIADB_ADMIN_URL, REPO
 ROWS, SMALL_ROWS, CONTACTS = 2000, 200, 500
 
 TOP_KEYS = {
-    "schema_version", "started_at", "finished_at", "total_seconds", "machine", "parameters", "csv", "to_sql",
-    "load_data", "step_first_load", "step_rerun", "step_small", "peak_rss", "hubspot", "targets",
-    "all_targets_passed", "errors", "table",
+    "schema_version",
+    "started_at",
+    "finished_at",
+    "total_seconds",
+    "machine",
+    "parameters",
+    "csv",
+    "to_sql",
+    "load_data",
+    "step_first_load",
+    "step_rerun",
+    "step_small",
+    "peak_rss",
+    "hubspot",
+    "targets",
+    "all_targets_passed",
+    "errors",
+    "table",
 }
-MACHINE_KEYS = {"nproc", "memory_bytes", "cpu_model", "mariadb_version", "python_version", "load_average_start",
-                "load_average_end"}
-STEP_KEYS = {"rows_read", "inserted", "rejected", "contacts_after", "writer", "skipped_identical_source", "seconds",
-             "rows_per_s", "peak_rss_bytes", "baseline_rss_bytes"}
-HUBSPOT_KEYS = {"contacts", "rate_limit", "interval_ms", "ceiling_contacts_per_s", "seconds", "contacts_per_s",
-                "fraction_of_ceiling", "requests_sent", "upsert_requests", "status_429", "expected", "stored", "lost",
-                "duplicated", "state_synced", "rerun"}
+MACHINE_KEYS = {
+    "nproc",
+    "memory_bytes",
+    "cpu_model",
+    "mariadb_version",
+    "python_version",
+    "load_average_start",
+    "load_average_end",
+}
+STEP_KEYS = {
+    "rows_read",
+    "inserted",
+    "rejected",
+    "contacts_after",
+    "writer",
+    "skipped_identical_source",
+    "seconds",
+    "rows_per_s",
+    "peak_rss_bytes",
+    "baseline_rss_bytes",
+}
+HUBSPOT_KEYS = {
+    "contacts",
+    "rate_limit",
+    "interval_ms",
+    "ceiling_contacts_per_s",
+    "seconds",
+    "contacts_per_s",
+    "fraction_of_ceiling",
+    "requests_sent",
+    "upsert_requests",
+    "status_429",
+    "expected",
+    "stored",
+    "lost",
+    "duplicated",
+    "state_synced",
+    "rerun",
+}
 TARGET_NAMES = [
-    "first load >= 0.5x LOAD DATA", "first load >= 3x to_sql", "unchanged re-run <= 0.2x", "peak RSS at N <= 400 MB",
-    "peak RSS at N <= 1.5x at N/10", "HubSpot >= 90%", "HubSpot 0 contacts lost", "HubSpot 0 contacts duplicated",
+    "first load >= 0.5x LOAD DATA",
+    "first load >= 3x to_sql",
+    "unchanged re-run <= 0.2x",
+    "peak RSS at N <= 400 MB",
+    "peak RSS at N <= 1.5x at N/10",
+    "HubSpot >= 90%",
+    "HubSpot 0 contacts lost",
+    "HubSpot 0 contacts duplicated",
     "HubSpot 0 requests on the unchanged re-run",
 ]
 
@@ -40,9 +93,12 @@ def existing_databases(names: list[str]) -> set[str]:
     engine = sa.create_engine(MARIADB_ADMIN_URL)
     try:
         with engine.connect() as conn:
-            found = conn.execute(sa.text("SELECT schema_name FROM information_schema.schemata "
-                                         "WHERE schema_name IN :names").bindparams(sa.bindparam("names", expanding=True)),
-                                 {"names": names})
+            found = conn.execute(
+                sa.text("SELECT schema_name FROM information_schema.schemata WHERE schema_name IN :names").bindparams(
+                    sa.bindparam("names", expanding=True)
+                ),
+                {"names": names},
+            )
             return {row[0] for row in found}
     finally:
         engine.dispose()
@@ -51,19 +107,51 @@ def existing_databases(names: list[str]) -> set[str]:
 def test_benchmark_smoke_run_prints_the_table_and_writes_every_figure(tmp_path):
     out = tmp_path / "results" / "smoke.json"
     completed = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--rows", str(ROWS), "--hubspot-contacts", str(CONTACTS),
-         "--hubspot-rate-limit", "5", "--hubspot-interval-ms", "1000", "--hubspot-latency", "0.01",
-         "--mysql-url", MARIADB_ADMIN_URL, "--workdir", str(tmp_path / "work"), "--out", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--rows",
+            str(ROWS),
+            "--hubspot-contacts",
+            str(CONTACTS),
+            "--hubspot-rate-limit",
+            "5",
+            "--hubspot-interval-ms",
+            "1000",
+            "--hubspot-latency",
+            "0.01",
+            "--mysql-url",
+            MARIADB_ADMIN_URL,
+            "--workdir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
     # The table: every measure and every target, with a verdict column.
     table = completed.stdout
-    for label in ("pandas read_csv + to_sql", "LOAD DATA LOCAL INFILE", "contacts_table step, first load",
-                  "re-run on the unchanged file", "peak RSS of the step at N/10", "peak RSS of the step at N ",
-                  "hubspot_contacts, 500 new contacts", "429s received", "lost", "duplicated",
-                  "nothing changed: requests", "Machine:", "MariaDB", "Load average"):
+    for label in (
+        "pandas read_csv + to_sql",
+        "LOAD DATA LOCAL INFILE",
+        "contacts_table step, first load",
+        "re-run on the unchanged file",
+        "peak RSS of the step at N/10",
+        "peak RSS of the step at N ",
+        "hubspot_contacts, 500 new contacts",
+        "429s received",
+        "lost",
+        "duplicated",
+        "nothing changed: requests",
+        "Machine:",
+        "MariaDB",
+        "Load average",
+    ):
         assert label in table, label
     assert "result" in table and ("PASS" in table or "FAIL" in table)
 

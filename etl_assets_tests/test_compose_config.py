@@ -22,15 +22,22 @@ from pathlib import Path
 import pytest
 import yaml
 
+from etl_assets import settings
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_TEST = ROOT / "docker-compose.test.yml"
 DEPLOY_INSTANCE = ROOT / "deploy" / "dagster.yaml"
 DEPLOY_WORKSPACE = ROOT / "deploy" / "workspace.yaml"
 SERVICES = {"mysql", "postgres", "user_code", "webserver", "daemon", "run_janitor"}
-SECRETS = {
-    "MYSQL_ROOT_PASSWORD", "ETL_DATABASE_PASSWORD", "DAGSTER_PG_PASSWORD",
-    "HUBSPOT_ACCESS_TOKEN", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "ETL_ALERT_WEBHOOK_URL", "ETL_DATADOG_API_KEY",
+# The package's secrets (the settings registry's), and the databases' own passwords.
+SECRETS = settings.SECRETS | {"MYSQL_ROOT_PASSWORD", "DAGSTER_PG_PASSWORD"}
+# Variables the package reads that compose deliberately does not pass to run containers.
+NOT_PASSED = {
+    settings.VAULT_TOKEN: "a Vault login goes in as a mounted file (VAULT_TOKEN_FILE), never a variable",
+    settings.KAGGLE_CONFIG_DIR: "compose gives Kaggle credentials as secrets, not kaggle.json",
+    settings.XDG_CONFIG_HOME: "likewise",
+    settings.DAGSTER_HOME: "set by the images",
 }
 
 
@@ -52,7 +59,7 @@ def compose_config(*files: Path, env: dict[str, str] | None = None) -> dict:
     clean_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL")}
     clean_env.update(env or {})
     result = subprocess.run(
-        [*args, "config"], cwd=ROOT, env=clean_env, capture_output=True, text=True, timeout=120
+        [*args, "config"], cwd=ROOT, env=clean_env, capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
     return yaml.safe_load(result.stdout)
@@ -108,8 +115,7 @@ def test_run_launcher_matches_compose(config, instance):
     assert launcher["class"] == "DockerRunLauncher"
     daemon_env = services["daemon"]["environment"]
     # DockerRunLauncher raises for a bare name missing from the launching process.
-    missing = [name for name in launcher["config"]["env_vars"]
-               if "=" not in name and name not in daemon_env]
+    missing = [name for name in launcher["config"]["env_vars"] if "=" not in name and name not in daemon_env]
     assert not missing, f"run_launcher.env_vars not set in the daemon: {missing}"
     assert launcher["config"]["network"] == config["networks"]["etl"]["name"]
     volumes_from = launcher["config"]["container_kwargs"]["volumes_from"]
@@ -121,7 +127,8 @@ def test_run_launcher_matches_compose(config, instance):
 def test_every_pipeline_variable_reaches_runs(config, instance):
     env_vars = set(instance["run_launcher"]["config"]["env_vars"])
     etl_vars = {
-        name for name in config["services"]["user_code"]["environment"]
+        name
+        for name in config["services"]["user_code"]["environment"]
         if name.startswith(("ETL_", "KAGGLE_", "HUBSPOT_", "AWS_", "DAGSTER_PG_"))
     }
     assert etl_vars <= env_vars, f"not passed to run containers: {sorted(etl_vars - env_vars)}"
@@ -129,22 +136,27 @@ def test_every_pipeline_variable_reaches_runs(config, instance):
 
 def test_every_variable_the_package_reads_is_configured(instance):
     """A variable the package reads is a compose secret (a file) or reaches run containers."""
-    pattern = re.compile(r"""["']((?:ETL|KAGGLE|HUBSPOT|AWS)_[A-Z0-9_]+)["']""")
-    read = {
+    env_vars = set(instance["run_launcher"]["config"]["env_vars"])
+    missing = set(settings.REGISTRY) - env_vars - SECRETS - set(NOT_PASSED)
+    assert not missing, f"read by etl_assets but neither a secret nor in run_launcher.env_vars: {sorted(missing)}"
+    assert not set(NOT_PASSED) & env_vars, "passed to runs after all: drop it from NOT_PASSED"
+
+
+def test_every_variable_name_in_the_package_is_in_the_settings_registry():
+    """A quoted variable name anywhere in etl_assets/ is a registry entry, so the test above sees it."""
+    pattern = re.compile(r"""["']((?:ETL|KAGGLE|HUBSPOT|AWS|VAULT|DD)_[A-Z0-9_]+)["']""")
+    quoted = {
         name
         for path in (ROOT / "etl_assets").rglob("*.py")
         for name in pattern.findall(path.read_text(encoding="utf-8"))
     }
-    env_vars = set(instance["run_launcher"]["config"]["env_vars"])
-    missing = read - env_vars - SECRETS
-    assert not missing, f"read by etl_assets but neither a secret nor in run_launcher.env_vars: {sorted(missing)}"
+    assert not quoted - set(settings.REGISTRY), "add these to etl_assets/settings.py"
 
 
 def test_instance_config_is_valid_dagster_config(instance):
     from dagster._core.instance.config import dagster_instance_config
 
-    env = {"DAGSTER_PG_USER": "u", "DAGSTER_PG_PASSWORD": "p", "DAGSTER_PG_HOST": "h",
-           "DAGSTER_PG_DB": "d"}
+    env = {"DAGSTER_PG_USER": "u", "DAGSTER_PG_PASSWORD": "p", "DAGSTER_PG_HOST": "h", "DAGSTER_PG_DB": "d"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -186,3 +198,15 @@ def test_test_override_swaps_in_standins_and_the_hubspot_fake():
     # The override adds to the base file, it does not drop what the base sets.
     assert services["daemon"]["environment"]["ETL_SECRETS_BACKEND"] == "files"
     assert "mysql" in services["user_code"]["depends_on"]
+
+
+def test_env_example_values_are_the_registrys_defaults():
+    """.env.example leaves a setting blank (the package's default) or shows that same default."""
+    for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
+        name, _, value = line.partition("=")
+        if name in settings.REGISTRY and value.strip():
+            assert not settings.REGISTRY[name].secret, f"secret {name} in .env.example"
+            assert value.strip() == settings.default(name), (
+                f".env.example sets {name}={value}, but its default (etl_assets/settings.py) is "
+                f"{settings.default(name)!r}: leave it blank or show the default"
+            )

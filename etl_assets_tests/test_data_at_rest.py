@@ -46,8 +46,11 @@ def not_owner_only(data_dir: Path) -> list[str]:
 
 
 def log_lines(instance: dg.DagsterInstance, result, step: str) -> list[str]:
-    return [entry.user_message for entry in instance.all_logs(result.run_id)
-            if entry.step_key == step and entry.dagster_event is None]
+    return [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.step_key == step and entry.dagster_event is None
+    ]
 
 
 def age(path: Path, days: float) -> None:
@@ -159,7 +162,9 @@ def test_three_published_versions_leave_the_newest_two(pipeline_env, kaggle_serv
     folder = Path(pipeline_env["ETL_DATA_DIR"]) / "kaggle" / "datablist__customers"
     assert sorted(path.name for path in folder.iterdir()) == ["v2", "v3"]
     assert materialization(result, "kaggle_dataset")["version"] == "3"
-    assert "Kaggle: removed 1 old version(s) of datablist/customers: v1" in log_lines(instance, result, "kaggle_dataset")
+    assert "Kaggle: removed 1 old version(s) of datablist/customers: v1" in log_lines(
+        instance, result, "kaggle_dataset"
+    )
 
 
 def test_a_dry_run_deletes_outbox_files_older_than_the_age(clean_env):
@@ -173,8 +178,9 @@ def test_a_dry_run_deletes_outbox_files_older_than_the_age(clean_env):
 
     assert result.success
     assert sorted(path.name for path in outbox.iterdir()) == sorted(["recent-run.jsonl", f"{result.run_id}.jsonl"])
-    assert ("HubSpot dry run: removed 1 outbox file(s) older than 30 days: old-run.jsonl"
-            in log_lines(instance, result, "hubspot_contacts"))
+    assert "HubSpot dry run: removed 1 outbox file(s) older than 30 days: old-run.jsonl" in log_lines(
+        instance, result, "hubspot_contacts"
+    )
 
 
 def test_a_negative_outbox_age_fails_the_dry_run_naming_it(clean_env, monkeypatch):

@@ -81,25 +81,39 @@ def _backend_holding_the_secrets(backend: str, request, monkeypatch, tmp_path):
             monkeypatch.delenv(name)
         path = server.unique_path()
         role_id, secret_id_file = approle_credentials(server, tmp_path)
-        for name, value in {"VAULT_ADDR": server.address, "ETL_VAULT_PATH": path, "VAULT_ROLE_ID": role_id,
-                            "VAULT_SECRET_ID_FILE": str(secret_id_file)}.items():
+        for name, value in {
+            "VAULT_ADDR": server.address,
+            "ETL_VAULT_PATH": path,
+            "VAULT_ROLE_ID": role_id,
+            "VAULT_SECRET_ID_FILE": str(secret_id_file),
+        }.items():
             monkeypatch.setenv(name, value)
         return lambda values: server.put(path, values), (secret_id_file.read_text().strip(),)
     server, project, secret = request.getfixturevalue("gcp_secrets_server"), "etl-leak", "etl-assets-leak"
-    for name, value in {"ETL_GCP_PROJECT": project, "ETL_GCP_SECRET_ID": secret,
-                        "ETL_GCP_SECRETS_ENDPOINT": server.url}.items():
+    for name, value in {
+        "ETL_GCP_PROJECT": project,
+        "ETL_GCP_SECRET_ID": secret,
+        "ETL_GCP_SECRETS_ENDPOINT": server.url,
+    }.items():
         monkeypatch.setenv(name, value)
     return lambda values: server.add_version(project, secret, json.dumps(values)), ()
 
 
 @pytest.fixture(params=["aws", "vault", "gcp"])
-def leak_env(request, pipeline_env, aws_env, db_user, hubspot_server, kaggle_server, datadog_intake, monkeypatch,
-             tmp_path):
+def leak_env(
+    request, pipeline_env, aws_env, db_user, hubspot_server, kaggle_server, datadog_intake, monkeypatch, tmp_path
+):
     hubspot_server.token = HUBSPOT_TOKEN
     kaggle_server.key = KAGGLE_KEY
     store, canaries = _backend_holding_the_secrets(request.param, request, monkeypatch, tmp_path)
-    store({"HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "KAGGLE_KEY": KAGGLE_KEY, "ETL_DATABASE_PASSWORD": DB_PASSWORD,
-           "ETL_DATADOG_API_KEY": DATADOG_KEY})
+    store(
+        {
+            "HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN,
+            "KAGGLE_KEY": KAGGLE_KEY,
+            "ETL_DATABASE_PASSWORD": DB_PASSWORD,
+            "ETL_DATADOG_API_KEY": DATADOG_KEY,
+        }
+    )
     for name in ("HUBSPOT_ACCESS_TOKEN", "KAGGLE_KEY"):  # pipeline_env's values; ours live in the backend only
         monkeypatch.delenv(name)
     monkeypatch.setenv("ETL_SECRETS_BACKEND", request.param)
@@ -196,8 +210,9 @@ def _location_view(context: WorkspaceRequestContext, location: str) -> dict:
 
 def _graphql_views(instance: dg.DagsterInstance, run_ids: list[str]) -> list[str]:
     """Runs (with their run config), their event logs and errors, and the code location's config."""
-    target = _InProcessModules({
-        "etl_assets": LoadableTargetOrigin(module_name="etl_assets", working_directory=str(REPO))})
+    target = _InProcessModules(
+        {"etl_assets": LoadableTargetOrigin(module_name="etl_assets", working_directory=str(REPO))}
+    )
     with WorkspaceProcessContext(instance, target) as process_context:
         context = process_context.create_request_context()
         runs = execute_dagster_graphql(context, RUNS_QUERY, {"runIds": run_ids}).data
@@ -210,28 +225,48 @@ def _graphql_views(instance: dg.DagsterInstance, run_ids: list[str]) -> list[str
     return views
 
 
-@pytest.mark.parametrize(("resource", "field"), [
-    ("hubspot", "access_token"), ("hubspot", "api_base"), ("database", "password"), ("database", "url"),
-    ("kaggle", "key"), ("kaggle", "api_token"), ("secrets", "secrets_dir"), ("secrets", "aws_secret_id"),
-    ("secrets", "vault_addr"), ("secrets", "vault_path"), ("secrets", "gcp_project"),
-    ("secrets", "gcp_secrets_endpoint"),
-])
+@pytest.mark.parametrize(
+    ("resource", "field"),
+    [
+        ("hubspot", "access_token"),
+        ("hubspot", "api_base"),
+        ("database", "password"),
+        ("database", "url"),
+        ("kaggle", "key"),
+        ("kaggle", "api_token"),
+        ("secrets", "secrets_dir"),
+        ("secrets", "aws_secret_id"),
+        ("secrets", "vault_addr"),
+        ("secrets", "vault_path"),
+        ("secrets", "gcp_project"),
+        ("secrets", "gcp_secrets_endpoint"),
+    ],
+)
 def test_credentials_and_endpoints_cannot_be_resource_config(resource, field):
     """So no code location or run config can set them, or show them in the UI (see test_run_config)."""
     from etl_assets.definitions import defs
 
     config_fields = type(defs.resources[resource]).to_config_schema().as_field().config_type.fields
     assert field not in config_fields and config_fields.keys() <= {
-        "rate_limit", "rate_interval_ms", "max_in_flight", "create_missing_properties", "lock_timeout_seconds",
-        "dataset", "file", "cache_seconds", "secrets"}
+        "rate_limit",
+        "rate_interval_ms",
+        "max_in_flight",
+        "create_missing_properties",
+        "lock_timeout_seconds",
+        "dataset",
+        "file",
+        "cache_seconds",
+        "secrets",
+    }
 
 
 def _cloudwatch_lines() -> list[str]:
     logs = boto3.client("logs", region_name="eu-west-1")
     lines = []
     for stream in logs.describe_log_streams(logGroupName=LOG_GROUP)["logStreams"]:
-        events = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream["logStreamName"],
-                                     startFromHead=True)["events"]
+        events = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream["logStreamName"], startFromHead=True)[
+            "events"
+        ]
         lines.extend(event["message"] for event in events)
     return lines
 
@@ -253,8 +288,12 @@ def test_no_secret_value_reaches_logs_events_ui_or_errors(leak_env, hubspot_serv
     ok_run = _run_id(ok.stderr, [json.loads(line) for line in log_file.read_text().splitlines()], set())
 
     # Rotate the database password to a wrong one: the next run picks it up and fails on it.
-    rotated = {"HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "KAGGLE_KEY": KAGGLE_KEY,
-               "ETL_DATABASE_PASSWORD": WRONG_DB_PASSWORD, "ETL_DATADOG_API_KEY": DATADOG_KEY}
+    rotated = {
+        "HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN,
+        "KAGGLE_KEY": KAGGLE_KEY,
+        "ETL_DATABASE_PASSWORD": WRONG_DB_PASSWORD,
+        "ETL_DATADOG_API_KEY": DATADOG_KEY,
+    }
     leak_env["store"](rotated)
     failed = run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl", env=env)
     assert failed.returncode != 0
@@ -266,7 +305,7 @@ def test_no_secret_value_reaches_logs_events_ui_or_errors(leak_env, hubspot_serv
     materialized = {line["asset"] for line in log_lines if line["event"] == "ASSET_MATERIALIZATION"}
     assert {"kaggle_dataset", "contacts_table", "hubspot_contacts"} <= materialized
     (failure,) = [line for line in log_lines if line["run_id"] == failed_run and line["event"] == "STEP_FAILURE"]
-    assert failure["asset"] == "contacts_table" and failure["level"] == "ERROR"
+    assert failure["asset"] == "preflight_checks" and failure["level"] == "ERROR"  # it stops the run first
     assert failure["error_class"] == "PermanentError" and "Access denied" in failure["error"], failure
 
     # CloudWatch Logs got the same lines (shipped when each run process exited).
@@ -292,8 +331,12 @@ def test_no_secret_value_reaches_logs_events_ui_or_errors(leak_env, hubspot_serv
         "data dir": _files(Path(env["ETL_DATA_DIR"])),
         "GraphQL (UI)": [view.encode() for view in graphql],
     }
-    leaks = [(where, secret) for where, texts in haystacks.items() for secret in leak_env["canaries"]
-             if any(secret.encode() in text for text in texts)]
+    leaks = [
+        (where, secret)
+        for where, texts in haystacks.items()
+        for secret in leak_env["canaries"]
+        if any(secret.encode() in text for text in texts)
+    ]
     assert not leaks
 
 
@@ -325,18 +368,24 @@ WEBHOOK_CANARY = "WEBHOOK-CANARY-5e5e"
 EMAIL_CANARY = "ragged.canary.3c3c@example.com"
 
 
-def test_canaries_in_error_text_reach_no_output(pipeline_env, hubspot_server, kaggle_server, webhook, monkeypatch,
-                                                tmp_path):
+def test_canaries_in_error_text_reach_no_output(
+    pipeline_env, hubspot_server, kaggle_server, webhook, monkeypatch, tmp_path
+):
     from etl_assets_tests.conftest import SAMPLE_CSV
     from etl_assets_tests.test_sensors import tick
 
     header, *rows = SAMPLE_CSV.read_text().splitlines()
     ragged = rows[2].replace(rows[2].split(",")[9], EMAIL_CANARY) + ",one field too many"
-    kaggle_server.add_dataset("datablist", "customers", {
-        "customers-1000.csv": "\n".join([header, rows[0], rows[1], ragged, *rows[3:]]).encode()})
+    kaggle_server.add_dataset(
+        "datablist",
+        "customers",
+        {"customers-1000.csv": "\n".join([header, rows[0], rows[1], ragged, *rows[3:]]).encode()},
+    )
     # A gateway that echoes what it was sent: the token in HubSpot's message, more in the body.
-    hubspot_server.unauthorized_extra = {"message": "token {presented} was not accepted",
-                                         "context": {"echo": [BODY_CANARY, "{presented}"]}}
+    hubspot_server.unauthorized_extra = {
+        "message": "token {presented} was not accepted",
+        "context": {"echo": [BODY_CANARY, "{presented}"]},
+    }
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", TOKEN_CANARY)
     monkeypatch.setenv("ETL_STEP_RETRIES", "0")
     monkeypatch.setenv("ETL_LOG_FILE", str(tmp_path / "logs" / "etl.jsonl"))
@@ -349,8 +398,11 @@ def test_canaries_in_error_text_reach_no_output(pipeline_env, hubspot_server, ka
         cursor = tick(instance, None).cursor  # the sensor alerts failures after its first tick
     results = [run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl", env=env)]
     for bad_url in (f"mysql+pymysql//etl:{DB_URL_CANARY}@db/etl", f"etl:{DB_URL_CANARY}@db/etl"):
-        results.append(run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl",
-                                   env={**env, "ETL_DATABASE_URL": bad_url}))
+        results.append(
+            run_dagster(
+                "job", "execute", "-m", "etl_assets", "-j", "daily_etl", env={**env, "ETL_DATABASE_URL": bad_url}
+            )
+        )
     assert all(result.returncode != 0 for result in results)
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         tick(instance, cursor)
@@ -369,6 +421,10 @@ def test_canaries_in_error_text_reach_no_output(pipeline_env, hubspot_server, ka
         "webhook payloads": [json.dumps(received).encode()],
     }
     canaries = (TOKEN_CANARY, BODY_CANARY, DB_URL_CANARY, WEBHOOK_CANARY, EMAIL_CANARY)
-    leaks = [(where, canary) for where, texts in haystacks.items() for canary in canaries
-             if any(canary.encode() in text for text in texts)]
+    leaks = [
+        (where, canary)
+        for where, texts in haystacks.items()
+        for canary in canaries
+        if any(canary.encode() in text for text in texts)
+    ]
     assert not leaks

@@ -1,5 +1,6 @@
 """Structured logs: the JSON line format, the redaction filter, the level threshold, the
-dagster.yaml handlers as Dagster applies them to a run, and shipping to CloudWatch Logs (moto)."""
+dagster.yaml handlers as Dagster applies them to a run, and shipping to CloudWatch Logs (watchtower,
+against moto)."""
 
 import io
 import json
@@ -12,6 +13,7 @@ import dagster as dg
 import pytest
 import yaml
 from botocore.config import Config
+from watchtower import WatchtowerWarning
 
 from etl_assets.errors import PermanentError, failing_fast
 from etl_assets.logs.cloudwatch import CloudWatchLogsHandler
@@ -220,8 +222,9 @@ def test_dagster_job_execute_logs_the_cause_of_a_failed_step(clean_env, monkeypa
 
     lines = _lines("\n".join(line for line in result.stderr.splitlines() if line.startswith("{")))
     (failure,) = [line for line in lines if line["event"] == "STEP_FAILURE"]
-    assert failure["step"] == "contacts_table" and failure["error_class"] == "PermanentError"
-    assert failure["error"] == f"ETL_COLUMN_MAP: cannot read {missing}: No such file or directory"
+    # the preflight names it before any data moves (contacts_table would have, later)
+    assert failure["step"] == "preflight_checks" and failure["error_class"] == "PermanentError"
+    assert f"[column map] ETL_COLUMN_MAP: cannot read {missing}: No such file or directory" in failure["error"]
     (run_failure,) = [line for line in lines if line["event"] == "PIPELINE_FAILURE"]
     assert (run_failure["error_class"], run_failure["error"]) == (failure["error_class"], failure["error"])
 
@@ -233,13 +236,24 @@ def test_log_file_and_cloudwatch_handlers_are_no_ops_when_unset(clean_env):
     assert isinstance(cloudwatch_handler(), logging.NullHandler)
 
 
+def test_cloudwatch_handler_is_off_with_one_warning_when_it_cannot_be_built(clean_env, aws_env, monkeypatch, capfd):
+    from etl_assets.logs.handlers import cloudwatch_handler
+
+    monkeypatch.delenv("AWS_REGION")  # and no AWS_DEFAULT_REGION, no config file: no region at all
+    monkeypatch.setenv("ETL_CLOUDWATCH_LOG_GROUP", "/etl_assets/no-region")
+    assert isinstance(cloudwatch_handler(), logging.NullHandler)
+    assert isinstance(cloudwatch_handler(), logging.NullHandler)
+    err = capfd.readouterr().err
+    assert err.count("etl_assets: log shipping to CloudWatch Logs is off: NoRegionError") == 1
+
+
 def test_cloudwatch_handler_creates_group_and_stream_and_ships_lines(aws_env):
-    group, stream = f"/etl_assets/test-{time.time_ns()}", "host-1"
+    group, stream = f"/etl_assets/test-{time.time_ns()}", "host-1/{not a placeholder}"
     handler = CloudWatchLogsHandler(group, stream, batch_size=3)
     handler.setFormatter(JsonFormatter())
     logger = logging.Logger("cloudwatch-test")
     logger.addHandler(handler)
-    for number in range(4):  # the third line sends a batch, close() the rest
+    for number in range(4):  # three lines make a batch, close() sends the rest
         logger.info("line %d", number)
     handler.close()
 
@@ -251,20 +265,60 @@ def test_cloudwatch_handler_creates_group_and_stream_and_ships_lines(aws_env):
     # A second handler finds the group and stream in place.
     again = CloudWatchLogsHandler(group, stream)
     again.setFormatter(JsonFormatter())
-    again.handle(logging.makeLogRecord({"msg": "line 4", "levelno": logging.INFO, "levelname": "INFO"}))
+    again.handle(
+        logging.makeLogRecord({"name": "etl_assets", "msg": "line 4", "levelno": logging.INFO, "levelname": "INFO"})
+    )
     again.flush()
     events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
     assert len(events) == 5
+    again.close()
 
 
-def test_cloudwatch_failures_are_reported_not_raised(aws_env, capfd):
-    client = boto3.client("logs", region_name="eu-west-1", endpoint_url="http://127.0.0.1:1",
-                          config=Config(retries={"max_attempts": 1}))
+def test_dagster_reapplying_the_handlers_does_not_wait_on_the_sender_thread(aws_env):
+    """Dagster re-applies dagster.yaml's handlers with dictConfig, which flushes and closes the old ones
+    while holding logging's lock, the lock botocore's logging in the sender thread needs."""
+    import logging.config
+
+    group = f"/etl_assets/reapplied-{time.time_ns()}"
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {
+            "cw": {"()": "etl_assets.logs.handlers.cloudwatch_handler", "log_group": group, "log_stream": "s"}
+        },
+        "loggers": {"etl_assets_reapplied": {"handlers": ["cw"]}},
+    }
+    logging.config.dictConfig(config)
+    logger = logging.getLogger("etl_assets_reapplied")
+    (first,) = logger.handlers
+    first.setFormatter(JsonFormatter())
+    logger.warning("before the re-application")
+    started = time.monotonic()
+    logging.config.dictConfig(config)  # closes `first` under the lock
+    assert time.monotonic() - started < 5  # watchtower alone waits 2 x 30 s here
+    (second,) = logger.handlers
+    logger.handlers.clear()
+    second.close()
+    first.close()  # as logging.shutdown does at exit: now it waits for its lines
+    logs = boto3.client("logs", region_name="eu-west-1")
+    events = logs.get_log_events(logGroupName=group, logStreamName="s", startFromHead=True)["events"]
+    assert [json.loads(event["message"])["message"] for event in events] == ["before the re-application"]
+
+
+def test_cloudwatch_failures_are_reported_not_raised(aws_env):
+    client = boto3.client(
+        "logs", region_name="eu-west-1", endpoint_url="http://127.0.0.1:1", config=Config(retries={"max_attempts": 1})
+    )
+    # Built without a request: the group and stream are looked after when a put needs them.
     handler = CloudWatchLogsHandler("/etl_assets/unreachable", "s", client=client)
     handler.setFormatter(JsonFormatter())
-    handler.handle(logging.makeLogRecord({"msg": "lost", "levelno": logging.INFO, "levelname": "INFO"}))
-    handler.flush()
-    assert "could not ship 1 log lines to CloudWatch Logs /etl_assets/unreachable/s" in capfd.readouterr().err
+    handler.handle(
+        logging.makeLogRecord({"name": "etl_assets", "msg": "lost", "levelno": logging.INFO, "levelname": "INFO"})
+    )
+    # Sent from watchtower's thread; its warnings go to stderr (pytest records them instead).
+    with pytest.warns(WatchtowerWarning, match="Failed to deliver logs: Could not connect to the endpoint URL"):
+        handler.flush()
+    handler.close()
 
 
 def test_dagster_yaml_keeps_its_other_settings():

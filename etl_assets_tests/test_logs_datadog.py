@@ -18,8 +18,15 @@ import dagster as dg
 import pytest
 import yaml
 
-from etl_assets.logs.datadog import MAX_BATCH_BYTES, MAX_ENTRY_BYTES, TRUNCATED_MARK, DatadogLogsHandler, \
-    fit_entry, intake_url, serialized_size
+from etl_assets.logs.datadog import (
+    MAX_BATCH_BYTES,
+    MAX_ENTRY_BYTES,
+    TRUNCATED_MARK,
+    DatadogLogsHandler,
+    fit_entry,
+    intake_url,
+    serialized_size,
+)
 from etl_assets.logs.handlers import datadog_handler
 from etl_assets.logs.json_format import JsonFormatter
 from etl_assets_tests.conftest import REPO, run_dagster
@@ -48,8 +55,7 @@ def _logger(handler: logging.Handler) -> logging.Logger:
 
 
 def _record(message: str, **meta) -> logging.LogRecord:
-    return logging.makeLogRecord({"msg": message, "levelno": logging.INFO, "levelname": "INFO",
-                                  "dagster_meta": meta})
+    return logging.makeLogRecord({"msg": message, "levelno": logging.INFO, "levelname": "INFO", "dagster_meta": meta})
 
 
 def _warnings(text: str) -> list[str]:
@@ -70,6 +76,7 @@ def _free_port() -> int:
 
 
 # where the lines go
+
 
 def test_the_site_picks_the_intake_and_a_url_overrides_it():
     assert intake_url() == "https://http-intake.logs.datadoghq.com"
@@ -118,6 +125,7 @@ def test_the_key_comes_from_the_secrets_backend(clean_env, monkeypatch, tmp_path
 
 # what is sent
 
+
 def test_entries_carry_service_source_hostname_and_the_runs_tags(datadog_intake):
     handler = _handler(datadog_intake.url, datadog_intake.api_key, hostname="etl-host-1")
     run_id = str(uuid.uuid4())
@@ -128,11 +136,16 @@ def test_entries_carry_service_source_hostname_and_the_runs_tags(datadog_intake)
     assert inside["service"] == "etl_assets" and inside["ddsource"] == "python" and inside["hostname"] == "etl-host-1"
     assert inside["ddtags"] == f"run_id:{run_id},job:daily_etl,step:hubspot_contacts,asset:hubspot_contacts"
     line = json.loads(inside["message"])  # the JSON line the file and CloudWatch get
-    assert (line["run_id"], line["job"], line["asset"], line["message"]) == (run_id, "daily_etl",
-                                                                             "hubspot_contacts", "syncing")
+    assert (line["run_id"], line["job"], line["asset"], line["message"]) == (
+        run_id,
+        "daily_etl",
+        "hubspot_contacts",
+        "syncing",
+    )
     assert "ddtags" not in outside and json.loads(outside["message"])["run_id"] is None
-    assert all(request.encoding == "gzip" and request.raw_bytes < len(request.body)
-               for request in datadog_intake.requests)
+    assert all(
+        request.encoding == "gzip" and request.raw_bytes < len(request.body) for request in datadog_intake.requests
+    )
 
 
 def test_2500_lines_are_three_requests_of_at_most_1000(datadog_intake):
@@ -185,7 +198,7 @@ def test_a_2mb_line_is_truncated_by_us_and_accepted(datadog_intake):
     assert json.loads(small["message"])["message"] == "small after it"
 
 
-@pytest.mark.parametrize("text", ["é" * 700_000, "\U0001F600" * 300_000, '"\\' * 400_000])
+@pytest.mark.parametrize("text", ["é" * 700_000, "\U0001f600" * 300_000, '"\\' * 400_000])
 def test_truncation_counts_escaped_bytes_and_keeps_whole_characters(text):
     entry = fit_entry({"message": text, "service": "etl_assets"})
     assert MAX_ENTRY_BYTES - 12 <= serialized_size(entry) <= MAX_ENTRY_BYTES  # as much kept as fits
@@ -195,6 +208,7 @@ def test_truncation_counts_escaped_bytes_and_keeps_whole_characters(text):
 
 
 # answers
+
 
 @pytest.mark.parametrize("status", [408, 429, 500, 503])
 def test_retryable_answers_are_retried_then_shipped(datadog_intake, status, capfd):
@@ -248,8 +262,9 @@ def test_dagsters_logging_reconfiguration_mid_send_neither_hangs_nor_loses_lines
     """Dagster runs logging.config.dictConfig for every log manager it builds: that closes our
     handler while holding logging's module lock, perhaps while the sender thread is retrying."""
     datadog_intake.fail_next(503, count=2)
-    handler = _handler(datadog_intake.url, datadog_intake.api_key, flush_seconds=0.05, backoff_seconds=0.3,
-                       max_backoff_seconds=1.0)
+    handler = _handler(
+        datadog_intake.url, datadog_intake.api_key, flush_seconds=0.05, backoff_seconds=0.3, max_backoff_seconds=1.0
+    )
     logger = _logger(handler)
     logger.info("in flight")
     _wait_for(lambda: datadog_intake.statuses())  # the thread got its first 503 and waits to retry
@@ -306,6 +321,7 @@ def test_a_full_buffer_drops_the_oldest_lines(capfd):
 
 # in runs
 
+
 @pytest.fixture
 def datadog_instance(clean_env, monkeypatch, datadog_intake):
     """An instance with the repo's dagster.yaml python_logs, shipping to the local intake."""
@@ -354,14 +370,19 @@ def test_a_daily_etl_runs_lines_arrive_at_the_intake_with_run_tags(hubspot_env, 
     entries = datadog_intake.logs()
     lines = [json.loads(entry["message"]) for entry in entries]
     (run_id,) = {line["run_id"] for line in lines}
-    assert all(entry["service"] == "etl_assets" and f"run_id:{run_id}" in entry["ddtags"].split(",")
-               and "job:daily_etl" in entry["ddtags"].split(",") for entry in entries)
+    assert all(
+        entry["service"] == "etl_assets"
+        and f"run_id:{run_id}" in entry["ddtags"].split(",")
+        and "job:daily_etl" in entry["ddtags"].split(",")
+        for entry in entries
+    )
     materialized = {line["asset"] for line in lines if line["event"] == "ASSET_MATERIALIZATION"}
     assert {"kaggle_dataset", "contacts_table", "hubspot_contacts"} <= materialized
     for entry, line in zip(entries, lines):
         if line["asset"]:
             assert f"asset:{line['asset']}" in entry["ddtags"].split(",")
     assert "PIPELINE_SUCCESS" in {line["event"] for line in lines}
+
     # Every line stderr shows (the console logger, from every process of the run) arrived, the
     # last ones (sent at each process's exit) included.
     def key(line: dict) -> tuple:

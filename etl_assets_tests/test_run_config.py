@@ -64,8 +64,9 @@ def free_port() -> int:
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
     import json
 
-    request = urllib.request.Request(url, json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                     {"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, json.dumps({"query": query, "variables": variables or {}}).encode(), {"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             document = json.load(response)
@@ -77,13 +78,17 @@ def graphql(url: str, query: str, variables: dict | None = None) -> dict:
 
 def location_loaded(url: str) -> bool:
     try:
-        data = graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
-                            "locationOrLoadError { __typename } } } } }")
+        data = graphql(
+            url,
+            "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+            "locationOrLoadError { __typename } } } } }",
+        )
     except OSError:
         return False
     entries = data["workspaceOrError"]["locationEntries"]
-    return any(e["loadStatus"] == "LOADED" and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
-               for e in entries)
+    return any(
+        e["loadStatus"] == "LOADED" and e["locationOrLoadError"]["__typename"] == "RepositoryLocation" for e in entries
+    )
 
 
 def test_run_config_naming_an_endpoint_or_credential_is_refused_and_reaches_no_listener(clean_env):
@@ -99,15 +104,31 @@ def test_run_config_naming_an_endpoint_or_credential_is_refused_and_reaches_no_l
     port, out = free_port(), artifacts_dir("run_config")
     url = f"http://127.0.0.1:{port}/graphql"
     try:
-        with dagster_service("dagster-webserver", "-m", "etl_assets", "-h", "127.0.0.1", "-p", str(port),
-                             env=dict(os.environ), log_path=out / "webserver.log") as webserver:
-            wait_for("the code location to load in the webserver", lambda: location_loaded(url), timeout=120,
-                     alive=webserver, log_path=out / "webserver.log")
+        with dagster_service(
+            "dagster-webserver",
+            "-m",
+            "etl_assets",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            env=dict(os.environ),
+            log_path=out / "webserver.log",
+        ) as webserver:
+            wait_for(
+                "the code location to load in the webserver",
+                lambda: location_loaded(url),
+                timeout=120,
+                alive=webserver,
+                log_path=out / "webserver.log",
+            )
             # The settings a run may tune are still accepted: the refusals below are about the fields.
             allowed = {"resources": {"hubspot": {"config": {"rate_limit": 50}}}}
             pipeline = {**REPOSITORY, "pipelineName": "daily_etl"}
-            assert graphql(url, VALIDATE, {"selector": pipeline, "config": allowed})[
-                "isPipelineConfigValid"]["__typename"] == "PipelineConfigValidationValid"
+            assert (
+                graphql(url, VALIDATE, {"selector": pipeline, "config": allowed})["isPipelineConfigValid"]["__typename"]
+                == "PipelineConfigValidationValid"
+            )
             for resource, fields in hostile.items():
                 for field, value in fields.items():
                     config = {"resources": {resource: {"config": {field: value}}}}

@@ -15,8 +15,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import psutil
 import pytest
@@ -87,14 +88,21 @@ def _stop_group(proc: subprocess.Popen, grace: float) -> None:
 
 
 @contextlib.contextmanager
-def dagster_service(command: str, *args: str, env: dict[str, str], log_path: Path, grace: float = 5
-                    ) -> Iterator[subprocess.Popen]:
+def dagster_service(
+    command: str, *args: str, env: dict[str, str], log_path: Path, grace: float = 5
+) -> Iterator[subprocess.Popen]:
     """`command` (dagster, dagster-daemon, ...) from this interpreter's venv, as a user starts it."""
     executable = Path(sys.executable).with_name(command)
     log = log_path.open("wb")
     proc = subprocess.Popen(
-        [str(executable), *args], cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"},
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [str(executable), *args],
+        cwd=REPO,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         yield proc
     finally:
@@ -102,8 +110,15 @@ def dagster_service(command: str, *args: str, env: dict[str, str], log_path: Pat
         log.close()
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, *, interval: float = 1.0,
-             alive: subprocess.Popen | None = None, log_path: Path | None = None) -> T:
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    timeout: float,
+    *,
+    interval: float = 1.0,
+    alive: subprocess.Popen | None = None,
+    log_path: Path | None = None,
+) -> T:
     """Poll `probe` until it returns something truthy; fail naming `what` (and the service's log)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -111,11 +126,11 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, *, interv
         if value:
             return value
         if alive is not None and alive.poll() is not None:
-            pytest.fail(f"{what}: the dagster process exited with {alive.returncode}\n"
-                        f"{log_tail(log_path) if log_path else ''}")
+            pytest.fail(
+                f"{what}: the dagster process exited with {alive.returncode}\n{log_tail(log_path) if log_path else ''}"
+            )
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n"
-                        f"{log_tail(log_path) if log_path else ''}")
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{log_tail(log_path) if log_path else ''}")
         time.sleep(interval)
 
 
@@ -123,7 +138,8 @@ def failure_summary(instance, run_id: str) -> str:
     """The run's step and run failure messages, for an assertion message."""
     return "\n".join(
         f"{entry.dagster_event.event_type_value} {entry.step_key or ''}: {entry.message}"
-        for entry in instance.all_logs(run_id) if entry.dagster_event and entry.dagster_event.is_failure
+        for entry in instance.all_logs(run_id)
+        if entry.dagster_event and entry.dagster_event.is_failure
     )[-6000:]
 
 
@@ -144,20 +160,31 @@ def test_daemon_fires_the_schedule_and_the_run_succeeds(pipeline_env, monkeypatc
     log_path = out / "dagster-daemon.log"
     started = time.time()
 
-    with dagster_service("dagster-daemon", "run", "-m", "etl_assets", env=dict(os.environ),
-                         log_path=log_path) as daemon, dg.DagsterInstance.from_config(str(home)) as instance:
+    with (
+        dagster_service("dagster-daemon", "run", "-m", "etl_assets", env=dict(os.environ), log_path=log_path) as daemon,
+        dg.DagsterInstance.from_config(str(home)) as instance,
+    ):
         # The first tick is the first minute boundary after the daemon has seen the schedule: up to
         # ~60 s plus the daemon's start-up.
-        run = wait_for("a run of daily_etl started by the schedule", lambda: _scheduled_runs(instance),
-                       timeout=150, alive=daemon, log_path=log_path)[-1]
+        run = wait_for(
+            "a run of daily_etl started by the schedule",
+            lambda: _scheduled_runs(instance),
+            timeout=150,
+            alive=daemon,
+            log_path=log_path,
+        )[-1]
         fired = time.time()
         finished = wait_for(
             f"scheduled run {run.run_id} to finish",
-            lambda: (r if (r := instance.get_run_by_id(run.run_id)).is_finished else None),
-            timeout=150, alive=daemon, log_path=log_path)
+            lambda: r if (r := instance.get_run_by_id(run.run_id)).is_finished else None,
+            timeout=150,
+            alive=daemon,
+            log_path=log_path,
+        )
 
-        assert finished.status == dg.DagsterRunStatus.SUCCESS, \
+        assert finished.status == dg.DagsterRunStatus.SUCCESS, (
             f"{finished.status}: {failure_summary(instance, run.run_id)}\n{log_tail(log_path)}"
+        )
 
         # Started by the schedule, for a tick of the cron in the environment.
         assert finished.job_name == "daily_etl"
@@ -173,7 +200,8 @@ def test_daemon_fires_the_schedule_and_the_run_succeeds(pipeline_env, monkeypatc
             assert event is not None and event.run_id == run.run_id, f"{asset} not materialized by {run.run_id}"
         (out / "run.txt").write_text(
             f"run {run.run_id} status {finished.status.value}\ntags {dict(finished.tags)}\n"
-            f"daemon start to run created: {fired - started:.1f}s\n")
+            f"daemon start to run created: {fired - started:.1f}s\n"
+        )
 
     # ...into MariaDB and the HubSpot stand-in.
     engine = sa.create_engine(mariadb_url)

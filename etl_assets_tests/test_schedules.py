@@ -16,6 +16,8 @@ from dagster._utils.schedules import cron_string_iterator
 from etl_assets import settings
 from etl_assets.schedules import daily_etl_schedule
 
+pytestmark = pytest.mark.fast  # pure: no service, no subprocess
+
 
 @pytest.fixture
 def no_schedule_env(monkeypatch):
@@ -38,7 +40,7 @@ def test_defaults_are_daily_at_six_utc_and_running(no_schedule_env):
     assert schedule.execution_timezone == "UTC"
     # RUNNING by default: a deployed daemon fires it without anyone switching it on in the UI.
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert _next_ticks(schedule, dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc), 2) == [
+    assert _next_ticks(schedule, dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC), 2) == [
         dt.datetime(2026, 3, 2, 6, 0, tzinfo=ZoneInfo("UTC")),
         dt.datetime(2026, 3, 3, 6, 0, tzinfo=ZoneInfo("UTC")),
     ]
@@ -61,14 +63,15 @@ def test_ticks_follow_the_timezone_across_daylight_saving(no_schedule_env):
     schedule = daily_etl_schedule()  # default cron: 06:00 every day, Berlin time
 
     berlin = ZoneInfo("Europe/Berlin")
-    ticks = _next_ticks(schedule, dt.datetime(2026, 3, 28, 12, 0, tzinfo=dt.timezone.utc), 2)
+    ticks = _next_ticks(schedule, dt.datetime(2026, 3, 28, 12, 0, tzinfo=dt.UTC), 2)
 
     assert [t.astimezone(berlin).replace(tzinfo=None) for t in ticks] == [
-        dt.datetime(2026, 3, 29, 6, 0), dt.datetime(2026, 3, 30, 6, 0)]
+        dt.datetime(2026, 3, 29, 6, 0),
+        dt.datetime(2026, 3, 30, 6, 0),
+    ]
     # Clocks went forward on 29 March: 06:00 Berlin is 05:00 UTC before, 04:00 UTC after.
-    assert [t.astimezone(dt.timezone.utc).hour for t in ticks] == [4, 4]
-    assert _next_ticks(schedule, dt.datetime(2026, 3, 27, 12, 0, tzinfo=dt.timezone.utc), 1)[0] \
-        .astimezone(dt.timezone.utc).hour == 5
+    assert [t.astimezone(dt.UTC).hour for t in ticks] == [4, 4]
+    assert _next_ticks(schedule, dt.datetime(2026, 3, 27, 12, 0, tzinfo=dt.UTC), 1)[0].astimezone(dt.UTC).hour == 5
 
 
 def test_blank_values_count_as_unset(no_schedule_env):
@@ -86,16 +89,21 @@ def test_every_minute_cron_is_accepted(no_schedule_env):
 
     schedule = daily_etl_schedule()
 
-    start = dt.datetime(2026, 3, 1, 12, 0, 30, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 3, 1, 12, 0, 30, tzinfo=dt.UTC)
     assert _next_ticks(schedule, start, 2) == [
-        dt.datetime(2026, 3, 1, 12, 1, tzinfo=ZoneInfo("UTC")), dt.datetime(2026, 3, 1, 12, 2, tzinfo=ZoneInfo("UTC"))]
+        dt.datetime(2026, 3, 1, 12, 1, tzinfo=ZoneInfo("UTC")),
+        dt.datetime(2026, 3, 1, 12, 2, tzinfo=ZoneInfo("UTC")),
+    ]
 
 
-@pytest.mark.parametrize(("variable", "value"), [
-    (settings.SCHEDULE_CRON, "every day at six"),
-    (settings.SCHEDULE_CRON, "0 6 * *"),
-    (settings.SCHEDULE_TZ, "Mars/Olympus_Mons"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        (settings.SCHEDULE_CRON, "every day at six"),
+        (settings.SCHEDULE_CRON, "0 6 * *"),
+        (settings.SCHEDULE_TZ, "Mars/Olympus_Mons"),
+    ],
+)
 def test_invalid_values_fail_when_the_code_location_loads_naming_them(no_schedule_env, variable, value):
     no_schedule_env.setenv(variable, value)
 
@@ -105,8 +113,7 @@ def test_invalid_values_fail_when_the_code_location_loads_naming_them(no_schedul
 
 def test_a_tick_requests_one_run_of_daily_etl(no_schedule_env):
     schedule = daily_etl_schedule()
-    context = dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime(2026, 3, 2, 6, 0, tzinfo=dt.timezone.utc))
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 3, 2, 6, 0, tzinfo=dt.UTC))
 
     result = schedule.evaluate_tick(context)
 

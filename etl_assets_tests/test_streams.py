@@ -2,13 +2,22 @@ import threading
 
 import pytest
 
-from etl_assets.streams import gathered, prefetched
+from etl_assets.streams import batched, gathered, prefetched
+
+pytestmark = pytest.mark.fast  # pure: no service, no subprocess
 
 
 def test_gathered_groups_reach_the_size_and_keep_the_remainder():
     groups = list(gathered([3, 4, 5, 1, 1, 2], at_least=6, size=lambda item: item))
     assert groups == [[3, 4], [5, 1], [1, 2]]
     assert list(gathered([], at_least=6, size=len)) == []
+
+
+def test_batched_groups_by_count():
+    assert list(batched(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(batched(iter([]), 3)) == []
+    with pytest.raises(ValueError):
+        batched([1], 0)
 
 
 def test_prefetched_computes_the_next_item_in_another_thread_and_passes_errors_on():

@@ -2,7 +2,7 @@
 
 `dagster dev` (webserver + daemon) on a free local port, DAGSTER_HOME in tmp, every setting pointed at
 MariaDB and the local Kaggle/HubSpot servers; Debian's Chromium driven by Playwright (the system
-binary, no browser download): the asset graph shows the three assets and their lineage, "Materialize
+binary, no browser download): the asset graph shows the preflight, the three assets and their lineage, "Materialize
 all" launches a run that succeeds, and contacts_table shows its row count, Markdown preview and checks.
 
 Screenshots go to test-artifacts/ui/. With ETL_UPDATE_DOCS_SCREENSHOTS=1 the test also refreshes the
@@ -28,7 +28,12 @@ import sqlalchemy as sa
 
 from etl_assets_tests.conftest import REPO
 from etl_assets_tests.test_schedule_daemon import (
-    artifacts_dir, dagster_service, failure_summary, log_tail, prepare_dagster_home, wait_for,
+    artifacts_dir,
+    dagster_service,
+    failure_summary,
+    log_tail,
+    prepare_dagster_home,
+    wait_for,
 )
 
 # Read at import: the clean_env fixture removes every ETL_* variable before the test runs.
@@ -37,13 +42,22 @@ UPDATE_DOCS = os.environ.get("ETL_UPDATE_DOCS_SCREENSHOTS") == "1"
 # As the machine notes prescribe for root in this sandbox: no sandbox, no GPU, and nothing that
 # phones home (the network is closed; without these Chromium keeps retrying Google's hosts).
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
-ASSETS = ("kaggle_dataset", "contacts_table", "hubspot_contacts")
-LINEAGE = {("kaggle_dataset", "contacts_table"), ("contacts_table", "hubspot_contacts")}
+ASSETS = ("preflight_checks", "kaggle_dataset", "contacts_table", "hubspot_contacts")
+LINEAGE = {
+    ("preflight_checks", "kaggle_dataset"),
+    ("kaggle_dataset", "contacts_table"),
+    ("contacts_table", "hubspot_contacts"),
+}
 DOCS = REPO / "docs"
-VIEWPORT = {"width": 1440, "height": 900}
+VIEWPORT = {"width": 1920, "height": 1000}  # wide enough for four full-size nodes in a row
 UI_TIMEOUT_MS = 30_000
 RUN_TIMEOUT_MS = 180_000
 
@@ -112,22 +126,28 @@ def _free_port() -> int:
 def _keep_schedule_quiet(monkeypatch) -> None:
     """The schedule is RUNNING under `dagster dev`: within a quarter of an hour of its default time
     (06:00 UTC) move it twelve hours away, so it cannot start a second run during the test."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     if abs(now.hour * 60 + now.minute - 6 * 60) < 15:
         monkeypatch.setenv("ETL_SCHEDULE_CRON", "0 18 * * *")
 
 
 def _require_chromium() -> None:
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(f"Chromium is required at {CHROMIUM} for the UI test and is missing: "
-                    "run `bash scripts/install_browser.sh` (Debian's chromium package)")
+        pytest.fail(
+            f"Chromium is required at {CHROMIUM} for the UI test and is missing: "
+            "run `bash scripts/install_browser.sh` (Debian's chromium package)"
+        )
 
 
 def _launch_chromium(playwright, profile: Path):
     return playwright.chromium.launch_persistent_context(
         str(profile),  # a fresh --user-data-dir
-        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, viewport=VIEWPORT,
-        timeout=60_000)
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS,
+        viewport=VIEWPORT,
+        timeout=60_000,
+    )
 
 
 def _graph_clip(page, graph, margin: int = 28) -> dict:
@@ -204,8 +224,18 @@ def test_materialize_all_from_the_ui(pipeline_env, monkeypatch, mariadb_url, hub
         shots.append(path)
         return path
 
-    with dagster_service("dagster", "dev", "-m", "etl_assets", "-h", "127.0.0.1", "-p", str(port),
-                         env=dict(os.environ), log_path=log_path) as dev:
+    with dagster_service(
+        "dagster",
+        "dev",
+        "-m",
+        "etl_assets",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        env=dict(os.environ),
+        log_path=log_path,
+    ) as dev:
 
         def webserver_up() -> bool:
             try:
@@ -216,11 +246,17 @@ def test_materialize_all_from_the_ui(pipeline_env, monkeypatch, mariadb_url, hub
         wait_for(f"dagster dev to serve {base}", webserver_up, timeout=120, alive=dev, log_path=log_path)
         # The code location as the webserver loaded it: an error here (a resource or setting that
         # fails at load) is what a user would see as a red banner, so fail with its message.
-        location = wait_for("the webserver to load the etl_assets code location", lambda: _code_location(base),
-                            timeout=120, alive=dev, log_path=log_path)
+        location = wait_for(
+            "the webserver to load the etl_assets code location",
+            lambda: _code_location(base),
+            timeout=120,
+            alive=dev,
+            log_path=log_path,
+        )
         error = location["locationOrLoadError"]
-        assert error["__typename"] == "RepositoryLocation", \
+        assert error["__typename"] == "RepositoryLocation", (
             f"the webserver failed to load etl_assets:\n{error.get('message')}\n{log_tail(log_path)}"
+        )
         lap("dagster dev serving, code location loaded")
 
         with sync_playwright() as playwright:
@@ -230,13 +266,17 @@ def test_materialize_all_from_the_ui(pipeline_env, monkeypatch, mariadb_url, hub
             # The UI greets a new instance with a "Join the Dagster community" dialog; skip it as a user would.
             page.add_locator_handler(page.get_by_role("button", name="Skip", exact=True), lambda b: b.click())
             try:
-                # 1. The asset graph: three assets, two lineage edges.
+                # 1. The asset graph: the preflight and three assets, three lineage edges.
                 page.goto(f"{base}/asset-groups")
                 graph = page.locator("svg:has(foreignObject [data-tooltip])")
                 for asset in ASSETS:
                     expect(graph.locator(f'foreignObject [data-tooltip="{asset}"]')).to_be_visible(timeout=90_000)
-                edges = wait_for("the lineage edges", lambda: (e := page.evaluate(_EDGES_JS)) and len(e) >= 2 and e,
-                                 timeout=30, interval=0.5)
+                edges = wait_for(
+                    "the lineage edges",
+                    lambda: (e := page.evaluate(_EDGES_JS)) and len(e) >= 3 and e,
+                    timeout=30,
+                    interval=0.5,
+                )
                 assert {tuple(edge) for edge in edges} == LINEAGE, edges
                 shot(page, "asset-graph")
                 lap("asset graph with lineage shown (browser started)")
@@ -248,7 +288,8 @@ def test_materialize_all_from_the_ui(pipeline_env, monkeypatch, mariadb_url, hub
                 short_id = re.search(r"[0-9a-f]{8}", toast.inner_text()).group(0)
                 shot(page, "run-launched")
                 page.get_by_role("button", name="View", exact=True).or_(
-                    page.get_by_role("link", name="View", exact=True)).first.click()
+                    page.get_by_role("link", name="View", exact=True)
+                ).first.click()
                 page.wait_for_url(re.compile(rf"/runs/{short_id}[0-9a-f-]+"))
                 run_id = page.url.rsplit("/runs/", 1)[1].split("?")[0]
                 status = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$"))
@@ -256,8 +297,10 @@ def test_materialize_all_from_the_ui(pipeline_env, monkeypatch, mariadb_url, hub
                 shot(page, "run")
                 if status.first.inner_text() != "Success":
                     with dg.DagsterInstance.from_config(str(home)) as instance:
-                        pytest.fail(f"the run {run_id} ended in {status.first.inner_text()}:\n"
-                                    f"{failure_summary(instance, run_id)}\n{log_tail(log_path)}")
+                        pytest.fail(
+                            f"the run {run_id} ended in {status.first.inner_text()}:\n"
+                            f"{failure_summary(instance, run_id)}\n{log_tail(log_path)}"
+                        )
                 lap("Materialize all: run launched and succeeded")
 
                 # The instance in DAGSTER_HOME agrees, and the run materialized every asset.

@@ -18,17 +18,83 @@ import random
 from pathlib import Path
 
 COLUMNS = [
-    "Index", "Customer Id", "First Name", "Last Name", "Company", "City", "Country",
-    "Phone 1", "Phone 2", "Email", "Subscription Date", "Website",
+    "Index",
+    "Customer Id",
+    "First Name",
+    "Last Name",
+    "Company",
+    "City",
+    "Country",
+    "Phone 1",
+    "Phone 2",
+    "Email",
+    "Subscription Date",
+    "Website",
 ]
-FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Linus",
-         "Radia", "Tim", "Sophie", "Dennis", "Hedy", "John", "Katherine", "Niklaus", "Shafi", "Yukihiro"]
-LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Hamilton",
-        "Torvalds", "Perlman", "Berners-Lee", "Wilson", "Ritchie", "Lamarr", "Backus", "Johnson", "Wirth"]
-COMPANIES = ["Acme Corp", "Globex", "Initech", "Umbrella Ltd", "Hooli", "Vandelay Industries",
-             "Stark Industries", "Wayne Enterprises", "Tyrell Corp", "Cyberdyne Systems"]
-PLACES = [("Berlin", "Germany"), ("Lyon", "France"), ("Austin", "United States"), ("Osaka", "Japan"),
-          ("Porto", "Portugal"), ("Toronto", "Canada"), ("Nairobi", "Kenya"), ("Quito", "Ecuador")]
+FIRST = [
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Margaret",
+    "Linus",
+    "Radia",
+    "Tim",
+    "Sophie",
+    "Dennis",
+    "Hedy",
+    "John",
+    "Katherine",
+    "Niklaus",
+    "Shafi",
+    "Yukihiro",
+]
+LAST = [
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Thompson",
+    "Hamilton",
+    "Torvalds",
+    "Perlman",
+    "Berners-Lee",
+    "Wilson",
+    "Ritchie",
+    "Lamarr",
+    "Backus",
+    "Johnson",
+    "Wirth",
+]
+COMPANIES = [
+    "Acme Corp",
+    "Globex",
+    "Initech",
+    "Umbrella Ltd",
+    "Hooli",
+    "Vandelay Industries",
+    "Stark Industries",
+    "Wayne Enterprises",
+    "Tyrell Corp",
+    "Cyberdyne Systems",
+]
+PLACES = [
+    ("Berlin", "Germany"),
+    ("Lyon", "France"),
+    ("Austin", "United States"),
+    ("Osaka", "Japan"),
+    ("Porto", "Portugal"),
+    ("Toronto", "Canada"),
+    ("Nairobi", "Kenya"),
+    ("Quito", "Ecuador"),
+]
 DOMAINS = ["example.com", "example.org", "example.net", "mail.example.com"]
 
 
@@ -84,8 +150,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--clean", action="store_true", help="no deliberately bad rows")
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parent.parent / "etl_assets" / "data" / "sample_customers.csv")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "etl_assets" / "data" / "sample_customers.csv",
+    )
     args = parser.parse_args()
     write_csv(args.out, args.rows, args.seed, dirty=not args.clean)
     print(f"wrote {args.rows} rows to {args.out}")

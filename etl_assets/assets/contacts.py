@@ -13,6 +13,7 @@ from etl_assets.assets.policies import step_retry_policy
 from etl_assets.contacts import schema
 from etl_assets.contacts.loader import DEFAULT_CHUNK_ROWS, LoadReport, LoadRules, load_contacts
 from etl_assets.contacts.mapping import ColumnMap, load_column_map
+from etl_assets.contacts.source import FileScan
 from etl_assets.contacts.staging import choose_writer
 from etl_assets.dataset import read_manifest
 from etl_assets.errors import PermanentError, failing_fast
@@ -29,16 +30,36 @@ def _preview(engine: sa.Engine, rows: int = 5) -> str:
     return preview_markdown(frame)
 
 
-def load_source(database: DatabaseResource, csv_path: Path, column_map: ColumnMap, retry: RetrySettings,
-                run_id: str, log: logging.Logger, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                rules: LoadRules | None = None) -> LoadReport:
-    """The step's work once its inputs are known (benchmarks/ time this very function)."""
+def load_source(
+    database: DatabaseResource,
+    csv_path: Path,
+    column_map: ColumnMap,
+    retry: RetrySettings,
+    run_id: str,
+    log: logging.Logger,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    rules: LoadRules | None = None,
+    scan: FileScan | None = None,
+) -> LoadReport:
+    """The step's work once its inputs are known (benchmarks/ time this very function, without `scan`:
+    the file is scanned here then)."""
     rules = rules or LoadRules.from_settings()  # a bad setting fails before the database is asked
     database.check_connection(retry, log)
     writer = choose_writer(database.staging_engine, log)
     with database.exclusive(LOAD_LOCK):
-        return load_contacts(database.engine, csv_path, column_map, writer, run_id, log, retry,
-                             chunk_rows=chunk_rows, rules=rules, staging_engine=database.staging_engine)
+        return load_contacts(
+            database.engine,
+            csv_path,
+            column_map,
+            writer,
+            run_id,
+            log,
+            retry,
+            chunk_rows=chunk_rows,
+            rules=rules,
+            staging_engine=database.staging_engine,
+            scan=scan,
+        )
 
 
 @dg.asset(
@@ -48,7 +69,7 @@ def load_source(database: DatabaseResource, csv_path: Path, column_map: ColumnMa
     pool="etl_assets_contacts_load",
     retry_policy=step_retry_policy(),
     description="Validated, de-duplicated contacts, unique by email, in the `contacts` table; rejected rows "
-                "with their reasons in `contacts_rejected`.",
+    "with their reasons in `contacts_rejected`.",
 )
 def contacts_table(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
     log = context.log
@@ -59,15 +80,27 @@ def contacts_table(context: dg.AssetExecutionContext, database: DatabaseResource
         column_map = load_column_map(settings.setting(settings.COLUMN_MAP))
         if database.is_default():
             log.info("Database: no ETL_DATABASE_URL, using SQLite at %s", database.describe())
-        report = load_source(database, Path(source.path), column_map, settings.retry_settings(),
-                             context.run.run_id, log)
+        rules = LoadRules.from_settings()
+        # kaggle_dataset scanned (and hashed) the file: its scan, while the file is unchanged
+        report = load_source(
+            database,
+            Path(source.path),
+            column_map,
+            settings.retry_settings(),
+            context.run.run_id,
+            log,
+            rules=rules,
+            scan=source.scan(rules.csv),
+        )
     engine = database.engine
     rate = report.rows_read / report.seconds if report.seconds else 0
     return dg.MaterializeResult(
         metadata={
-            "summary": (f"{report.rows_read:,} rows read: {report.inserted:,} inserted, {report.updated:,} updated, "
-                        f"{report.unchanged:,} unchanged, {report.deleted:,} deleted, {report.rejected:,} rejected; "
-                        f"{report.contacts_after:,} contacts in {schema.CONTACTS}"),
+            "summary": (
+                f"{report.rows_read:,} rows read: {report.inserted:,} inserted, {report.updated:,} updated, "
+                f"{report.unchanged:,} unchanged, {report.deleted:,} deleted, {report.rejected:,} rejected; "
+                f"{report.contacts_after:,} contacts in {schema.CONTACTS}"
+            ),
             "table": schema.CONTACTS,
             "database": database.describe(),
             "source": f"{source.dataset} version {source.version}, {source.file}",

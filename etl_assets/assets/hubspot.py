@@ -1,7 +1,8 @@
 """`hubspot_contacts`: contacts upserted into HubSpot, only those that changed since HubSpot accepted them."""
 
 import logging
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
@@ -9,7 +10,6 @@ import sqlalchemy as sa
 from etl_assets import settings
 from etl_assets.assets.contacts import contacts_table
 from etl_assets.assets.policies import step_retry_policy
-from etl_assets.contacts import schema
 from etl_assets.contacts.mapping import ColumnMap, load_column_map
 from etl_assets.errors import PermanentError, failing_fast
 from etl_assets.hubspot import state
@@ -23,8 +23,9 @@ from etl_assets.resources.hubspot import HubSpotResource, SyncMode
 SYNC_LOCK = "etl_assets.hubspot_contacts"
 
 
-def account_properties(api: HubSpotApi, column_map: ColumnMap, create: bool, log: logging.Logger
-                       ) -> dict[str, PropertyDefinition]:
+def account_properties(
+    api: HubSpotApi, column_map: ColumnMap, create: bool, log: logging.Logger
+) -> dict[str, PropertyDefinition]:
     """The account's definitions of the mapped properties, creating the custom ones it lacks.
 
     Fails before any contact is sent, naming each property, when one is missing (and may not be
@@ -34,38 +35,46 @@ def account_properties(api: HubSpotApi, column_map: ColumnMap, create: bool, log
     definitions = api.contact_properties()
     problems = [problem for problem in mapping_problems(column_map, definitions, create).values() if problem]
     if problems:
-        raise PermanentError("; ".join(problems) + f". Change the column map ({column_map.origin}) or the "
-                             "properties in HubSpot; the preflight job lists every such problem")
-    missing = [spec for spec in column_map.hubspot_fields if spec.hubspot not in definitions]
-    for spec in missing:
-        kind = declared(spec).type
-        log.info("HubSpot: creating contact property %s (%s)", spec.hubspot, kind)
-        definitions[spec.hubspot] = api.create_contact_property(spec.hubspot, spec.hubspot_label or spec.source, kind)
+        raise PermanentError(
+            "; ".join(problems) + f". Change the column map ({column_map.origin}) or the "
+            "properties in HubSpot; the preflight job lists every such problem"
+        )
+    for spec in column_map.hubspot_fields:
+        missing = declared(spec)
+        if missing.name not in definitions:
+            log.info("HubSpot: creating contact property %s (%s)", missing.name, missing.type)
+            definitions[missing.name] = api.create_contact_property(
+                missing.name, spec.hubspot_label or spec.source, missing.type
+            )
     return definitions
 
 
-def _dry_run(context: dg.AssetExecutionContext, engine: sa.Engine, column_map: ColumnMap, due: int,
-             mode: SyncMode):
+def _dry_run(context: dg.AssetExecutionContext, engine: sa.Engine, column_map: ColumnMap, due: int, mode: SyncMode):
     folder = settings.data_dir() / "hubspot_outbox"
     days = max_age_days()
     removed = prune_outbox(folder, days)
     if removed:
-        context.log.info("HubSpot dry run: removed %d outbox file(s) older than %g days: %s",
-                         len(removed), days, ", ".join(removed))
+        context.log.info(
+            "HubSpot dry run: removed %d outbox file(s) older than %g days: %s", len(removed), days, ", ".join(removed)
+        )
     outbox = folder / f"{context.run.run_id}.jsonl"
     # Converted by the types the map declares: a dry run reads nothing from HubSpot.
     report = SyncReport(due=due)
     batches, contacts = write_outbox(outbox, _contacts_to_send(engine, PropertyWriter(column_map), report, None))
-    return dg.MaterializeResult(metadata={
-        "summary": (f"Dry run: {contacts} contacts in {batches} batches written to the outbox, "
-                    f"{report.failed} refused before sending; nothing was sent."),
-        **mode.metadata(),
-        "outbox": dg.MetadataValue.path(str(outbox)),
-        "would_send_contacts": dg.MetadataValue.int(contacts),
-        "would_send_batches": dg.MetadataValue.int(batches),
-        "would_refuse": dg.MetadataValue.int(report.failed),
-        "due": dg.MetadataValue.int(due),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "summary": (
+                f"Dry run: {contacts} contacts in {batches} batches written to the outbox, "
+                f"{report.failed} refused before sending; nothing was sent."
+            ),
+            **mode.metadata(),
+            "outbox": dg.MetadataValue.path(str(outbox)),
+            "would_send_contacts": dg.MetadataValue.int(contacts),
+            "would_send_batches": dg.MetadataValue.int(batches),
+            "would_refuse": dg.MetadataValue.int(report.failed),
+            "due": dg.MetadataValue.int(due),
+        }
+    )
 
 
 def _contacts_to_send(engine, writer: PropertyWriter, report: SyncReport, record) -> Iterator[Pending]:
@@ -81,7 +90,8 @@ def _contacts_to_send(engine, writer: PropertyWriter, report: SyncReport, record
             name, code, values = throughout
             raise PermanentError(
                 f"HubSpot property {name!r} takes none of the {values} values it was given ({code}): change the "
-                f"column map ({writer.column_map.origin}) or the property in HubSpot; hubspot_sync_state is unchanged")
+                f"column map ({writer.column_map.origin}) or the property in HubSpot; hubspot_sync_state is unchanged"
+            )
         if record is not None:
             record(refused)
         report.add(refused)
@@ -95,8 +105,8 @@ def _contacts_to_send(engine, writer: PropertyWriter, report: SyncReport, record
     pool="etl_assets_hubspot_sync",
     retry_policy=step_retry_policy(),
     description="HubSpot contacts upserted by email from `contacts`; per-contact outcomes in "
-                "`hubspot_sync_state`. A dry run to a JSONL outbox when HUBSPOT_DRY_RUN=true or "
-                "nothing is configured.",
+    "`hubspot_sync_state`. A dry run to a JSONL outbox when HUBSPOT_DRY_RUN=true or "
+    "nothing is configured.",
 )
 def hubspot_contacts(
     context: dg.AssetExecutionContext, database: DatabaseResource, hubspot: HubSpotResource
@@ -107,7 +117,7 @@ def hubspot_contacts(
         log.info("HubSpot: %s (%s)", mode.name, mode.reason)
         column_map = load_column_map(settings.setting(settings.COLUMN_MAP))
         engine = database.engine
-        schema.sync_state_table().create(engine, checkfirst=True)
+        state.ensure_table(engine)
         with database.exclusive(SYNC_LOCK):
             with engine.connect() as conn:
                 due = state.count_due(conn)
@@ -120,39 +130,63 @@ def hubspot_contacts(
                 try:
                     definitions = account_properties(api, column_map, hubspot.may_create_properties(), log)
                     writer = PropertyWriter(column_map, definitions)
-                    sync_contacts(api, _contacts_to_send(engine, writer, report, record), record, report, log,
-                                  max_in_flight=hubspot.in_flight())
+                    sync_contacts(
+                        api,
+                        _contacts_to_send(engine, writer, report, record),
+                        record,
+                        report,
+                        log,
+                        max_in_flight=hubspot.in_flight(),
+                    )
                 except HubSpotApiError as exc:
                     if exc.error.missing_scopes:
                         raise PermanentError(
                             f"HubSpot's private app lacks the scope(s) {list(exc.error.missing_scopes)} "
                             f"({exc.error.status} {exc.error.category}); add them to the app (Settings > "
                             "Integrations > Private apps > Scopes; the README lists every scope the sync "
-                            "uses)") from None
+                            "uses)"
+                        ) from None
                     if exc.error.is_auth_error:
                         # batches in flight were recorded before the error came up: the count is exact
                         synced = report.created + report.updated
-                        outcome = (f" after {synced:,} contacts were synced in this run; the rest stay pending "
-                                   "for the next run" if synced else "; nothing was marked synced in this run")
+                        outcome = (
+                            f" after {synced:,} contacts were synced in this run; the rest stay pending "
+                            "for the next run"
+                            if synced
+                            else "; nothing was marked synced in this run"
+                        )
                         raise PermanentError(
-                            f"HubSpot rejected the access token ({exc.error.summary()}){outcome}") from None
+                            f"HubSpot rejected the access token ({exc.error.summary()}){outcome}"
+                        ) from None
                     raise
             else:
                 log.info("HubSpot: every contact is in step; no requests sent")
     if report.stopped_reason:
-        log.warning("HubSpot sync stopped early: %s; %d contacts stay pending for the next run",
-                    report.stopped_reason, report.pending)
-    isolation_stopped = (f"isolation stopped at its cap ({report.isolation_requests} requests): {report.unisolated} "
-                         "contacts of refused batches stay pending for the next run" if report.unisolated else None)
+        log.warning(
+            "HubSpot sync stopped early: %s; %d contacts stay pending for the next run",
+            report.stopped_reason,
+            report.pending,
+        )
+    isolation_stopped = (
+        f"isolation stopped at its cap ({report.isolation_requests} requests): {report.unisolated} "
+        "contacts of refused batches stay pending for the next run"
+        if report.unisolated
+        else None
+    )
     if isolation_stopped:
         log.warning("HubSpot: %s", isolation_stopped)
     if report.failure_reasons[UNMATCHED]:
-        log.warning("HubSpot: %d contacts got no result that could be told to be theirs (merged or looked up by "
-                    "another address?); each is sent on up to %d runs, then stays failed in hubspot_sync_state",
-                    report.failure_reasons[UNMATCHED], MAX_UNMATCHED_RUNS)
-    metadata = {
-        "summary": (f"{report.created} created, {report.updated} updated, {report.failed} failed, "
-                    f"{report.pending} pending, in {api.calls} API calls"),
+        log.warning(
+            "HubSpot: %d contacts got no result that could be told to be theirs (merged or looked up by "
+            "another address?); each is sent on up to %d runs, then stays failed in hubspot_sync_state",
+            report.failure_reasons[UNMATCHED],
+            MAX_UNMATCHED_RUNS,
+        )
+    metadata: dict[str, Any] = {
+        "summary": (
+            f"{report.created} created, {report.updated} updated, {report.failed} failed, "
+            f"{report.pending} pending, in {api.calls} API calls"
+        ),
         **mode.metadata(),
         "due": dg.MetadataValue.int(report.due),
         "created": dg.MetadataValue.int(report.created),

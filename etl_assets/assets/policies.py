@@ -1,4 +1,10 @@
-"""The step-level retry policy every asset carries (in-step retries are in `retrying`)."""
+"""The step-level retry policy every asset carries (in-step retries are in `retrying`).
+
+It applies to what `errors.failing_fast` lets leave retryable: the errors `errors.classify`
+calls transient, once their in-step retries are spent. Permanent ones never reach it.
+Built when the definitions load: a test that needs other bounds runs `dagster job execute`
+in a process that sees its ETL_STEP_RETRIES / ETL_STEP_RETRY_DELAY_SECONDS.
+"""
 
 import dagster as dg
 

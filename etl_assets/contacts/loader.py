@@ -19,9 +19,9 @@ import collections
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from etl_assets import settings
 from etl_assets.contacts import schema
 from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
-from etl_assets.contacts.records import HASH_COLUMN, ROW_COLUMN, SeenEmails, prepare_chunk, reason_kind
+from etl_assets.contacts.records import CODE_COLUMN, HASH_COLUMN, REASON_COLUMN, ROW_COLUMN, SeenEmails, prepare_chunk
 from etl_assets.contacts.source import CsvFormat, FileScan, read_chunks, scan_file
 from etl_assets.contacts.staging import EncodedRows, StagingWriter
 from etl_assets.errors import PermanentError
@@ -42,13 +42,21 @@ DEFAULT_CHUNK_ROWS = 10_000
 # Rows written by one staging statement (about 6 MB of TSV): fewer, bigger statements save
 # per-statement commits, about 1 s in 15 at a million rows.
 STATEMENT_ROWS = 50_000
-REJECTED_SCHEMA = pa.schema([(ROW_COLUMN, pa.int64()), (EMAIL_FIELD, pa.string()),
-                             ("raw_values", pa.string()), ("reason", pa.string())])
+REJECTED_SCHEMA = pa.schema(
+    [
+        (ROW_COLUMN, pa.int64()),
+        (EMAIL_FIELD, pa.string()),
+        ("raw_values", pa.string()),
+        (REASON_COLUMN, pa.string()),
+        (CODE_COLUMN, pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
 class LoadRules:
     """How to read the source file and how much of `contacts` one load may delete."""
+
     csv: CsvFormat
     max_delete_fraction: float
     allow_mass_delete: bool
@@ -80,6 +88,19 @@ class LoadReport:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class LoadContext:
+    """What every stage of one load works with: where, which map, which run, which file, when."""
+
+    engine: sa.Engine
+    metadata: sa.MetaData  # the contacts tables, from the column map
+    column_map: ColumnMap
+    run_id: str
+    source_sha256: str
+    now: dt.datetime  # every row this load writes carries this time
+    report: LoadReport
+
+
 @dataclass
 class StagedChunk:
     first_row: int
@@ -89,27 +110,40 @@ class StagedChunk:
 
     @classmethod
     def joined(cls, chunks: list[StagedChunk]) -> StagedChunk:
-        return cls(chunks[0].first_row, sum(chunk.rows_read for chunk in chunks),
-                   EncodedRows.joined([chunk.contacts for chunk in chunks]),
-                   EncodedRows.joined([chunk.rejected for chunk in chunks]))
+        return cls(
+            chunks[0].first_row,
+            sum(chunk.rows_read for chunk in chunks),
+            EncodedRows.joined([chunk.contacts for chunk in chunks]),
+            EncodedRows.joined([chunk.rejected for chunk in chunks]),
+        )
 
 
-def staged_chunks(csv_path: Path, column_map: ColumnMap, writer: StagingWriter, now: dt.datetime,
-                  chunk_rows: int, statement_rows: int, fmt: CsvFormat, scan: FileScan,
-                  reasons: collections.Counter) -> Iterator[StagedChunk]:
+def staged_chunks(
+    csv_path: Path,
+    column_map: ColumnMap,
+    writer: StagingWriter,
+    now: dt.datetime,
+    chunk_rows: int,
+    statement_rows: int,
+    fmt: CsvFormat,
+    scan: FileScan,
+    reasons: collections.Counter,
+) -> Iterator[StagedChunk]:
     """The CSV as rows ready for the staging tables: prepared, stamped, encoded and gathered
-    into statements of about `statement_rows` rows. Counts the kinds of reject in `reasons`."""
+    into statements of about `statement_rows` rows. Counts the rejects by code in `reasons`."""
     stamp = pa.scalar(now.isoformat(sep=" "))
 
     def encoded() -> Iterator[StagedChunk]:
         seen, first_row = SeenEmails(), 1
         for raw in read_chunks(csv_path, column_map, chunk_rows, fmt, scan):
             chunk = prepare_chunk(raw.table, column_map, raw.rows, seen)
-            contacts = (chunk.valid.add_column(0, "id", chunk.valid.column(ROW_COLUMN))
-                        .append_column("first_loaded_at", pa.repeat(stamp, chunk.valid.num_rows))
-                        .append_column("updated_at", pa.repeat(stamp, chunk.valid.num_rows)))
+            contacts = (
+                chunk.valid.add_column(0, "id", chunk.valid.column(ROW_COLUMN))
+                .append_column("first_loaded_at", pa.repeat(stamp, chunk.valid.num_rows))
+                .append_column("updated_at", pa.repeat(stamp, chunk.valid.num_rows))
+            )
             refused = raw.rejected + chunk.rejected
-            reasons.update(reason_kind(item["reason"]) for item in refused)
+            reasons.update(item[CODE_COLUMN] for item in refused)
             rejected = pa.Table.from_pylist(refused, schema=REJECTED_SCHEMA)
             yield StagedChunk(first_row, raw.records, writer.encode(contacts), writer.encode(rejected))
             first_row += raw.records
@@ -119,8 +153,8 @@ def staged_chunks(csv_path: Path, column_map: ColumnMap, writer: StagingWriter, 
 
 
 def ensure_tables(engine: sa.Engine, column_map: ColumnMap) -> sa.MetaData:
-    metadata = schema.contact_tables(column_map)
-    metadata.create_all(engine, tables=[t for t in metadata.sorted_tables if "staging" not in t.name])
+    """The contacts tables, created where missing; fails when `contacts` lacks a mapped column."""
+    metadata = schema.create_tables(engine, column_map)
     existing = {column["name"] for column in sa.inspect(engine).get_columns(schema.CONTACTS)}
     missing = [name for name in metadata.tables[schema.CONTACTS].columns.keys() if name not in existing]
     if missing:
@@ -179,8 +213,10 @@ def _upsert_changed_sql(dialect: str, column_map: ColumnMap) -> str:
     if dialect == "mysql":
         # updated_at first: MySQL applies assignments left to right, so it still sees the old hash.
         target = f"{schema.CONTACTS}."
-        assignments = [f"{target}updated_at = IF({target}{HASH_COLUMN} = VALUES({HASH_COLUMN}), "
-                       f"{target}updated_at, VALUES(updated_at))"]
+        assignments = [
+            f"{target}updated_at = IF({target}{HASH_COLUMN} = VALUES({HASH_COLUMN}), "
+            f"{target}updated_at, VALUES(updated_at))"
+        ]
         assignments += [f"{target}{quote(name)} = VALUES({quote(name)})" for name in updated]
         return f"INSERT INTO {schema.CONTACTS} ({columns}) {source} ON DUPLICATE KEY UPDATE {', '.join(assignments)}"
     assignments = [
@@ -196,8 +232,10 @@ def _count(conn: sa.Connection, table: str) -> int:
 
 
 # The contacts a load removes: those whose email the staged rows no longer hold.
-_GONE = (f"FROM {schema.CONTACTS} c WHERE NOT EXISTS "
-         f"(SELECT 1 FROM {schema.CONTACTS_STAGING} s WHERE s.{EMAIL_FIELD} = c.{EMAIL_FIELD})")
+_GONE = (
+    f"FROM {schema.CONTACTS} c WHERE NOT EXISTS "
+    f"(SELECT 1 FROM {schema.CONTACTS_STAGING} s WHERE s.{EMAIL_FIELD} = c.{EMAIL_FIELD})"
+)
 
 
 def _check_deletions(engine: sa.Engine, rules: LoadRules) -> None:
@@ -210,84 +248,112 @@ def _check_deletions(engine: sa.Engine, rules: LoadRules) -> None:
             f"this load would delete {gone:,} of the {before:,} contacts ({gone / before:.0%}), more than "
             f"{settings.MAX_DELETE_FRACTION}={rules.max_delete_fraction:g} allows; nothing was changed. If the "
             f"source really lost them, run once with {settings.ALLOW_MASS_DELETE}=true (what a load deletes "
-            f"is kept in {schema.REMOVED})")
+            f"is kept in {schema.REMOVED})"
+        )
 
 
-def _keep_removed(conn: sa.Connection, column_map: ColumnMap, run_id: str, now: dt.datetime) -> None:
+def _keep_removed(conn: sa.Connection, load: LoadContext) -> None:
     """Copy the contacts this load deletes to `contacts_removed`, their values as one JSON object."""
-    names = [ROW_COLUMN, *column_map.field_names, "first_loaded_at", "updated_at"]
+    names = [ROW_COLUMN, *load.column_map.field_names, "first_loaded_at", "updated_at"]
     values = ", ".join(f"'{name}', c.{name}" for name in names)
-    conn.execute(sa.text(  # JSON_OBJECT: MySQL's and SQLite's alike
-        f"INSERT INTO {schema.REMOVED} (contact_id, {EMAIL_FIELD}, {HASH_COLUMN}, contact, removed_by_run, "
-        f"removed_at) SELECT c.id, c.{EMAIL_FIELD}, c.{HASH_COLUMN}, JSON_OBJECT({values}), :run_id, :now {_GONE}"
-    ), {"run_id": run_id, "now": now})
+    conn.execute(
+        sa.text(  # JSON_OBJECT: MySQL's and SQLite's alike
+            f"INSERT INTO {schema.REMOVED} (contact_id, {EMAIL_FIELD}, {HASH_COLUMN}, contact, removed_by_run, "
+            f"removed_at) SELECT c.id, c.{EMAIL_FIELD}, c.{HASH_COLUMN}, JSON_OBJECT({values}), :run_id, :now {_GONE}"
+        ),
+        {"run_id": load.run_id, "now": load.now},
+    )
 
 
-def _record_load(conn: sa.Connection, metadata: sa.MetaData, column_map: ColumnMap, report: LoadReport,
-                 run_id: str, sha: str, now: dt.datetime) -> None:
-    conn.execute(sa.insert(metadata.tables[schema.LOADS]).values(
-        run_id=run_id, source_sha256=sha, mapping_fingerprint=column_map.fingerprint(),
-        rows_read=report.rows_read, inserted=report.inserted, updated=report.updated,
-        unchanged=report.unchanged, deleted=report.deleted, rejected=report.rejected,
-        contacts_after=report.contacts_after, loaded_at=now,
-    ))
+def _record_load(conn: sa.Connection, load: LoadContext) -> None:
+    report = load.report
+    conn.execute(
+        sa.insert(load.metadata.tables[schema.LOADS]).values(
+            run_id=load.run_id,
+            source_sha256=load.source_sha256,
+            mapping_fingerprint=load.column_map.fingerprint(),
+            rows_read=report.rows_read,
+            inserted=report.inserted,
+            updated=report.updated,
+            unchanged=report.unchanged,
+            deleted=report.deleted,
+            rejected=report.rejected,
+            contacts_after=report.contacts_after,
+            loaded_at=load.now,
+        )
+    )
 
 
-def _apply(engine: sa.Engine, metadata: sa.MetaData, column_map: ColumnMap, report: LoadReport,
-           run_id: str, sha: str, now: dt.datetime) -> None:
+# The reject list is replaced whole; columns by name, so a table that gained its code column
+# later (schema.add_reason_codes) takes the rows alike.
+_REJECTED_COLUMNS = ", ".join(REJECTED_SCHEMA.names)
+
+
+def _apply(load: LoadContext) -> None:
     """Make `contacts` equal the staged rows, in one transaction."""
     contacts, staging = schema.CONTACTS, schema.CONTACTS_STAGING
+    report = load.report
     report.applied_by = "upsert of the difference, one transaction"
-    with engine.begin() as conn:
-        staged, inserted, updated = conn.execute(sa.text(
-            f"SELECT COUNT(*), SUM(CASE WHEN c.email IS NULL THEN 1 ELSE 0 END), "
-            f"SUM(CASE WHEN c.{HASH_COLUMN} <> s.{HASH_COLUMN} THEN 1 ELSE 0 END) "
-            f"FROM {staging} s LEFT JOIN {contacts} c ON c.email = s.email")).one()
+    with load.engine.begin() as conn:
+        staged, inserted, updated = conn.execute(
+            sa.text(
+                f"SELECT COUNT(*), SUM(CASE WHEN c.email IS NULL THEN 1 ELSE 0 END), "
+                f"SUM(CASE WHEN c.{HASH_COLUMN} <> s.{HASH_COLUMN} THEN 1 ELSE 0 END) "
+                f"FROM {staging} s LEFT JOIN {contacts} c ON c.email = s.email"
+            )
+        ).one()
         report.staged, report.inserted, report.updated = int(staged), int(inserted or 0), int(updated or 0)
         report.unchanged = report.staged - report.inserted - report.updated
         report.deleted = int(conn.execute(sa.text(f"SELECT COUNT(*) {_GONE}")).scalar_one())
         if report.deleted:
-            _keep_removed(conn, column_map, run_id, now)
-        conn.execute(sa.text(_upsert_changed_sql(engine.dialect.name, column_map)))
-        conn.execute(sa.text(
-            f"DELETE FROM {contacts} WHERE NOT EXISTS "
-            f"(SELECT 1 FROM {staging} s WHERE s.email = {contacts}.email)"))
+            _keep_removed(conn, load)
+        conn.execute(sa.text(_upsert_changed_sql(load.engine.dialect.name, load.column_map)))
+        conn.execute(
+            sa.text(
+                f"DELETE FROM {contacts} WHERE NOT EXISTS (SELECT 1 FROM {staging} s WHERE s.email = {contacts}.email)"
+            )
+        )
         conn.execute(sa.text(f"DELETE FROM {schema.REJECTED}"))
-        conn.execute(sa.text(f"INSERT INTO {schema.REJECTED} SELECT * FROM {schema.REJECTED_STAGING}"))
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {schema.REJECTED} ({_REJECTED_COLUMNS}) "
+                f"SELECT {_REJECTED_COLUMNS} FROM {schema.REJECTED_STAGING}"
+            )
+        )
         report.contacts_after = _count(conn, contacts)
-        _record_load(conn, metadata, column_map, report, run_id, sha, now)
+        _record_load(conn, load)
 
 
-def _swap_in(engine: sa.Engine, metadata: sa.MetaData, column_map: ColumnMap, report: LoadReport,
-             run_id: str, sha: str, now: dt.datetime, staged: bool) -> None:
+def _swap_in(load: LoadContext, staged: bool) -> None:
     """The staged tables become `contacts` (empty) and its reject list: one write instead of two.
 
     RENAME TABLE swaps all four names atomically.
     """
     retired = [f"{schema.CONTACTS}_retired", f"{schema.REJECTED}_retired"]
+    report = load.report
     report.applied_by = "RENAME TABLE of the staged tables (contacts was empty)"
-    with engine.connect() as conn:
+    with load.engine.connect() as conn:
         if staged:
             report.staged = report.inserted = report.contacts_after = _count(conn, schema.CONTACTS_STAGING)
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {', '.join(retired)}")
             conn.exec_driver_sql(
                 f"RENAME TABLE {schema.CONTACTS} TO {retired[0]}, {schema.CONTACTS_STAGING} TO {schema.CONTACTS}, "
-                f"{schema.REJECTED} TO {retired[1]}, {schema.REJECTED_STAGING} TO {schema.REJECTED}")
+                f"{schema.REJECTED} TO {retired[1]}, {schema.REJECTED_STAGING} TO {schema.REJECTED}"
+            )
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {', '.join(retired)}")
-    with engine.begin() as conn:
-        _record_load(conn, metadata, column_map, report, run_id, sha, now)
+    with load.engine.begin() as conn:
+        _record_load(conn, load)
 
 
-def _finish(engine: sa.Engine, metadata: sa.MetaData, column_map: ColumnMap, report: LoadReport,
-            run_id: str, sha: str, now: dt.datetime) -> None:
+def _finish(load: LoadContext) -> None:
     """Swap the staged tables in when `contacts` is empty (MySQL), else apply the difference."""
-    with engine.connect() as conn:
+    with load.engine.connect() as conn:
         staged = sa.inspect(conn).has_table(schema.CONTACTS_STAGING)
         empty = conn.execute(sa.text(f"SELECT 1 FROM {schema.CONTACTS} LIMIT 1")).first() is None
-    if engine.dialect.name == "mysql" and (empty or not staged):  # not staged: a retry after the swap
-        _swap_in(engine, metadata, column_map, report, run_id, sha, now, staged)
+    if load.engine.dialect.name == "mysql" and (empty or not staged):  # not staged: a retry after the swap
+        _swap_in(load, staged)
     else:
-        _apply(engine, metadata, column_map, report, run_id, sha, now)
+        _apply(load)
 
 
 def load_contacts(
@@ -302,17 +368,19 @@ def load_contacts(
     statement_rows: int = STATEMENT_ROWS,
     rules: LoadRules | None = None,
     staging_engine: sa.Engine | None = None,
+    scan: FileScan | None = None,
 ) -> LoadReport:
     """Load `csv_path` into `contacts`; the caller holds the load lock.
 
     The staging writes go through `staging_engine` (default `engine`): on MySQL the only
-    connections allowed LOAD DATA LOCAL.
+    connections allowed LOAD DATA LOCAL. `scan` is the file's scan when it was just made (by
+    kaggle_dataset, in the manifest); without it the file is scanned here.
     """
     rules = rules or LoadRules.from_settings()
     staging_engine = staging_engine or engine
     report = LoadReport(writer=writer.name)
-    scan = scan_file(csv_path, rules.csv)
-    progress = Progress(log, "contacts_table", "rows", scan.data_lines)
+    scan = scan or scan_file(csv_path, rules.csv)
+    progress = Progress(log, "contacts_table", "rows", scan.rows)
     metadata = ensure_tables(engine, column_map)
     with engine.connect() as conn:
         previous = _previous_load_matches(conn, metadata, scan.sha256, column_map.fingerprint())
@@ -324,14 +392,15 @@ def load_contacts(
         report.seconds = round(progress.elapsed, 3)
         return report
 
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    load = LoadContext(engine, metadata, column_map, run_id, scan.sha256, now, report)
     reasons: collections.Counter = collections.Counter()
     call_with_retries(lambda: _recreate_staging(engine, metadata), "creating staging tables", retry, log)
     try:
         valid = 0
-        chunks = staged_chunks(csv_path, column_map, writer, now, chunk_rows, statement_rows, rules.csv, scan,
-                               reasons)
+        chunks = staged_chunks(csv_path, column_map, writer, now, chunk_rows, statement_rows, rules.csv, scan, reasons)
         for chunk in prefetched(chunks):
+
             def stage(chunk: StagedChunk = chunk) -> None:
                 with staging_engine.begin() as conn:
                     writer.write(conn, schema.CONTACTS_STAGING, chunk.contacts)
@@ -347,13 +416,13 @@ def load_contacts(
             raise PermanentError(f"{csv_path.name} has no data rows; nothing was changed")
         if not valid:
             top = ", ".join(f"{kind} ({count:,})" for kind, count in reasons.most_common(3))
-            raise PermanentError(f"all {report.rows_read:,} rows of {csv_path.name} were rejected ({top}); "
-                                 "nothing was changed")
+            raise PermanentError(
+                f"all {report.rows_read:,} rows of {csv_path.name} were rejected ({top}); nothing was changed"
+            )
 
         call_with_retries(lambda: _index_staging(engine), "indexing the staged rows", retry, log)
         call_with_retries(lambda: _check_deletions(engine, rules), "counting the contacts to delete", retry, log)
-        call_with_retries(lambda: _finish(engine, metadata, column_map, report, run_id, scan.sha256, now),
-                          "applying the staged load", retry, log)
+        call_with_retries(lambda: _finish(load), "applying the staged load", retry, log)
     finally:
         _drop_staging(engine, metadata)
     report.seconds = round(progress.elapsed, 3)

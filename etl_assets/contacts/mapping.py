@@ -88,8 +88,9 @@ def _field_spec(entry: Any, position: int, origin: str) -> FieldSpec:
     if spec.type not in FIELD_TYPES:
         raise PermanentError(f"{where}: type {spec.type!r} is not one of {FIELD_TYPES}")
     if spec.hubspot_type is not None and (spec.hubspot_type not in HUBSPOT_TYPES or not spec.hubspot):
-        raise PermanentError(f"{where}: hubspot_type {spec.hubspot_type!r} needs a 'hubspot' property and must be "
-                             f"one of {HUBSPOT_TYPES}")
+        raise PermanentError(
+            f"{where}: hubspot_type {spec.hubspot_type!r} needs a 'hubspot' property and must be one of {HUBSPOT_TYPES}"
+        )
     if not 1 <= int(spec.max_length) <= 2000:
         raise PermanentError(f"{where}: max_length must be between 1 and 2000")
     return spec
@@ -111,7 +112,8 @@ def parse_column_map(document: Any, origin: str) -> ColumnMap:
         raise PermanentError(f"{origin}: the email field must map to HubSpot's 'email' property")
     fields = tuple(
         FieldSpec(**{**spec.__dict__, "required": True, "hubspot": "email", "max_length": 254})
-        if spec.field == EMAIL_FIELD else spec
+        if spec.field == EMAIL_FIELD
+        else spec
         for spec in specs
     )
     return ColumnMap(fields=fields, origin=origin)

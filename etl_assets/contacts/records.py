@@ -34,26 +34,36 @@ ROW_COLUMN = "source_row"
 RAW_VALUE_CHARS = 1000
 QUOTED_VALUE_CHARS = 200
 HASH_COLUMN = "content_hash"
+REASON_COLUMN, CODE_COLUMN = "reason", "reason_code"
+# A reject's kind, stored beside its reason's text (`contacts_rejected.reason_code`) and counted by
+# the reject-rate check. These five are the validation's; source.py's are about the row's text.
+INVALID_EMAIL = "invalid_email"
+DUPLICATE = "duplicate"
+MISSING_REQUIRED = "missing_required"
+TOO_LONG = "too_long"
+INVALID_DATE = "invalid_date"
+WRONG_FIELD_COUNT = "wrong_field_count"
+ROW_TOO_LONG = "row_too_long"
+FIELD_TOO_LONG = "field_too_long"
+BROKEN_QUOTING = "broken_quoting"
+UNPARSEABLE = "unparseable"
 _NULL = pa.scalar(None, pa.string())
 
 
 @dataclass
 class PreparedChunk:
     valid: pa.Table  # source_row, the mapped fields, content_hash
-    rejected: list[dict] = field(default_factory=list)  # source_row, email, raw_values, reason
+    rejected: list[dict] = field(default_factory=list)  # source_row, email, raw_values, reason, reason_code
 
 
 @dataclass
 class _Check:
-    """One validation rule: where it fails, and the reason (plus the offending value, if named)."""
+    """One validation rule: where it fails, its code and reason (plus the offending value, if named)."""
+
     fails: np.ndarray
+    code: str
     reason: str
     quoted: pa.ChunkedArray | None = None
-
-
-def reason_kind(reason: str) -> str:
-    """'invalid email: x@' -> 'invalid email'; keeps tables of top reasons short."""
-    return reason.split(":", 1)[0].split(", first seen")[0]
 
 
 def _normalise(raw: pa.Table, column_map: ColumnMap) -> dict[str, pa.ChunkedArray]:
@@ -89,17 +99,25 @@ def _checks(columns: dict[str, pa.ChunkedArray], column_map: ColumnMap) -> list[
     for spec in column_map.fields:
         values = columns[spec.field]
         if spec.required:
-            checks.append(_Check(_mask(pc.is_null(values)), f"missing required {spec.source!r}"))
-        checks.append(_Check(_mask(pc.greater(pc.utf8_length(values), spec.max_length)),
-                             f"{spec.source!r} longer than {spec.max_length} characters"))
+            checks.append(_Check(_mask(pc.is_null(values)), MISSING_REQUIRED, f"missing required {spec.source!r}"))
+        checks.append(
+            _Check(
+                _mask(pc.greater(pc.utf8_length(values), spec.max_length)),
+                TOO_LONG,
+                f"{spec.source!r} longer than {spec.max_length} characters",
+            )
+        )
         if spec.type == "date":
-            checks.append(_Check(_invalid_dates(values), f"invalid date in {spec.source!r}: ", values))
+            checks.append(_Check(_invalid_dates(values), INVALID_DATE, f"invalid date in {spec.source!r}: ", values))
     email = columns[EMAIL_FIELD]
-    bad_email = pc.or_(pc.or_(
-        pc.invert(pc.match_substring_regex(email, f"^(?:{EMAIL_PATTERN})$")),
-        pc.greater(pc.utf8_length(email), MAX_EMAIL_LENGTH)),
-        pc.greater(pc.find_substring(email, "@"), MAX_LOCAL_PART))
-    checks.append(_Check(_mask(bad_email), "invalid email: ", email))
+    bad_email = pc.or_(
+        pc.or_(
+            pc.invert(pc.match_substring_regex(email, f"^(?:{EMAIL_PATTERN})$")),
+            pc.greater(pc.utf8_length(email), MAX_EMAIL_LENGTH),
+        ),
+        pc.greater(pc.find_substring(email, "@"), MAX_LOCAL_PART),
+    )
+    checks.append(_Check(_mask(bad_email), INVALID_EMAIL, "invalid email: ", email))
     return checks
 
 
@@ -149,12 +167,14 @@ class SeenEmails:
         return unsorted
 
 
-def join_columns(columns: list[pa.ChunkedArray | pa.Array | pa.Scalar], separator: str,
-                 null: str) -> pa.ChunkedArray:
+def join_columns(columns: list[pa.ChunkedArray | pa.Array | pa.Scalar], separator: str, null: str) -> pa.ChunkedArray:
     """Each row's values joined by `separator`, NULL written as `null` (in C, by Arrow)."""
     return pc.binary_join_element_wise(
-        *[pc.cast(column, pa.large_string()) for column in columns], pa.scalar(separator, pa.large_string()),
-        null_handling="replace", null_replacement=null)
+        *[pc.cast(column, pa.large_string()) for column in columns],
+        pa.scalar(separator, pa.large_string()),
+        null_handling="replace",
+        null_replacement=null,
+    )
 
 
 def content_hashes(table: pa.Table, field_names: list[str]) -> pa.Array:
@@ -167,25 +187,32 @@ def content_hashes(table: pa.Table, field_names: list[str]) -> pa.Array:
     prefix = ("\x1e".join(field_names) + "\x1e").encode()
     texts = pc.cast(join_columns([table.column(name) for name in field_names], "\x1f", "\x00"), pa.large_binary())
     digest = hashlib.blake2b
-    hex_digests = binascii.hexlify(b"".join(
-        [digest(prefix + text, digest_size=16).digest() for text in texts.to_pylist()]))
+    hex_digests = binascii.hexlify(
+        b"".join([digest(prefix + text, digest_size=16).digest() for text in texts.to_pylist()])
+    )
     width = 2 * 16
     offsets = pa.py_buffer(np.arange(0, width * (len(table) + 1), width, dtype=np.int32))
     return pa.Array.from_buffers(pa.string(), len(table), [None, offsets, pa.py_buffer(hex_digests)])
 
 
-def _rejects(raw: pa.Table, rows: np.ndarray, email: pa.ChunkedArray, positions: np.ndarray,
-             reasons: list[str]) -> list[dict]:
+def _rejects(
+    raw: pa.Table, rows: np.ndarray, email: pa.ChunkedArray, positions: np.ndarray, reasons: list[tuple[str, str]]
+) -> list[dict]:
     """The rejected rows with their raw values; few, so built in Python."""
     take = pa.array(positions, type=pa.int64())
     raw_rows = raw.take(take).to_pylist()
     emails = email.take(take).to_pylist()
     return [
-        {ROW_COLUMN: int(rows[position]), EMAIL_FIELD: None if address is None else clip(address, RAW_VALUE_CHARS),
-         "raw_values": json.dumps({name: clip(value, RAW_VALUE_CHARS) for name, value in values.items()},
-                                  ensure_ascii=False),
-         "reason": reason}
-        for position, address, values, reason in zip(positions, emails, raw_rows, reasons)
+        {
+            ROW_COLUMN: int(rows[position]),
+            EMAIL_FIELD: None if address is None else clip(address, RAW_VALUE_CHARS),
+            "raw_values": json.dumps(
+                {name: clip(value, RAW_VALUE_CHARS) for name, value in values.items()}, ensure_ascii=False
+            ),
+            REASON_COLUMN: reason,
+            CODE_COLUMN: code,
+        }
+        for position, address, values, (code, reason) in zip(positions, emails, raw_rows, reasons)
     ]
 
 
@@ -195,11 +222,14 @@ def prepare_chunk(raw: pa.Table, column_map: ColumnMap, rows: np.ndarray, seen: 
     columns = _normalise(raw, column_map)
     checks = _checks(columns, column_map)
     failure = _first_failure(checks, len(raw))
-    reasons: dict[int, str] = {}
+    reasons: dict[int, tuple[str, str]] = {}  # position -> (code, reason)
     for position in np.flatnonzero(failure >= 0):
         check = checks[failure[position]]
-        reasons[int(position)] = check.reason + (
-            clip(check.quoted[int(position)].as_py(), QUOTED_VALUE_CHARS) if check.quoted is not None else "")
+        reasons[int(position)] = (
+            check.code,
+            check.reason
+            + (clip(check.quoted[int(position)].as_py(), QUOTED_VALUE_CHARS) if check.quoted is not None else ""),
+        )
 
     # The first valid occurrence of an email wins; later ones are rejected as duplicates.
     candidates = np.flatnonzero(failure < 0)
@@ -207,11 +237,12 @@ def prepare_chunk(raw: pa.Table, column_map: ColumnMap, rows: np.ndarray, seen: 
     first_seen = seen.claim(keys, rows[candidates])
     is_duplicate = first_seen != rows[candidates]
     for position, first in zip(candidates[is_duplicate], first_seen[is_duplicate]):
-        reasons[int(position)] = f"duplicate email, first seen at source row {first}"
+        reasons[int(position)] = DUPLICATE, f"duplicate email, first seen at source row {first}"
 
     good = candidates[~is_duplicate]
     valid = pa.table({ROW_COLUMN: rows, **columns}).take(pa.array(good, type=pa.int64()))
     valid = valid.append_column(HASH_COLUMN, content_hashes(valid, column_map.field_names))
     bad = np.array(sorted(reasons), dtype=np.int64)
-    return PreparedChunk(valid=valid, rejected=_rejects(raw, rows, columns[EMAIL_FIELD], bad,
-                                                        [reasons[int(p)] for p in bad]))
+    return PreparedChunk(
+        valid=valid, rejected=_rejects(raw, rows, columns[EMAIL_FIELD], bad, [reasons[int(p)] for p in bad])
+    )

@@ -1,11 +1,20 @@
-"""Table definitions, derived from the column map so a new mapped field is a new column."""
+"""The contacts tables: defined and created here, and nowhere else.
+
+`contacts` and its staging twin are derived from the column map, so a new mapped field is a new
+column; beside them the reject list (`contacts_rejected`, its staging twin), the contacts loads
+removed (`contacts_removed`) and the load log (`etl_loads`). `hubspot_sync_state` is the sync's
+own table, in etl_assets.hubspot.state.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
+from etl_assets.contacts import records
 from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
-from etl_assets.contacts.records import HASH_COLUMN, ROW_COLUMN
+from etl_assets.contacts.records import CODE_COLUMN, HASH_COLUMN, REASON_COLUMN, ROW_COLUMN
 
 CONTACTS = "contacts"
 CONTACTS_STAGING = "contacts_staging"
@@ -13,16 +22,21 @@ REJECTED = "contacts_rejected"
 REJECTED_STAGING = "contacts_rejected_staging"
 REMOVED = "contacts_removed"
 LOADS = "etl_loads"
-SYNC_STATE = "hubspot_sync_state"
 EMAIL_INDEX = f"ux_{CONTACTS}_email"
 
-_MYSQL_TABLE_ARGS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+MYSQL_TABLE_ARGS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
 
 
 def _contact_columns(column_map: ColumnMap) -> list[sa.Column]:
     """`contacts` and its staging twin have these same columns, so one can replace the other."""
-    columns = [sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-               sa.Column(ROW_COLUMN, sa.Integer, nullable=False)]
+    columns: list[sa.Column] = [
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column(ROW_COLUMN, sa.Integer, nullable=False),
+    ]
     for spec in column_map.fields:
         if spec.field == EMAIL_FIELD:
             columns.append(sa.Column(EMAIL_FIELD, sa.String(254), nullable=False))
@@ -46,7 +60,8 @@ def staging_email_index(dialect: str) -> sa.TextClause:
 
 def _loads(metadata: sa.MetaData) -> sa.Table:
     return sa.Table(
-        LOADS, metadata,
+        LOADS,
+        metadata,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("run_id", sa.String(64), nullable=False),
         sa.Column("source_sha256", sa.CHAR(64), nullable=False),
@@ -59,7 +74,7 @@ def _loads(metadata: sa.MetaData) -> sa.Table:
         sa.Column("rejected", sa.Integer, nullable=False),
         sa.Column("contacts_after", sa.Integer, nullable=False),
         sa.Column("loaded_at", sa.DateTime, nullable=False),
-        **_MYSQL_TABLE_ARGS,
+        **MYSQL_TABLE_ARGS,
     )
 
 
@@ -68,53 +83,35 @@ def loads_table() -> sa.Table:
     return _loads(sa.MetaData())
 
 
-def _sync_state(metadata: sa.MetaData) -> sa.Table:
-    return sa.Table(
-        SYNC_STATE, metadata,
-        sa.Column(EMAIL_FIELD, sa.String(254), primary_key=True),
-        sa.Column("hubspot_id", sa.String(32)),
-        sa.Column("status", sa.String(16), nullable=False),  # synced | failed
-        sa.Column("synced_hash", sa.CHAR(32)),  # last content HubSpot accepted
-        sa.Column("attempted_hash", sa.CHAR(32), nullable=False),
-        sa.Column("last_outcome", sa.String(16), nullable=False),  # created | updated | failed
-        sa.Column("error_category", sa.String(64)),
-        sa.Column("error_message", sa.Text),
-        sa.Column("error_transient", sa.Boolean, nullable=False, default=False),
-        sa.Column("attempts", sa.Integer, nullable=False, default=0),
-        sa.Column("run_id", sa.String(64), nullable=False),
-        sa.Column("last_attempt_at", sa.DateTime, nullable=False),
-        sa.Column("synced_at", sa.DateTime),
-        sa.Index("ix_hubspot_sync_state_status", "status"),
-        **_MYSQL_TABLE_ARGS,
-    )
-
-
-def sync_state_table() -> sa.Table:
-    """`hubspot_sync_state` alone: its shape does not depend on the column map."""
-    return _sync_state(sa.MetaData())
-
-
 def contact_tables(column_map: ColumnMap) -> sa.MetaData:
-    """`contacts` and its staging twin, the reject tables, removed contacts, the load log and the sync state."""
+    """`contacts` and its staging twin, the reject tables, removed contacts and the load log."""
     metadata = sa.MetaData()
-    sa.Table(CONTACTS, metadata, *_contact_columns(column_map),
-             sa.Index(EMAIL_INDEX, EMAIL_FIELD, unique=True), **_MYSQL_TABLE_ARGS)
+    sa.Table(
+        CONTACTS,
+        metadata,
+        *_contact_columns(column_map),
+        sa.Index(EMAIL_INDEX, EMAIL_FIELD, unique=True),
+        **MYSQL_TABLE_ARGS,
+    )
     # No index while chunks append in key order (`id` is the source row); the email index is
     # built once, after the last chunk (see staging_email_index), much cheaper than per row.
-    sa.Table(CONTACTS_STAGING, metadata, *_contact_columns(column_map), **_MYSQL_TABLE_ARGS)
+    sa.Table(CONTACTS_STAGING, metadata, *_contact_columns(column_map), **MYSQL_TABLE_ARGS)
     for name in (REJECTED, REJECTED_STAGING):
         sa.Table(
-            name, metadata,
+            name,
+            metadata,
             sa.Column(ROW_COLUMN, sa.Integer, primary_key=True, autoincrement=False),
             sa.Column(EMAIL_FIELD, sa.String(1000)),
             sa.Column("raw_values", sa.Text, nullable=False),
-            sa.Column("reason", sa.String(1000), nullable=False),
-            **_MYSQL_TABLE_ARGS,
+            sa.Column(REASON_COLUMN, sa.String(1000), nullable=False),
+            sa.Column(CODE_COLUMN, sa.String(32), nullable=False),  # the reason's kind (records.py)
+            **MYSQL_TABLE_ARGS,
         )
     # What loads deleted, so nothing a load removes is gone for good; the values as JSON, so a
     # later change of the column map does not change this table.
     sa.Table(
-        REMOVED, metadata,
+        REMOVED,
+        metadata,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("contact_id", sa.Integer, nullable=False),
         sa.Column(EMAIL_FIELD, sa.String(254), nullable=False),
@@ -123,8 +120,43 @@ def contact_tables(column_map: ColumnMap) -> sa.MetaData:
         sa.Column("removed_by_run", sa.String(64), nullable=False),  # etl_loads.run_id of the load
         sa.Column("removed_at", sa.DateTime, nullable=False),
         sa.Index(f"ix_{REMOVED}_email", EMAIL_FIELD),
-        **_MYSQL_TABLE_ARGS,
+        **MYSQL_TABLE_ARGS,
     )
     _loads(metadata)
-    _sync_state(metadata)
     return metadata
+
+
+def create_tables(engine: sa.Engine, column_map: ColumnMap) -> sa.MetaData:
+    """Create the tables that are missing (not the staging twins: each load makes its own) and bring
+    a reject list from before reason codes up to date; the tables' metadata."""
+    metadata = contact_tables(column_map)
+    metadata.create_all(engine, tables=[t for t in metadata.sorted_tables if "staging" not in t.name])
+    add_reason_codes(engine)
+    return metadata
+
+
+# The codes of reasons written before the code column existed, by how their text starts.
+_CODES_OF_OLD_REASONS = [
+    ("invalid email%", records.INVALID_EMAIL),
+    ("duplicate email%", records.DUPLICATE),
+    ("missing required%", records.MISSING_REQUIRED),
+    ("invalid date%", records.INVALID_DATE),
+    ("wrong number of fields%", records.WRONG_FIELD_COUNT),
+    ("row longer than%", records.ROW_TOO_LONG),
+    ("a field longer than%", records.FIELD_TOO_LONG),
+    ("broken quoting%", records.BROKEN_QUOTING),
+    ("%longer than % characters", records.TOO_LONG),
+]
+
+
+def add_reason_codes(engine: sa.Engine) -> None:
+    """`contacts_rejected` as an earlier version created it lacks the code column: add it, and fill
+    it in from the reasons' text (once; a load then rewrites the whole list with codes)."""
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        if not inspector.has_table(REJECTED) or CODE_COLUMN in {c["name"] for c in inspector.get_columns(REJECTED)}:
+            return
+    cases = " ".join(f"WHEN {REASON_COLUMN} LIKE '{pattern}' THEN '{code}'" for pattern, code in _CODES_OF_OLD_REASONS)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {REJECTED} ADD COLUMN {CODE_COLUMN} VARCHAR(32) NOT NULL DEFAULT ''"))
+        conn.execute(sa.text(f"UPDATE {REJECTED} SET {CODE_COLUMN} = CASE {cases} ELSE '{records.UNPARSEABLE}' END"))

@@ -21,17 +21,18 @@ import collections
 import csv
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from etl_assets import settings
+from etl_assets.contacts import records
 from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
-from etl_assets.contacts.records import RAW_VALUE_CHARS, ROW_COLUMN
+from etl_assets.contacts.records import CODE_COLUMN, RAW_VALUE_CHARS, REASON_COLUMN, ROW_COLUMN
 from etl_assets.errors import PermanentError
 from etl_assets.streams import gathered
 from etl_assets.text import clip
@@ -42,32 +43,46 @@ MAX_FIELD_CHARS = 1 << 20
 MAX_ROW_CHARS = 4 << 20
 # Arrow reads in blocks of this size; a line must fit in one, so longer ones go to the csv reader.
 ARROW_BLOCK_BYTES = 1 << 20
-DELIMITERS = {",": ",", ";": ";", "\t": "\t", "|": "|", "comma": ",", "semicolon": ";", "tab": "\t",
-              "\\t": "\t", "pipe": "|"}
+DELIMITERS = {
+    ",": ",",
+    ";": ";",
+    "\t": "\t",
+    "|": "|",
+    "comma": ",",
+    "semicolon": ";",
+    "tab": "\t",
+    "\\t": "\t",
+    "pipe": "|",
+}
 _DETECTED = (",", ";", "\t")  # in order of preference on a tie
 
 
 @dataclass(frozen=True)
 class CsvFormat:
     """How to decode and split the file; delimiter None means detected from the header line."""
-    encoding: str = "utf-8"
+
+    encoding: str = settings.default_value(settings.SOURCE_ENCODING)
     delimiter: str | None = None
 
     @classmethod
     def from_settings(cls) -> CsvFormat:
-        encoding = settings.setting(settings.SOURCE_ENCODING) or "utf-8"
+        encoding = settings.value(settings.SOURCE_ENCODING)
         try:
             encoding = codecs.lookup(encoding).name
         except LookupError:
-            raise PermanentError(f"{settings.SOURCE_ENCODING}={encoding!r} is not an encoding Python knows "
-                                 "(e.g. utf-8, cp1252, latin-1, utf-16)") from None
+            raise PermanentError(
+                f"{settings.SOURCE_ENCODING}={encoding!r} is not an encoding Python knows "
+                "(e.g. utf-8, cp1252, latin-1, utf-16)"
+            ) from None
         raw = settings.setting(settings.SOURCE_DELIMITER)
         if raw is None:
             return cls(encoding)
-        delimiter = DELIMITERS.get(raw.lower(), raw if len(raw) == 1 and raw not in "\"\r\n " else None)
+        delimiter = DELIMITERS.get(raw.lower(), raw if len(raw) == 1 and raw not in '"\r\n ' else None)
         if delimiter is None:
-            raise PermanentError(f"{settings.SOURCE_DELIMITER}={raw!r} must be one character other than a quote, "
-                                 "space or line break (or comma, semicolon, tab, pipe)")
+            raise PermanentError(
+                f"{settings.SOURCE_DELIMITER}={raw!r} must be one character other than a quote, "
+                "space or line break (or comma, semicolon, tab, pipe)"
+            )
         return cls(encoding, delimiter)
 
     @property
@@ -78,24 +93,33 @@ class CsvFormat:
 @dataclass(frozen=True)
 class FileScan:
     sha256: str
-    data_lines: int  # lines after the header: the row count unless quoted values hold line breaks
+    data_lines: int  # lines after the header
     has_quotes: bool
     longest_line: int  # bytes
+    blank_lines: int = 0  # empty lines after the header, which both readers skip
+
+    @property
+    def rows(self) -> int:
+        """Data rows as the loader numbers them (blank lines skipped): exact unless quoted values
+        hold line breaks. kaggle_dataset reports it, the load's progress counts towards it."""
+        return self.data_lines - self.blank_lines
 
 
 def _decode_error(path: Path, fmt: CsvFormat, offset: int, byte: int | None, line: int) -> PermanentError:
     what = f"byte 0x{byte:02x}" if byte is not None else "the end of the file (a character cut short)"
     return PermanentError(
         f"{path.name} is not valid {fmt.encoding}: {what} at offset {offset:,} (line {line:,}) cannot be "
-        f"decoded; set {settings.SOURCE_ENCODING} to the file's encoding (e.g. cp1252, latin-1, utf-16)")
+        f"decoded; set {settings.SOURCE_ENCODING} to the file's encoding (e.g. cp1252, latin-1, utf-16)"
+    )
 
 
 def scan_file(path: Path, fmt: CsvFormat = CsvFormat()) -> FileScan:
-    """In one read: the SHA-256, the line count, whether any quote or over-long line occurs, and
-    proof that the whole file decodes (else an error naming the byte offset and line)."""
+    """In one read: the SHA-256, the line and blank-line counts, whether any quote or over-long line
+    occurs, and proof that the whole file decodes (else an error naming the byte offset and line)."""
     digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder(fmt.encoding)()
-    breaks = quotes = longest = offset = 0
-    last_break = -1
+    breaks = quotes = longest = offset = blank = 0
+    last_break, last_byte = -1, 0
+    wide = fmt.encoding.startswith(("utf-16", "utf-32"))  # a line end is not one byte there: no blank count
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
@@ -110,9 +134,17 @@ def scan_file(path: Path, fmt: CsvFormat = CsvFormat()) -> FileScan:
             bytes_ = np.frombuffer(block, dtype=np.uint8)
             ends = np.flatnonzero((bytes_ == 10) | (bytes_ == 13))
             if len(ends):
-                longest = max(longest, int(np.diff(ends + offset, prepend=last_break).max()))
+                gaps = np.diff(ends + offset, prepend=last_break)  # each line's length + 1
+                longest = max(longest, int(gaps.max()))
+                # An empty line ends right after the previous line end, unless it is the \n of a \r\n.
+                if not wide:
+                    before = np.where(ends > 0, bytes_[ends - 1], last_byte)
+                    blank += int(np.count_nonzero((gaps == 1) & ~((bytes_[ends] == 10) & (before == 13))))
                 last_break = offset + int(ends[-1])
             breaks += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+            if last_byte == 13 and block[0] == 10:  # a \r\n the previous block cut in two
+                breaks -= 1
+            last_byte = block[-1]
             quotes += block.count(b'"')
             offset += len(block)
     try:
@@ -121,7 +153,7 @@ def scan_file(path: Path, fmt: CsvFormat = CsvFormat()) -> FileScan:
         raise _decode_error(path, fmt, offset - len(decoder.getstate()[0]), None, breaks + 1) from None
     longest = max(longest, offset - 1 - last_break)
     lines = breaks + (1 if offset and last_break != offset - 1 else 0)
-    return FileScan(digest.hexdigest(), max(lines - 1, 0), quotes > 0, longest)
+    return FileScan(digest.hexdigest(), max(lines - 1, 0), quotes > 0, longest, blank)
 
 
 # ----------------------------------------------------------------------------- the header
@@ -140,11 +172,13 @@ class Header:
             raise PermanentError(
                 f"{self.file} lacks the mapped column(s) {missing}; columns found: {self.names} "
                 f"(delimiter {self.delimiter!r}; set {settings.SOURCE_DELIMITER} if the file uses another; "
-                f"mapping: {column_map.origin})")
+                f"mapping: {column_map.origin})"
+            )
         repeated = [source for source in column_map.sources if self.names.count(source) > 1]
         if repeated:
-            raise PermanentError(f"{self.file} has the mapped column(s) {repeated} more than once; "
-                                 f"columns found: {self.names}")
+            raise PermanentError(
+                f"{self.file} has the mapped column(s) {repeated} more than once; columns found: {self.names}"
+            )
         return [self.names.index(source) for source in column_map.sources]
 
 
@@ -174,7 +208,7 @@ def read_header(path: Path, fmt: CsvFormat = CsvFormat()) -> Header:
         try:
             names = next(_csv_reader(lines, delimiter))
         except (csv.Error, _RowTooLong) as exc:
-            raise PermanentError(f"{path.name}: the header row cannot be parsed ({_reason(exc)})") from None
+            raise PermanentError(f"{path.name}: the header row cannot be parsed ({_reason(exc)[1]})") from None
     return Header(path.name, [name.strip() for name in names], delimiter)
 
 
@@ -184,42 +218,55 @@ def read_header(path: Path, fmt: CsvFormat = CsvFormat()) -> Header:
 @dataclass
 class RawChunk:
     """Parsed rows of the mapped columns (strings) with their row numbers, and the rows refused."""
+
     table: pa.Table
     rows: np.ndarray  # the row number of each row of `table`
-    rejected: list[dict] = field(default_factory=list)  # source_row, email, raw_values, reason
+    rejected: list[dict] = field(default_factory=list)  # source_row, email, raw_values, reason, reason_code
     records: int = 0  # rows read: len(table) + len(rejected)
 
     @classmethod
     def joined(cls, parts: list[RawChunk]) -> RawChunk:
-        return cls(pa.concat_tables([part.table for part in parts]).combine_chunks(),
-                   np.concatenate([part.rows for part in parts]),
-                   [item for part in parts for item in part.rejected], sum(part.records for part in parts))
+        return cls(
+            pa.concat_tables([part.table for part in parts]).combine_chunks(),
+            np.concatenate([part.rows for part in parts]),
+            [item for part in parts for item in part.rejected],
+            sum(part.records for part in parts),
+        )
 
 
-def _refused(row: int, text: str, reason: str) -> dict:
-    return {ROW_COLUMN: row, EMAIL_FIELD: None, "reason": reason,
-            "raw_values": json.dumps(clip(text, RAW_VALUE_CHARS), ensure_ascii=False)}
+def _refused(row: int, text: str, code: str, reason: str) -> dict:
+    return {
+        ROW_COLUMN: row,
+        EMAIL_FIELD: None,
+        REASON_COLUMN: reason,
+        CODE_COLUMN: code,
+        "raw_values": json.dumps(clip(text, RAW_VALUE_CHARS), ensure_ascii=False),
+    }
 
 
-def _field_count_reason(actual: int, expected: int) -> str:
-    return f"wrong number of fields: {actual} where the header has {expected}"
+def _field_count_reason(actual: int, expected: int) -> tuple[str, str]:
+    return records.WRONG_FIELD_COUNT, f"wrong number of fields: {actual} where the header has {expected}"
 
 
 class _RowTooLong(Exception):
     pass
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception) -> tuple[str, str]:
+    """The code and the reason of a row the strict reader refused."""
     text = str(exc)
     if isinstance(exc, _RowTooLong):
-        return f"row longer than the {MAX_ROW_CHARS >> 20} MiB cap"
+        return records.ROW_TOO_LONG, f"row longer than the {MAX_ROW_CHARS >> 20} MiB cap"
     if "field larger than field limit" in text:
-        return f"a field longer than the {MAX_FIELD_CHARS >> 20} MiB cap"
+        return records.FIELD_TOO_LONG, f"a field longer than the {MAX_FIELD_CHARS >> 20} MiB cap"
     if "expected after" in text:
-        return "broken quoting: text after a closing quote (a quote inside a value must be doubled)"
+        return (
+            records.BROKEN_QUOTING,
+            "broken quoting: text after a closing quote (a quote inside a value must be doubled)",
+        )
     if "unexpected end of data" in text:
-        return "broken quoting: a quoted value is never closed"
-    return f"unparseable row: {text}"
+        return records.BROKEN_QUOTING, "broken quoting: a quoted value is never closed"
+    return records.UNPARSEABLE, f"unparseable row: {text}"
 
 
 class _Lines:
@@ -273,8 +320,11 @@ class _Lines:
         return "".join(self.row_lines[:3]).rstrip("\r\n")
 
 
-def _strict_rows(path: Path, fmt: CsvFormat, header: Header) -> Iterator[tuple[int, list[str] | None, str, str]]:
-    """(row number, fields or None when refused, the reason, the row's text) of each non-blank row."""
+def _strict_rows(
+    path: Path, fmt: CsvFormat, header: Header
+) -> Iterator[tuple[int, list[str] | None, tuple[str, str] | None, str]]:
+    """(row number, fields or None when refused, (code, reason) of a refused row, the row's text) of
+    each non-blank row."""
     with _open_text(path, fmt) as handle:
         lines = _Lines(handle)
         reader = _csv_reader(lines, header.delimiter)
@@ -295,7 +345,7 @@ def _strict_rows(path: Path, fmt: CsvFormat, header: Header) -> Iterator[tuple[i
                 continue
             row += 1
             if len(fields) == len(header.names):
-                yield row, fields, "", ""
+                yield row, fields, None, ""
             else:
                 yield row, None, _field_count_reason(len(fields), len(header.names)), lines.row_text()
 
@@ -312,22 +362,27 @@ def first_rows(path: Path, fmt: CsvFormat, count: int) -> tuple[list[str], list[
     return header.names, rows
 
 
-def _strict_chunks(path: Path, fmt: CsvFormat, header: Header, column_map: ColumnMap, chunk_rows: int
-                   ) -> Iterator[RawChunk]:
+def _strict_chunks(
+    path: Path, fmt: CsvFormat, header: Header, column_map: ColumnMap, chunk_rows: int
+) -> Iterator[RawChunk]:
     positions = header.positions(column_map)
     good: list[list[str]] = []
     numbers: list[int] = []
     rejected: list[dict] = []
 
     def chunk() -> RawChunk:
-        table = pa.table({source: pa.array([fields[i] for fields in good], pa.string())
-                          for source, i in zip(column_map.sources, positions)})
+        table = pa.table(
+            {
+                source: pa.array([fields[i] for fields in good], pa.string())
+                for source, i in zip(column_map.sources, positions)
+            }
+        )
         return RawChunk(table, np.array(numbers, dtype=np.int64), rejected, len(good) + len(rejected))
 
     for row, fields, reason, text in _strict_rows(path, fmt, header):
-        if fields is None:
-            rejected.append(_refused(row, text, reason))
-        else:
+        if reason is not None:
+            rejected.append(_refused(row, text, *reason))
+        elif fields is not None:
             good.append(fields)
             numbers.append(row)
         if len(good) + len(rejected) >= chunk_rows:
@@ -369,18 +424,25 @@ def _arrow_chunks(path: Path, header: Header, column_map: ColumnMap, quoted: boo
     def on_invalid(row: pacsv.InvalidRow) -> str:
         number = row.number - 1  # Arrow counts the header and skips blank lines, as we do
         skipped.append(number)
-        refused.append(_refused(number, row.text, _field_count_reason(row.actual_columns, row.expected_columns)))
+        refused.append(_refused(number, row.text, *_field_count_reason(row.actual_columns, row.expected_columns)))
         return "skip"
 
     reader = pacsv.open_csv(
         path,
-        read_options=pacsv.ReadOptions(block_size=ARROW_BLOCK_BYTES, column_names=names, skip_rows=1,
-                                       use_threads=False),
-        parse_options=pacsv.ParseOptions(delimiter=header.delimiter, quote_char='"' if quoted else False,
-                                         newlines_in_values=quoted, invalid_row_handler=on_invalid),
+        read_options=pacsv.ReadOptions(
+            block_size=ARROW_BLOCK_BYTES, column_names=names, skip_rows=1, use_threads=False
+        ),
+        parse_options=pacsv.ParseOptions(
+            delimiter=header.delimiter,
+            quote_char='"' if quoted else False,
+            newlines_in_values=quoted,
+            invalid_row_handler=on_invalid,
+        ),
         convert_options=pacsv.ConvertOptions(
-            include_columns=[names[i] for i in positions], strings_can_be_null=False,
-            column_types={names[i]: pa.string() for i in positions}),
+            include_columns=[names[i] for i in positions],
+            strings_can_be_null=False,
+            column_types={names[i]: pa.string() for i in positions},
+        ),
     )
     good = 0
     for batch in reader:
@@ -398,8 +460,9 @@ def _arrow_chunks(path: Path, header: Header, column_map: ColumnMap, quoted: boo
         yield RawChunk(empty, np.empty(0, dtype=np.int64), refused[:], len(refused))
 
 
-def read_chunks(path: Path, column_map: ColumnMap, chunk_rows: int, fmt: CsvFormat = CsvFormat(),
-                scan: FileScan | None = None) -> Iterator[RawChunk]:
+def read_chunks(
+    path: Path, column_map: ColumnMap, chunk_rows: int, fmt: CsvFormat = CsvFormat(), scan: FileScan | None = None
+) -> Iterator[RawChunk]:
     """The CSV in chunks of about `chunk_rows` rows read, every value a string (never NULL).
 
     Memory stays bounded whatever the file size. Fails first, naming them, if mapped columns
@@ -408,7 +471,10 @@ def read_chunks(path: Path, column_map: ColumnMap, chunk_rows: int, fmt: CsvForm
     scan = scan or scan_file(path, fmt)
     header = read_header(path, fmt)
     header.positions(column_map)
-    parts = (_arrow_chunks(path, header, column_map, scan.has_quotes) if _arrow_reads_alike(path, fmt, header, scan)
-             else _strict_chunks(path, fmt, header, column_map, chunk_rows))
+    parts = (
+        _arrow_chunks(path, header, column_map, scan.has_quotes)
+        if _arrow_reads_alike(path, fmt, header, scan)
+        else _strict_chunks(path, fmt, header, column_map, chunk_rows)
+    )
     for group in gathered(parts, chunk_rows, lambda part: part.records):
         yield group[0] if len(group) == 1 else RawChunk.joined(group)

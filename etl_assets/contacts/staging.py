@@ -16,8 +16,9 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -35,8 +36,12 @@ from etl_assets.errors import PermanentError
 # that (and LOAD DATA, told values may be enclosed in ", undoes it) only for chunks holding one.
 _TSV_ESCAPES = [("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\0", "\\0")]
 _QUOTE = b'"'
-_TSV = {quoting: pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style=quoting,
-                                    null_string="\\N", eol="\n") for quoting in ("none", "needed")}
+_TSV = {
+    quoting: pacsv.WriteOptions(
+        include_header=False, delimiter="\t", quoting_style=quoting, null_string="\\N", eol="\n"
+    )
+    for quoting in ("none", "needed")
+}
 
 
 @dataclass
@@ -48,8 +53,9 @@ class EncodedRows:
     @classmethod
     def joined(cls, parts: list[EncodedRows]) -> EncodedRows:
         """One statement's worth of rows from several encoded chunks of the same columns."""
-        return cls(parts[0].columns, sum(part.count for part in parts),
-                   [piece for part in parts for piece in part.payload])
+        return cls(
+            parts[0].columns, sum(part.count for part in parts), [piece for part in parts for piece in part.payload]
+        )
 
 
 class StagingWriter(Protocol):
@@ -68,8 +74,8 @@ def _character_data(strings: pa.Array | pa.ChunkedArray) -> bytes:
     if data is None:  # Arrow may leave it out when there are no characters at all
         return b""
     offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
-    offsets = np.frombuffer(offset_buffer, dtype=offset_type)[strings.offset:strings.offset + len(strings) + 1]
-    return data.to_pybytes()[offsets[0]:offsets[-1]]
+    offsets = np.frombuffer(offset_buffer, dtype=offset_type)[strings.offset : strings.offset + len(strings) + 1]
+    return data.to_pybytes()[offsets[0] : offsets[-1]]
 
 
 def to_load_data_tsv(rows: pa.Table) -> bytes:
@@ -108,8 +114,10 @@ class StagingConnection(Connection):
         """Refuse a LOCAL INFILE request for any file but the one named."""
         if self.local_file is None or requested != self.local_file.encode(self.encoding):
             name = requested.decode(errors="replace")
-            raise PermanentError(f"the database server asked for the local file {name!r}, which the loader "
-                                 "did not name; refused (a rogue or intercepting server?)")
+            raise PermanentError(
+                f"the database server asked for the local file {name!r}, which the loader "
+                "did not name; refused (a rogue or intercepting server?)"
+            )
 
     def _read_query_result(self, unbuffered: bool = False) -> int:
         # PyMySQL's own (1.1), with a result that checks the file name: PyMySQL has no hook for it.
@@ -145,7 +153,7 @@ class _OneFileResult(MySQLResult):
 @contextlib.contextmanager
 def _sending(conn: sa.Connection, path: str) -> Iterator[None]:
     """Let a StagingConnection send `path` to the server while the block runs."""
-    dbapi = conn.connection.dbapi_connection
+    dbapi: Any = conn.connection.dbapi_connection  # a StagingConnection (see DatabaseResource.staging_engine)
     dbapi.local_file = path
     try:
         yield
@@ -182,8 +190,9 @@ class InsertWriter:
     name = "multi-row INSERT"
 
     def encode(self, rows: pa.Table) -> EncodedRows:
-        return EncodedRows(rows.column_names, rows.num_rows,
-                           list(zip(*(column.to_pylist() for column in rows.columns))))
+        return EncodedRows(
+            rows.column_names, rows.num_rows, list(zip(*(column.to_pylist() for column in rows.columns)))
+        )
 
     def write(self, conn: sa.Connection, table: str, rows: EncodedRows) -> None:
         if not rows.count:
@@ -202,6 +211,8 @@ def choose_writer(engine: sa.Engine, log: logging.Logger) -> StagingWriter:
         enabled = conn.exec_driver_sql("SELECT @@GLOBAL.local_infile").scalar()
     if str(enabled) in ("1", "ON"):
         return LoadDataWriter()
-    log.warning("MySQL has local_infile off: loading with multi-row INSERTs, the slower path "
-                "(SET GLOBAL local_infile=1 enables the bulk path)")
+    log.warning(
+        "MySQL has local_infile off: loading with multi-row INSERTs, the slower path "
+        "(SET GLOBAL local_infile=1 enables the bulk path)"
+    )
     return InsertWriter()

@@ -2,9 +2,10 @@
 
 The client's own urllib3 retry never retries a POST, and raises MaxRetryError rather than
 ApiException when it gives up, so the retry loop is ours: 429s wait on the shared limiter
-(not counted as attempts, bounded in time), 5xx and dropped connections back off
-exponentially, a 401 is retried once the token has been rotated (see `_token_renewed`),
-everything else surfaces at once.
+(not counted as attempts, bounded in time), a 401 is retried once the token has been rotated
+(see `_token_renewed`); every other error answer is raised as HubSpotApiError and judged by
+`etl_assets.errors.classify`, like dropped connections: 5xx and drops back off exponentially
+(`call_with_retries`), a 4xx surfaces at once and fails the step without a step retry.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hubspot import HubSpot
 from hubspot.crm.contacts import ApiException as ContactsApiException
@@ -33,9 +35,16 @@ _API_EXCEPTIONS = (ContactsApiException, PropertiesApiException)
 class HubSpotApi:
     """`reread_token` reads the token again from its source, past any cache, after a 401."""
 
-    def __init__(self, access_token: str, base_url: str, limiter: RollingWindowLimiter,
-                 retry: RetrySettings, log: logging.Logger, timeout_s: float = 30.0,
-                 reread_token: Callable[[], str | None] | None = None):
+    def __init__(
+        self,
+        access_token: str,
+        base_url: str,
+        limiter: RollingWindowLimiter,
+        retry: RetrySettings,
+        log: logging.Logger,
+        timeout_s: float = 30.0,
+        reread_token: Callable[[], str | None] | None = None,
+    ):
         self._base_url = base_url.rstrip("/")
         self._token = access_token
         self._client = HubSpot(access_token=access_token, host=self._base_url)
@@ -88,9 +97,7 @@ class HubSpotApi:
                     if error.status == 401 and self._token_renewed(client):
                         continue
                     if error.status != 429:
-                        if error.status >= 500:
-                            raise TransientError(error.summary()) from None
-                        raise HubSpotApiError(error) from None
+                        raise HubSpotApiError(error) from None  # classify: 5xx transient, 4xx permanent
                     self._count("rate_limited")
                     if error.policy == "DAILY":
                         raise DailyLimitReached(error.message) from None
@@ -106,38 +113,57 @@ class HubSpotApi:
 
     def upsert_contacts(self, inputs: list[dict]) -> UpsertAnswer:
         """Upsert by email: HubSpot's results (id, properties, new, ...) and a 207's per-input errors, as dicts."""
-        body = BatchInputSimplePublicObjectBatchInputUpsert(inputs=[
-            SimplePublicObjectBatchInputUpsert(id_property="email", id=item["id"], properties=item["properties"])
-            for item in inputs
-        ])
+        body = BatchInputSimplePublicObjectBatchInputUpsert(
+            inputs=[
+                SimplePublicObjectBatchInputUpsert(id_property="email", id=item["id"], properties=item["properties"])
+                for item in inputs
+            ]
+        )
         response = self._call(
             f"upserting {len(inputs)} contacts",
             lambda client: client.crm.contacts.batch_api.upsert_with_http_info(
-                batch_input_simple_public_object_batch_input_upsert=body, _request_timeout=self.timeout_s),
+                batch_input_simple_public_object_batch_input_upsert=body, _request_timeout=self.timeout_s
+            ),
         )
         # A 207 deserialises to the ...WithErrors model, which has `errors`; a 200 has none.
         errors = getattr(response, "errors", None) or []
-        return UpsertAnswer(results=[result.to_dict() for result in (response.results or [])],
-                            errors=[error.to_dict() for error in errors])
+        return UpsertAnswer(
+            results=[result.to_dict() for result in (response.results or [])],
+            errors=[error.to_dict() for error in errors],
+        )
 
     def contact_properties(self) -> dict[str, PropertyDefinition]:
         response = self._call(
             "listing contact properties",
             lambda client: client.crm.properties.core_api.get_all_with_http_info(
-                "contacts", _request_timeout=self.timeout_s),
+                "contacts", _request_timeout=self.timeout_s
+            ),
         )
         return {prop.name: PropertyDefinition.from_api(prop) for prop in response.results}
 
     def create_contact_property(self, name: str, label: str, kind: str) -> PropertyDefinition:
         """A custom property of type `kind` (not enumeration: its options are the account's to choose)."""
         # HubSpot's bool properties are two-option checkboxes.
-        options = [Option(label="Yes", value="true", display_order=0, hidden=False),
-                   Option(label="No", value="false", display_order=1, hidden=False)] if kind == "bool" else None
-        prop = PropertyCreate(name=name, label=label, type=kind, field_type=CREATED_FIELD_TYPES[kind],
-                              group_name="contactinformation", options=options)
+        options = (
+            [
+                Option(label="Yes", value="true", display_order=0, hidden=False),
+                Option(label="No", value="false", display_order=1, hidden=False),
+            ]
+            if kind == "bool"
+            else None
+        )
+        prop = PropertyCreate(
+            name=name,
+            label=label,
+            type=kind,
+            field_type=CREATED_FIELD_TYPES[kind],
+            group_name="contactinformation",
+            options=options,
+        )
         created = self._call(
             f"creating contact property {name}",
             lambda client: client.crm.properties.core_api.create_with_http_info(
-                "contacts", property_create=prop, _request_timeout=self.timeout_s),
+                "contacts", property_create=prop, _request_timeout=self.timeout_s
+            ),
         )
         return PropertyDefinition.from_api(created)

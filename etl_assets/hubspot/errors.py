@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import collections
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from etl_assets.logs.redaction import redact
 
@@ -39,7 +39,8 @@ class HubSpotError:
 
 
 class HubSpotApiError(Exception):
-    """A non-retryable HubSpot answer, parsed."""
+    """A HubSpot error answer, parsed. `etl_assets.errors.classify` judges it by status: 5xx
+    transient (retried), 4xx permanent (the client has already re-read the token after a 401)."""
 
     def __init__(self, error: HubSpotError):
         super().__init__(error.summary())
@@ -58,10 +59,19 @@ def parse_error(status: int, body: str | bytes | None) -> HubSpotError:
     category = document.get("category") or document.get("errorType") or f"HTTP_{status}"
     # HubSpot's own message, masked; never the body, which may echo a token or contact data (or
     # be an HTML page from the edge). Said by status and category, an answer is still clear.
-    message = (redact(str(document["message"])) if document.get("message")
-               else f"no JSON error message ({len(body or '')} bytes)")
-    return HubSpotError(status=status, category=str(category), message=message, policy=document.get("policyName"),
-                        missing_scopes=_required_scopes(document), problems=_problems(document))
+    message = (
+        redact(str(document["message"]))
+        if document.get("message")
+        else f"no JSON error message ({len(body or '')} bytes)"
+    )
+    return HubSpotError(
+        status=status,
+        category=str(category),
+        message=message,
+        policy=document.get("policyName"),
+        missing_scopes=_required_scopes(document),
+        problems=_problems(document),
+    )
 
 
 def _error_items(document: dict) -> Iterator[tuple[dict, dict]]:
@@ -83,9 +93,11 @@ def _required_scopes(document: dict) -> tuple[str, ...]:
 
 def _problems(document: dict) -> tuple[tuple[str, str], ...]:
     """(property, code) of each `errors[]` item of a 400 (`context.propertyName`, a list)."""
-    return tuple((str(name), str(item.get("code") or ""))
-                 for item, context in _error_items(document)
-                 for name in context.get("propertyName") or [""])
+    return tuple(
+        (str(name), str(item.get("code") or ""))
+        for item, context in _error_items(document)
+        for name in context.get("propertyName") or [""]
+    )
 
 
 def refused_property(error: HubSpotError, inputs: int) -> tuple[str, str] | None:

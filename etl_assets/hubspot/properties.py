@@ -13,16 +13,22 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from etl_assets import settings
 from etl_assets.contacts.mapping import ColumnMap, FieldSpec
 from etl_assets.text import clip
 
 # The field type HubSpot pairs with each type when the sync creates a property.
-CREATED_FIELD_TYPES = {"string": "text", "number": "number", "date": "date", "datetime": "date",
-                       "bool": "booleancheckbox"}
+CREATED_FIELD_TYPES = {
+    "string": "text",
+    "number": "number",
+    "date": "date",
+    "datetime": "date",
+    "bool": "booleancheckbox",
+}
 # A contact field that holds dates (`type: date` in the map) fits these property types only.
 DATE_FIELD_TARGETS = {"date", "datetime", "string"}
 # Values refused in a row, none converted, before a property counts as refused throughout.
@@ -46,10 +52,15 @@ class PropertyDefinition:
     def from_api(cls, prop: Any) -> PropertyDefinition:
         """From the client's `Property` model (GET /crm/v3/properties/contacts)."""
         meta = prop.modification_metadata
-        return cls(name=prop.name, type=prop.type, field_type=prop.field_type or "",
-                   options=tuple((str(o.value), str(o.label)) for o in prop.options or []),
-                   read_only=bool(meta and meta.read_only_value), calculated=bool(prop.calculated),
-                   external_options=bool(prop.external_options))
+        return cls(
+            name=prop.name,
+            type=prop.type,
+            field_type=prop.field_type or "",
+            options=tuple((str(o.value), str(o.label)) for o in prop.options or []),
+            read_only=bool(meta and meta.read_only_value),
+            calculated=bool(prop.calculated),
+            external_options=bool(prop.external_options),
+        )
 
     @property
     def writable(self) -> bool:
@@ -70,8 +81,11 @@ class ValueRefused(ValueError):
 
 def declared(spec: FieldSpec) -> PropertyDefinition:
     """What the column map alone says of a property: its declared type, else the field's."""
-    return PropertyDefinition(name=spec.hubspot or "", type=spec.hubspot_type or spec.type,
-                              field_type=CREATED_FIELD_TYPES.get(spec.hubspot_type or spec.type, "text"))
+    return PropertyDefinition(
+        name=spec.hubspot or "",
+        type=spec.hubspot_type or spec.type,
+        field_type=CREATED_FIELD_TYPES.get(spec.hubspot_type or spec.type, "text"),
+    )
 
 
 def incompatibility(spec: FieldSpec, definition: PropertyDefinition) -> str | None:
@@ -88,8 +102,9 @@ def incompatibility(spec: FieldSpec, definition: PropertyDefinition) -> str | No
     return None
 
 
-def mapping_problems(column_map: ColumnMap, definitions: Mapping[str, PropertyDefinition], may_create: bool
-                     ) -> dict[str, str | None]:
+def mapping_problems(
+    column_map: ColumnMap, definitions: Mapping[str, PropertyDefinition], may_create: bool
+) -> dict[str, str | None]:
     """Each mapped property's problem, None when it has none (a missing one the sync may create has none)."""
     problems: dict[str, str | None] = {}
     for spec in column_map.hubspot_fields:
@@ -97,11 +112,15 @@ def mapping_problems(column_map: ColumnMap, definitions: Mapping[str, PropertyDe
         if name in definitions:
             problems[name] = incompatibility(spec, definitions[name])
         elif not may_create:
-            problems[name] = (f"HubSpot property {name!r} (field {spec.field!r}) does not exist; create it or set "
-                              f"{settings.HUBSPOT_CREATE_PROPERTIES}=true")
+            problems[name] = (
+                f"HubSpot property {name!r} (field {spec.field!r}) does not exist; create it or set "
+                f"{settings.HUBSPOT_CREATE_PROPERTIES}=true"
+            )
         elif declared(spec).type not in CREATED_FIELD_TYPES:
-            problems[name] = (f"HubSpot property {name!r} (field {spec.field!r}) does not exist and the sync creates "
-                              f"no {declared(spec).type} property: create it with its options in HubSpot")
+            problems[name] = (
+                f"HubSpot property {name!r} (field {spec.field!r}) does not exist and the sync creates "
+                f"no {declared(spec).type} property: create it with its options in HubSpot"
+            )
         else:
             problems[name] = None
     return problems
@@ -140,8 +159,9 @@ def _date(value: Any) -> str:
             raise ValueRefused("INVALID_DATE", f"{clip(text, 40)!r} is not a date (YYYY-MM-DD)") from None
     # A time of day would be lost: HubSpot's date properties hold midnight UTC only.
     if moment.utcoffset() not in (None, dt.timedelta(0)) or moment.time() != dt.time(0):
-        raise ValueRefused("INVALID_DATE", f"{moment.isoformat()} is not at midnight UTC; a date property "
-                                           "holds days only")
+        raise ValueRefused(
+            "INVALID_DATE", f"{moment.isoformat()} is not at midnight UTC; a date property holds days only"
+        )
     return moment.date().isoformat()
 
 
@@ -158,16 +178,17 @@ def _datetime(value: Any) -> str:
             raise ValueRefused("INVALID_DATETIME", f"{clip(text, 40)!r} is not an ISO 8601 date-time") from None
     # A source value without a zone is taken as UTC, the zone HubSpot itself reports in.
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _number(value: Any) -> str:
     text = str(value).strip()
     if not _NUMBER.fullmatch(text):
         # Commas are refused, not dropped: "1,5" may mean 1.5 or 15.
-        raise ValueRefused("INVALID_LONG", f"{clip(text, 40)!r} is not a number (digits, at most one period, "
-                                           "no commas)")
+        raise ValueRefused(
+            "INVALID_LONG", f"{clip(text, 40)!r} is not a number (digits, at most one period, no commas)"
+        )
     return text.removeprefix("+")
 
 
@@ -196,8 +217,10 @@ def _enumeration(value: Any, definition: PropertyDefinition) -> str:
             continue
         candidates = by_folded.get(part.casefold(), set())
         if len(candidates) != 1:
-            raise ValueRefused("INVALID_OPTION", f"{clip(part, 40)!r} is not one of the options of "
-                                                 f"{definition.name!r}: {clip(', '.join(values), 200)}")
+            raise ValueRefused(
+                "INVALID_OPTION",
+                f"{clip(part, 40)!r} is not one of the options of {definition.name!r}: {clip(', '.join(values), 200)}",
+            )
         chosen.append(next(iter(candidates)))
     return ";".join(chosen)
 
@@ -212,8 +235,9 @@ class PropertyWriter:
 
     def __init__(self, column_map: ColumnMap, definitions: Mapping[str, PropertyDefinition] | None = None):
         self.column_map = column_map
-        self._targets = [(spec, (definitions or {}).get(spec.hubspot or "") or declared(spec))
-                         for spec in column_map.hubspot_fields]
+        self._targets = [
+            (spec, (definitions or {}).get(spec.hubspot or "") or declared(spec)) for spec in column_map.hubspot_fields
+        ]
         self._converted: collections.Counter[str] = collections.Counter()
         self._refused: collections.Counter[tuple[str, str]] = collections.Counter()
 

@@ -14,7 +14,9 @@ import collections
 import contextlib
 import threading
 import time
-from typing import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+
+from etl_assets import settings
 
 
 class DailyLimitReached(Exception):
@@ -27,7 +29,7 @@ class RollingWindowLimiter:
 
     def __init__(
         self,
-        max_requests: int = 100,
+        max_requests: int = settings.default_value(settings.HUBSPOT_RATE_LIMIT),
         interval_s: float = 10.0,
         margin_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
@@ -43,7 +45,6 @@ class RollingWindowLimiter:
         self._in_flight = 0
         self._paused_until = 0.0
         self._lock = threading.Lock()
-        self.waited_s = 0.0
 
     def _wait_needed(self, now: float) -> float:
         while self._replies and now - self._replies[0] >= self.window_s:
@@ -67,7 +68,6 @@ class RollingWindowLimiter:
                 if wait <= 0:
                     self._in_flight += 1
                     break
-            self.waited_s += wait
             self._sleep(min(wait, 1.0))
         try:
             yield

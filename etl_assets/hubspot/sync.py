@@ -16,9 +16,11 @@ import concurrent.futures as futures
 import logging
 import re
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
+from etl_assets import settings, streams
 from etl_assets.contacts.mapping import EMAIL_FIELD
 from etl_assets.contacts.records import EMAIL_PATTERN, HASH_COLUMN, MAX_EMAIL_LENGTH
 from etl_assets.errors import PermanentError
@@ -141,8 +143,9 @@ def prevalidate(rows: Iterable[dict], writer: PropertyWriter) -> tuple[list[Pend
             except ValueRefused as exc:
                 reason = (exc.code, str(exc))
         if reason:
-            rejected.append(ContactOutcome(email, row[HASH_COLUMN], "failed", error_category=reason[0],
-                                           error_message=reason[1]))
+            rejected.append(
+                ContactOutcome(email, row[HASH_COLUMN], "failed", error_category=reason[0], error_message=reason[1])
+            )
         else:
             seen.add(email)
             accepted.append(Pending(email, row[HASH_COLUMN], properties or {}, row.get(HUBSPOT_ID_FIELD)))
@@ -150,21 +153,21 @@ def prevalidate(rows: Iterable[dict], writer: PropertyWriter) -> tuple[list[Pend
 
 
 def batched(rows: Iterable[T], size: int = MAX_BATCH) -> Iterator[list[T]]:
+    """`rows` in HubSpot batches: at most MAX_BATCH, HubSpot's limit."""
     if not 1 <= size <= MAX_BATCH:
         raise ValueError(f"batch size must be between 1 and {MAX_BATCH}")
-    batch: list[T] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    return streams.batched(rows, size)
 
 
 def _failed(contact: Pending, category: str, message: str, transient: bool = False) -> ContactOutcome:
-    return ContactOutcome(contact.email, contact.content_hash, "failed", error_category=category,
-                          error_message=message[:2000], transient=transient)
+    return ContactOutcome(
+        contact.email,
+        contact.content_hash,
+        "failed",
+        error_category=category,
+        error_message=message[:2000],
+        transient=transient,
+    )
 
 
 def _split_list(value: str | None) -> set[str]:
@@ -201,28 +204,40 @@ def match_answer(batch: list[Pending], answer: UpsertAnswer) -> tuple[list[Conta
     for contact in list(left):
         for result in unused:
             properties = result.get("properties") or {}
-            if contact.hubspot_id and (contact.hubspot_id == str(result["id"]) or contact.hubspot_id in _split_list(
-                    properties.get("hs_merged_object_ids"))):
+            if contact.hubspot_id and (
+                contact.hubspot_id == str(result["id"])
+                or contact.hubspot_id in _split_list(properties.get("hs_merged_object_ids"))
+            ):
                 take(contact, result, other_address(contact, result))
                 break
             if contact.email in _split_list(properties.get("hs_additional_emails")):
                 take(contact, result, other_address(contact, result))
                 break
     for error in answer.errors:
-        named = {str(value).lower() for values in (error.get("context") or {}).values()
-                 for value in (values if isinstance(values, list) else [values])}
+        named = {
+            str(value).lower()
+            for values in (error.get("context") or {}).values()
+            for value in (values if isinstance(values, list) else [values])
+        }
         category = str(error.get("category") or "UNKNOWN")
         for contact in [c for c in left if c.email in named]:
             left.remove(contact)
-            outcomes.append(_failed(contact, category, redact(str(error.get("message") or "")),
-                                    transient=category not in DATA_ERROR_CATEGORIES))
+            outcomes.append(
+                _failed(
+                    contact,
+                    category,
+                    redact(str(error.get("message") or "")),
+                    transient=category not in DATA_ERROR_CATEGORIES,
+                )
+            )
     if len(left) == 1 and len(unused) == 1:
         take(left[0], unused[0], other_address(left[0], unused[0]))
     return outcomes, left
 
 
-def upsert_isolating(api: ContactsApi, batch: list[Pending], report: SyncReport, whole: bool = True
-                     ) -> list[ContactOutcome]:
+def upsert_isolating(
+    api: ContactsApi, batch: list[Pending], report: SyncReport, whole: bool = True
+) -> list[ContactOutcome]:
     """Upsert `batch`; on a data error, halve it until the rejected records stand alone.
 
     A refused property stops the sync (PermanentError), judged on the `whole` batch only: a half
@@ -239,23 +254,31 @@ def upsert_isolating(api: ContactsApi, batch: list[Pending], report: SyncReport,
         if refused:
             raise PermanentError(
                 f"HubSpot refuses property {refused[0]!r} for every contact ({refused[1]}): remove it from "
-                "the column map or map another property") from None
+                "the column map or map another property"
+            ) from None
         if len(batch) == 1:
             return [_failed(batch[0], exc.error.category, exc.error.message)]
         if not report.reserve_isolation(2, len(batch)):
             return []
         report.split_batches += 1
         middle = len(batch) // 2
-        return (upsert_isolating(api, batch[:middle], report, whole=False)
-                + upsert_isolating(api, batch[middle:], report, whole=False))
+        return upsert_isolating(api, batch[:middle], report, whole=False) + upsert_isolating(
+            api, batch[middle:], report, whole=False
+        )
     outcomes, unmatched = match_answer(batch, answer)
     for contact in unmatched:
         if len(batch) > 1 and report.reserve_isolation(1, 0):
             outcomes += upsert_isolating(api, [contact], report, whole=False)
         else:
-            outcomes.append(_failed(
-                contact, UNMATCHED, f"HubSpot's answer to this contact's upsert held no result that could be told to "
-                f"be for it; it is sent again on up to {MAX_UNMATCHED_RUNS} runs", transient=True))
+            outcomes.append(
+                _failed(
+                    contact,
+                    UNMATCHED,
+                    f"HubSpot's answer to this contact's upsert held no result that could be told to "
+                    f"be for it; it is sent again on up to {MAX_UNMATCHED_RUNS} runs",
+                    transient=True,
+                )
+            )
     return outcomes
 
 
@@ -265,7 +288,7 @@ def sync_contacts(
     record: Callable[[list[ContactOutcome]], None],
     report: SyncReport,
     log: logging.Logger,
-    max_in_flight: int = 4,
+    max_in_flight: int = settings.default_value(settings.HUBSPOT_MAX_IN_FLIGHT),
     batch_size: int = MAX_BATCH,
 ) -> SyncReport:
     """Send every row, `max_in_flight` batches at a time; `record` runs in this thread per batch.
@@ -276,7 +299,7 @@ def sync_contacts(
     progress = Progress(log, "hubspot_contacts", "contacts", report.due)
     stop_error: BaseException | None = None
     with futures.ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="hubspot") as pool:
-        in_flight: dict[futures.Future, list[dict]] = {}
+        in_flight: dict[futures.Future, list[Pending]] = {}
 
         def collect(done: Iterable[futures.Future]) -> None:
             nonlocal stop_error

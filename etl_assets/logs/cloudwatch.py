@@ -1,100 +1,74 @@
-"""Ship formatted log lines to CloudWatch Logs with put_log_events.
+"""Ship formatted log lines to CloudWatch Logs, through the `watchtower` library.
 
-Lines are buffered and sent in batches (every `batch_size` lines, when the oldest waiting line
-is `flush_seconds` old, and when logging shuts down), so a run does not make one AWS call per
-line. Region, endpoint and credentials come from the standard AWS chain, as for the secrets.
-Shipping failures are reported on stderr and never fail the run.
+watchtower queues the lines and a background thread sends them with put_log_events, in batches
+within the API's limits (events and bytes per call, 256 KiB per event: a longer line is cut): every
+`batch_size` lines, when the oldest waiting line is `flush_seconds` old, and when logging flushes or
+shuts down. What this subclass adds:
+
+- the client: the region from AWS_REGION or AWS_DEFAULT_REGION (settings.aws_region), endpoint
+  and credentials from the standard AWS chain, as for the secrets;
+- the group and the stream are created on first use only, when a put finds them missing, so a role
+  allowed just PutLogEvents works once they exist (watchtower would look the group up, and create
+  it, while the handler is built: before any line, in every process that builds it);
+- the stream name is taken as it is (watchtower would fill in `{placeholders}`);
+- no wait for the sender thread while this thread holds the logging module's lock: Dagster
+  re-applies dagster.yaml's handlers with logging.config.dictConfig, which flushes and closes the
+  previous ones under that lock, and the sender needs it to log (botocore logs every call): the
+  wait would last watchtower's 30 s timeout, twice per handler (and the lines be lost). The lines
+  are sent once the lock is free, and the handler is closed, waiting, by logging.shutdown at exit.
+
+Shipping failures never fail the run: watchtower reports them as a WatchtowerWarning on stderr.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import time
 
-# put_log_events limits: 1 MiB per call counting 26 bytes of overhead per event, 256 KiB per event.
-_MAX_BATCH_BYTES = 1_048_576
-_EVENT_OVERHEAD = 26
-_MAX_EVENT_BYTES = 256 * 1024 - _EVENT_OVERHEAD
+import watchtower
+from botocore.exceptions import ClientError
+
+from etl_assets import settings
 
 
-class CloudWatchLogsHandler(logging.Handler):
-    def __init__(self, log_group: str, log_stream: str, batch_size: int = 100, flush_seconds: float = 5.0,
-                 client=None):
-        super().__init__()
-        self.log_group, self.log_stream = log_group, log_stream
-        self.batch_size, self.flush_seconds = batch_size, flush_seconds
-        self._client = client
-        self._pending: list[tuple[int, str]] = []  # (timestamp in ms, message)
+class CloudWatchLogsHandler(watchtower.CloudWatchLogHandler):
+    def __init__(self, log_group: str, log_stream: str, batch_size: int = 100, flush_seconds: int = 5, client=None):
+        if client is None:
+            import boto3
 
-    def client(self):
-        if self._client is None:
-            import boto3  # loads only when shipping is configured
-
-            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-            self._client = boto3.client("logs", region_name=region)
-        return self._client
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = self.format(record)
-        except Exception:
-            self.handleError(record)
-            return
-        encoded = message.encode("utf-8")
-        if len(encoded) > _MAX_EVENT_BYTES:
-            message = encoded[:_MAX_EVENT_BYTES].decode("utf-8", "ignore")
-        self._pending.append((int(record.created * 1000), message))
-        oldest_age_s = time.time() - self._pending[0][0] / 1000
-        if len(self._pending) >= self.batch_size or oldest_age_s >= self.flush_seconds:
-            self.flush()
+            client = boto3.client("logs", region_name=settings.aws_region())
+        super().__init__(
+            log_group_name=log_group,
+            log_stream_name=log_stream.replace("{", "{{").replace("}", "}}"),
+            send_interval=flush_seconds,
+            max_batch_count=batch_size,
+            boto3_client=client,
+            create_log_group=False,
+        )
 
     def flush(self) -> None:
-        with self.lock:  # also called by logging.shutdown, outside emit
-            events, self._pending = sorted(self._pending), []  # CloudWatch wants chronological order
-        if not events:
+        if _holding_the_logging_lock():
+            for pending in list(self.queues.values()):
+                pending.put(self.FLUSH)  # sent as soon as the lock is free, without waiting here
             return
-        try:
-            for batch in _batches(events):
-                try:
-                    self._put(batch)
-                except self.client().exceptions.ResourceNotFoundException:
-                    # Created on first use only, so a role allowed just PutLogEvents works once they exist.
-                    self._create_group_and_stream()
-                    self._put(batch)
-        except Exception as exc:  # never let log shipping fail the run; say so where a person looks
-            sys.stderr.write(f"etl_assets: could not ship {len(events)} log lines to CloudWatch Logs "
-                             f"{self.log_group}/{self.log_stream}: {type(exc).__name__}: {exc}\n")
+        super().flush()
 
     def close(self) -> None:
-        # logging.shutdown (process exit) and Dagster's re-configuration close handlers: send the rest.
-        self.flush()
+        if _holding_the_logging_lock():
+            self.flush()  # left open: its sender thread keeps it alive until logging.shutdown closes it
+            return
         super().close()
 
-    def _put(self, batch: list[tuple[int, str]]) -> None:
-        self.client().put_log_events(logGroupName=self.log_group, logStreamName=self.log_stream,
-                                     logEvents=[{"timestamp": ts, "message": msg} for ts, msg in batch])
-
-    def _create_group_and_stream(self) -> None:
-        client = self.client()
-        for create, kwargs in ((client.create_log_group, {"logGroupName": self.log_group}),
-                               (client.create_log_stream, {"logGroupName": self.log_group,
-                                                           "logStreamName": self.log_stream})):
+    def _idempotent_call(self, method: str, *args, **kwargs) -> None:
+        # watchtower creates the stream when a put finds it missing; its group may be missing too.
+        if method == "create_log_stream":
             try:
-                create(**kwargs)
-            except client.exceptions.ResourceAlreadyExistsException:
+                super()._idempotent_call("create_log_group", logGroupName=self.log_group_name)
+            except ClientError:  # e.g. a role not allowed to create groups: the group may exist
                 pass
+        super()._idempotent_call(method, *args, **kwargs)
 
 
-def _batches(events: list[tuple[int, str]]):
-    batch, size = [], 0
-    for event in events:
-        event_size = len(event[1].encode("utf-8")) + _EVENT_OVERHEAD
-        if batch and size + event_size > _MAX_BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-        batch.append(event)
-        size += event_size
-    if batch:
-        yield batch
+def _holding_the_logging_lock() -> bool:
+    """Whether this thread holds the logging module's lock (an RLock; dictConfig holds it)."""
+    is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
+    return bool(is_owned and is_owned())

@@ -55,11 +55,11 @@ from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+from etl_assets import settings
 from etl_assets.logs.json_format import record_context
 from etl_assets.logs.redaction import redact, register_secret
 
 LOGS_PATH = "/api/v2/logs"
-DEFAULT_SITE = "datadoghq.com"
 SERVICE = "etl_assets"
 # `ddsource` picks the integration pipeline Datadog applies; "python" is the usual one for a Python app.
 SOURCE = "python"
@@ -82,15 +82,19 @@ def intake_url(site: str | None = None, url: str | None = None) -> str:
     if url:
         parts = urlsplit(url.strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("ETL_DATADOG_LOGS_URL must be an http(s) URL, e.g. http://127.0.0.1:8282/api/v2/logs")
+            raise ValueError(
+                f"{settings.DATADOG_LOGS_URL} must be an http(s) URL, e.g. http://127.0.0.1:8282/api/v2/logs"
+            )
         path = parts.path.rstrip("/")
         if path.endswith(LOGS_PATH):
             path = path[: -len(LOGS_PATH)]
         return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-    site = (site or DEFAULT_SITE).strip().lower()
+    site = (site or settings.default_value(settings.DD_SITE)).strip().lower()
     if not _SITE.match(site):
-        raise ValueError(f"DD_SITE must be a Datadog site such as datadoghq.com, us3.datadoghq.com or "
-                         f"datadoghq.eu (the part after app. in your Datadog URL), got {site!r}")
+        raise ValueError(
+            f"{settings.DD_SITE} must be a Datadog site such as datadoghq.com, us3.datadoghq.com or "
+            f"datadoghq.eu (the part after app. in your Datadog URL), got {site!r}"
+        )
     return f"https://http-intake.logs.{site}"
 
 
@@ -115,7 +119,7 @@ def fit_entry(entry: dict, limit: int = MAX_ENTRY_BYTES) -> dict:
     overhead = serialized_size({**entry, "message": TRUNCATED_MARK})
     budget = limit - overhead
     escaped = json.dumps(entry["message"])[1:-1]
-    cut = escaped[:max(budget, 0)]
+    cut = escaped[: max(budget, 0)]
     while cut:  # do not end inside an escape sequence (\", \\, \uXXXX)
         try:
             message = json.loads(f'"{cut}"')
@@ -133,6 +137,7 @@ def fit_entry(entry: dict, limit: int = MAX_ENTRY_BYTES) -> dict:
 class _Health:
     """Shared by every handler of one process that ships to the same intake with the same key:
     Dagster re-creates its handlers several times per run, the warning must still come once."""
+
     failing: bool = False  # the last batch was lost: later ones get one attempt, not retries
     warned: bool = False  # a warning is out for the current failure
     rejected: bool = False  # 401/403: this key is not accepted here; shipping is off
@@ -173,11 +178,23 @@ _JOIN_SECONDS = 5.0
 
 
 class DatadogLogsHandler(logging.Handler):
-    def __init__(self, api_key: str, url: str, *, service: str = SERVICE, source: str = SOURCE,
-                 hostname: str | None = None, flush_seconds: float = 5.0, max_buffer_lines: int = 20_000,
-                 max_buffer_bytes: int = 50_000_000, max_attempts: int = 4, backoff_seconds: float = 1.0,
-                 max_backoff_seconds: float = 10.0, request_timeout: tuple[float, float] = (5.0, 30.0),
-                 close_timeout: float = 30.0):
+    def __init__(
+        self,
+        api_key: str,
+        url: str,
+        *,
+        service: str = SERVICE,
+        source: str = SOURCE,
+        hostname: str | None = None,
+        flush_seconds: float = 5.0,
+        max_buffer_lines: int = 20_000,
+        max_buffer_bytes: int = 50_000_000,
+        max_attempts: int = 4,
+        backoff_seconds: float = 1.0,
+        max_backoff_seconds: float = 10.0,
+        request_timeout: tuple[float, float] = (5.0, 30.0),
+        close_timeout: float = 30.0,
+    ):
         super().__init__()
         if not api_key:
             raise ValueError("DatadogLogsHandler needs an API key")
@@ -187,8 +204,11 @@ class DatadogLogsHandler(logging.Handler):
         self.hostname = hostname or socket.gethostname()
         self.flush_seconds, self.close_timeout = flush_seconds, close_timeout
         self.max_buffer_lines, self.max_buffer_bytes = max_buffer_lines, max_buffer_bytes
-        self.max_attempts, self.backoff_seconds, self.max_backoff_seconds = max_attempts, backoff_seconds, \
-            max_backoff_seconds
+        self.max_attempts, self.backoff_seconds, self.max_backoff_seconds = (
+            max_attempts,
+            backoff_seconds,
+            max_backoff_seconds,
+        )
         self.request_timeout = request_timeout
         self._health = _health_for(url, api_key)
         self._cond = threading.Condition()
@@ -211,8 +231,7 @@ class DatadogLogsHandler(logging.Handler):
             return
         try:
             message = self.format(record)
-            entry = {"message": message, "ddsource": self.source, "hostname": self.hostname,
-                     "service": self.service}
+            entry = {"message": message, "ddsource": self.source, "hostname": self.hostname, "service": self.service}
             tags = ddtags(record)
             if tags:  # none outside a run
                 entry["ddtags"] = tags
@@ -289,8 +308,9 @@ class DatadogLogsHandler(logging.Handler):
 
     def _full_batch_waiting(self) -> bool:
         # (caller holds the condition) 2 bytes for "[]", 2 per ", " between entries
-        return len(self._pending) >= MAX_BATCH_ENTRIES or \
-            self._pending_bytes + 2 * len(self._pending) >= MAX_BATCH_BYTES
+        return (
+            len(self._pending) >= MAX_BATCH_ENTRIES or self._pending_bytes + 2 * len(self._pending) >= MAX_BATCH_BYTES
+        )
 
     def _take_batch(self, everything: bool) -> list[dict]:
         """The oldest lines that fit one request; with `everything` False, only a full request's worth."""
@@ -335,8 +355,9 @@ class DatadogLogsHandler(logging.Handler):
             from datadog_api_client import ApiClient, Configuration
             from datadog_api_client.v2.api.logs_api import LogsApi
 
-            config = Configuration(host=self.url, api_key={"apiKeyAuth": self._api_key},
-                                   request_timeout=self.request_timeout)
+            config = Configuration(
+                host=self.url, api_key={"apiKeyAuth": self._api_key}, request_timeout=self.request_timeout
+            )
             config.retry_policy = urllib3.util.Retry(total=0, redirect=0, raise_on_status=False)  # ours instead
             self._api = LogsApi(ApiClient(config))
         return self._api
@@ -355,7 +376,7 @@ class DatadogLogsHandler(logging.Handler):
         attempts = 1 if self._health.failing else self.max_attempts
         cause = ""
         for attempt in range(attempts):
-            wait = min(self.backoff_seconds * 2 ** attempt, self.max_backoff_seconds)
+            wait = min(self.backoff_seconds * 2**attempt, self.max_backoff_seconds)
             try:
                 self._post(batch)
             except ApiException as exc:
@@ -363,9 +384,12 @@ class DatadogLogsHandler(logging.Handler):
                 cause = f"Datadog answered {status} {exc.reason or ''}".strip()
                 if status in (401, 403):
                     self._health.rejected = True
-                    self._rejected_cause = (f"{cause}: the API key was {'refused' if status == 403 else 'missing'}"
-                                            " (ETL_DATADOG_API_KEY; a key belongs to one site, see DD_SITE);"
-                                            " shipping to Datadog is off for this process")
+                    self._rejected_cause = (
+                        f"{cause}: the API key was {'refused' if status == 403 else 'missing'}"
+                        f" ({settings.DATADOG_API_KEY}; a key belongs to one site, "
+                        f"see {settings.DD_SITE});"
+                        " shipping to Datadog is off for this process"
+                    )
                     raise _Rejected() from None
                 if status == 413 and len(batch) > 1:  # our limits should prevent it; halve and go on
                     half = len(batch) // 2
@@ -395,7 +419,7 @@ class DatadogLogsHandler(logging.Handler):
         for name in ("X-Ratelimit-Reset", "Retry-After"):
             value = headers.get(name) if hasattr(headers, "get") else None
             try:
-                return min(max(float(value), 0.0), self.max_backoff_seconds)
+                return min(max(float(str(value)), 0.0), self.max_backoff_seconds)
             except (TypeError, ValueError):
                 continue
         return default
@@ -409,9 +433,11 @@ class DatadogLogsHandler(logging.Handler):
             self._health.warned = True
         dropped, self._dropped = self._dropped, 0
         lost = lines + dropped
-        text = (f"etl_assets: could not ship {lost} log lines to Datadog ({self.url}): {cause}. "
-                "The run carries on; further Datadog shipping failures of this process are not reported "
-                "until shipping works again.")
+        text = (
+            f"etl_assets: could not ship {lost} log lines to Datadog ({self.url}): {cause}. "
+            "The run carries on; further Datadog shipping failures of this process are not reported "
+            "until shipping works again."
+        )
         try:
             sys.stderr.write(redact(text).replace(self._api_key, "***") + "\n")
             sys.stderr.flush()

@@ -25,25 +25,23 @@ import sys
 import dagster as dg
 
 from etl_assets import settings
-from etl_assets.logs.cloudwatch import CloudWatchLogsHandler
 from etl_assets.logs.json_format import JsonFormatter
 from etl_assets.logs.redaction import RedactSecrets
+from etl_assets.settings import (
+    CLOUDWATCH_LOG_GROUP,
+    CLOUDWATCH_LOG_STREAM,
+    DATADOG_API_KEY,
+    DATADOG_LOGS_URL,
+    DD_SITE,
+    LOG_FILE,
+    LOG_LEVEL,
+)
 
-LOG_LEVEL = "ETL_LOG_LEVEL"
-LOG_FILE = "ETL_LOG_FILE"
-CLOUDWATCH_LOG_GROUP = "ETL_CLOUDWATCH_LOG_GROUP"
-CLOUDWATCH_LOG_STREAM = "ETL_CLOUDWATCH_LOG_STREAM"
-DATADOG_API_KEY, DD_SITE, DATADOG_LOGS_URL = settings.DATADOG_API_KEY, settings.DD_SITE, settings.DATADOG_LOGS_URL
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
-
-
 def log_level(raw: str | None = None) -> int:
-    name = (raw or _env(LOG_LEVEL) or "INFO").upper()
+    name = (raw or settings.value(LOG_LEVEL)).upper()
     if name not in _LEVELS:
         raise ValueError(f"{LOG_LEVEL} must be one of {', '.join(_LEVELS)}, got {name!r}")
     return logging.getLevelName(name)
@@ -75,21 +73,37 @@ def stderr_handler(level: str | None = None) -> logging.Handler:
 
 
 def file_handler(path: str | None = None, max_bytes: int = 10_000_000, backup_count: int = 5) -> logging.Handler:
-    path = path or _env(LOG_FILE)
+    path = path or settings.setting(LOG_FILE)
     if not path:
         return logging.NullHandler()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     # delay: the file is opened by the first line, not by every process that merely loads the config
-    return _with_threshold(logging.handlers.RotatingFileHandler(
-        path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True))
+    return _with_threshold(
+        logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True
+        )
+    )
+
+
+_cloudwatch_warnings: set[str] = set()
 
 
 def cloudwatch_handler(log_group: str | None = None, log_stream: str | None = None) -> logging.Handler:
-    group = log_group or _env(CLOUDWATCH_LOG_GROUP)
+    group = log_group or settings.setting(CLOUDWATCH_LOG_GROUP)
     if not group:
         return logging.NullHandler()
-    stream = log_stream or _env(CLOUDWATCH_LOG_STREAM) or f"etl_assets/{socket.gethostname()}"
-    return _with_threshold(CloudWatchLogsHandler(group, stream))
+    stream = log_stream or settings.setting(CLOUDWATCH_LOG_STREAM) or f"etl_assets/{socket.gethostname()}"
+    from etl_assets.logs.cloudwatch import CloudWatchLogsHandler  # boto3 and watchtower load only when shipping
+
+    try:
+        handler = CloudWatchLogsHandler(group, stream)
+    except Exception as exc:  # no region, a broken AWS config file: one warning, the run goes on without it
+        warning = f"etl_assets: log shipping to CloudWatch Logs is off: {type(exc).__name__}: {exc}"
+        if warning not in _cloudwatch_warnings:  # Dagster builds the handlers several times per process
+            _cloudwatch_warnings.add(warning)
+            sys.stderr.write(warning + "\n")
+        return logging.NullHandler()
+    return _with_threshold(handler)
 
 
 _datadog_warnings: set[str] = set()
@@ -104,8 +118,9 @@ def _datadog_api_key() -> str | None:
     return SecretsResource().get(DATADOG_API_KEY)
 
 
-def datadog_handler(api_key: str | None = None, site: str | None = None, url: str | None = None,
-                    **options) -> logging.Handler:
+def datadog_handler(
+    api_key: str | None = None, site: str | None = None, url: str | None = None, **options
+) -> logging.Handler:
     """Datadog's HTTP logs intake when the ETL_DATADOG_API_KEY secret is set, else a NullHandler.
 
     A key that cannot be read (an unreachable secrets backend) or a malformed DD_SITE /
@@ -117,7 +132,7 @@ def datadog_handler(api_key: str | None = None, site: str | None = None, url: st
         key = api_key or _datadog_api_key()
         if not key:
             return logging.NullHandler()
-        target = intake_url(site or settings.setting(DD_SITE), url or _env(DATADOG_LOGS_URL))
+        target = intake_url(site or settings.setting(DD_SITE), url or settings.setting(DATADOG_LOGS_URL))
     except Exception as exc:  # the secrets backend raises without values; redact anyway
         warning = redact(f"etl_assets: log shipping to Datadog is off: {exc}")
         if warning not in _datadog_warnings:  # Dagster builds the handlers several times per process
@@ -130,8 +145,13 @@ def datadog_handler(api_key: str | None = None, site: str | None = None, url: st
 @dg.logger(
     # Dagster builds only the loggers a run's config names (else its coloured text logger);
     # daily_etl's default config names `console` with no fields, hence a default here.
-    config_schema={"log_level": dg.Field(str, default_value="",
-                                         description=f"Threshold; empty means {LOG_LEVEL}, then INFO.")},
+    config_schema={
+        "log_level": dg.Field(
+            str,
+            default_value="",
+            description=f"Threshold; empty means {LOG_LEVEL}, then {settings.default(LOG_LEVEL)}.",
+        )
+    },
     description="JSON lines on stderr (replaces Dagster's default coloured console logger).",
 )
 def json_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:

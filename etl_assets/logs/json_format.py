@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from etl_assets.errors import exception_cause, failure_cause
@@ -53,8 +53,12 @@ def _counts(event) -> dict[str, int | float]:
 def record_context(record: logging.LogRecord) -> dict[str, str | None]:
     """The run, job, step and asset a record belongs to (None outside a run); the Datadog tags too."""
     meta = getattr(record, "dagster_meta", None) or {}
-    return {"run_id": meta.get("run_id"), "job": meta.get("job_name"), "step": meta.get("step_key"),
-            "asset": _asset(meta.get("dagster_event"), meta.get("step_key"))}
+    return {
+        "run_id": meta.get("run_id"),
+        "job": meta.get("job_name"),
+        "step": meta.get("step_key"),
+        "asset": _asset(meta.get("dagster_event"), meta.get("step_key")),
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -62,7 +66,7 @@ class JsonFormatter(logging.Formatter):
         meta = getattr(record, "dagster_meta", None) or {}
         event = meta.get("dagster_event")
         entry: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             **record_context(record),
@@ -76,5 +80,6 @@ class JsonFormatter(logging.Formatter):
         if error:
             entry["error_class"], entry["error"] = error[0], error[1][:MAX_ERROR_CHARS]
         # The filter has cleaned the message; the event's error text is read here, so clean it too.
-        return json.dumps({k: redact(v) if isinstance(v, str) else v for k, v in entry.items()},
-                          ensure_ascii=False, default=str)
+        return json.dumps(
+            {k: redact(v) if isinstance(v, str) else v for k, v in entry.items()}, ensure_ascii=False, default=str
+        )

@@ -25,9 +25,14 @@ MIN_LENGTH = 4
 # (pattern, replacement) for credentials recognisable without being registered.
 _SHAPES = [
     (re.compile(r"(://[^:/@\s]*:)[^/\s]*@"), r"\1***@"),  # user:password@ in a URL (greedy: "@" may be in it)
-    (re.compile(r"([?&](?:x-goog-signature|x-goog-credential|x-amz-signature|x-amz-credential|x-amz-security-token"
-                r"|signature|sig|token|access_token|api_key|apikey|key|password|secret)=)[^&\s#\"']+", re.IGNORECASE),
-     r"\1***"),
+    (
+        re.compile(
+            r"([?&](?:x-goog-signature|x-goog-credential|x-amz-signature|x-amz-credential|x-amz-security-token"
+            r"|signature|sig|token|access_token|api_key|apikey|key|password|secret)=)[^&\s#\"']+",
+            re.IGNORECASE,
+        ),
+        r"\1***",
+    ),
     (re.compile(r"(\bBearer\s+)[\w.~+/=-]+"), r"\1***"),
 ]
 

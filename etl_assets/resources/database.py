@@ -1,9 +1,8 @@
 """The database the contacts land in: SQLAlchemy engines, a masked description, a run lock."""
 
 import contextlib
-import ssl
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import dagster as dg
 import sqlalchemy as sa
@@ -12,14 +11,17 @@ from sqlalchemy import exc as sa_exc
 
 from etl_assets import files, settings
 from etl_assets.contacts.staging import StagingConnection
-from etl_assets.errors import PermanentError
+from etl_assets.errors import PermanentError, reworded
 from etl_assets.logs.redaction import redact
 from etl_assets.resources.secrets import SecretsResource
 from etl_assets.retrying import RetrySettings, call_with_retries
 
 # PyMySQL's TLS arguments and the settings naming their files.
-_TLS_FILES = {"ssl_ca": settings.DATABASE_SSL_CA, "ssl_cert": settings.DATABASE_SSL_CERT,
-              "ssl_key": settings.DATABASE_SSL_KEY}
+_TLS_FILES = {
+    "ssl_ca": settings.DATABASE_SSL_CA,
+    "ssl_cert": settings.DATABASE_SSL_CERT,
+    "ssl_key": settings.DATABASE_SSL_KEY,
+}
 
 
 def _tls_connect_args() -> dict:
@@ -27,18 +29,20 @@ def _tls_connect_args() -> dict:
     host name are verified; without one PyMySQL's default stands (TLS if offered, unverified)."""
     files = {arg: settings.setting(name) for arg, name in _TLS_FILES.items()}
     for arg, name in _TLS_FILES.items():
-        if files[arg] and not Path(files[arg]).is_file():
-            raise PermanentError(f"{name} names no file: {files[arg]!r}")
+        path = files[arg]
+        if path and not Path(path).is_file():
+            raise PermanentError(f"{name} names no file: {path!r}")
     if not any(files.values()):
         return {}
     if not files["ssl_ca"]:
-        raise PermanentError(f"{settings.DATABASE_SSL_CERT} and {settings.DATABASE_SSL_KEY} need "
-                             f"{settings.DATABASE_SSL_CA}, the CA that signed the server's certificate")
+        raise PermanentError(
+            f"{settings.DATABASE_SSL_CERT} and {settings.DATABASE_SSL_KEY} need "
+            f"{settings.DATABASE_SSL_CA}, the CA that signed the server's certificate"
+        )
     if bool(files["ssl_cert"]) != bool(files["ssl_key"]):
         raise PermanentError(f"set both {settings.DATABASE_SSL_CERT} and {settings.DATABASE_SSL_KEY}, or neither")
     # Separate ssl_* arguments, not an `ssl` dict: PyMySQL drops the dict once ssl_verify_* is given.
-    return {**{arg: path for arg, path in files.items() if path},
-            "ssl_verify_cert": True, "ssl_verify_identity": True}
+    return {**{arg: path for arg, path in files.items() if path}, "ssl_verify_cert": True, "ssl_verify_identity": True}
 
 
 class DatabaseResource(dg.ConfigurableResource):
@@ -51,8 +55,8 @@ class DatabaseResource(dg.ConfigurableResource):
     lock_timeout_seconds: int = 900
     secrets: dg.ResourceDependency[SecretsResource]
 
-    _engine: Optional[sa.Engine] = PrivateAttr(default=None)
-    _staging_engine: Optional[sa.Engine] = PrivateAttr(default=None)
+    _engine: sa.Engine | None = PrivateAttr(default=None)
+    _staging_engine: sa.Engine | None = PrivateAttr(default=None)
 
     def _url(self) -> sa.URL:
         raw = settings.setting(settings.DATABASE_URL)
@@ -63,7 +67,8 @@ class DatabaseResource(dg.ConfigurableResource):
         except sa_exc.ArgumentError:  # not echoed: where it does not parse, a password cannot be found to mask
             raise PermanentError(
                 f"{settings.DATABASE_URL} is not a SQLAlchemy URL of the form dialect+driver://user@host:port/db "
-                f"(e.g. mysql+pymysql://etl@db:3306/etl; {len(raw)} characters, not shown)") from None
+                f"(e.g. mysql+pymysql://etl@db:3306/etl; {len(raw)} characters, not shown)"
+            ) from None
         password = self.secrets.get(settings.DATABASE_PASSWORD)
         return url.set(password=password) if password and not url.password else url
 
@@ -86,11 +91,10 @@ class DatabaseResource(dg.ConfigurableResource):
         request, and only for the file the loader named (StagingConnection); elsewhere `engine`."""
         if self._staging_engine is None:
             main = self.engine
-            self._staging_engine = (self._create_engine(StagingConnection) if main.dialect.name == "mysql"
-                                    else main)
+            self._staging_engine = self._create_engine(StagingConnection) if main.dialect.name == "mysql" else main
         return self._staging_engine
 
-    def _create_engine(self, connection_class: Optional[type] = None) -> sa.Engine:
+    def _create_engine(self, connection_class: type | None = None) -> sa.Engine:
         url = self._url()
         connect_args: dict = {}
         if url.get_backend_name() == "mysql":
@@ -98,38 +102,37 @@ class DatabaseResource(dg.ConfigurableResource):
         elif url.get_backend_name() == "sqlite":
             connect_args = {"timeout": 60}
             if self.is_default():  # owner-only before SQLite opens it: its journal and WAL take its mode
-                files.open_private(Path(url.database), "ab").close()
+                files.open_private(Path(url.database or ""), "ab").close()
         try:
             engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         except (sa_exc.NoSuchModuleError, ModuleNotFoundError) as exc:
-            raise PermanentError(f"{settings.DATABASE_URL} names a driver that is not installed "
-                                 f"({url.drivername}): {exc}") from None
+            raise PermanentError(
+                f"{settings.DATABASE_URL} names a driver that is not installed ({url.drivername}): {exc}"
+            ) from None
         if connection_class is not None:
-            sa.event.listen(engine, "do_connect",
-                            lambda _dialect, _record, cargs, cparams: connection_class(*cargs, **cparams))
+            sa.event.listen(
+                engine, "do_connect", lambda _dialect, _record, cargs, cparams: connection_class(*cargs, **cparams)
+            )
         return engine
 
     def check_connection(self, retry: RetrySettings, log) -> None:
-        """Connect once (with retries), failing with the masked URL and the server's reason. A server
-        certificate that ETL_DATABASE_SSL_CA does not vouch for fails at once: no retry changes it."""
+        """Connect once (with in-step retries), failing with the masked URL and the server's reason.
+
+        As `etl_assets.errors.classify` judges the driver's error: a server down or refusing
+        connections (2003), gone away or out of connections is retried, then raised as
+        TransientError (the step retries); a refused login (1045), an unknown database (1049) or a
+        server certificate ETL_DATABASE_SSL_CA does not vouch for (PyMySQL says 2003 for it too)
+        is not retried and raised as PermanentError.
+        """
 
         def connect() -> None:
-            try:
-                with self.engine.connect() as conn:
-                    conn.exec_driver_sql("SELECT 1")
-            except sa_exc.DBAPIError as exc:
-                # PyMySQL reports it as "can't connect" (2003), which is otherwise worth retrying.
-                if isinstance(getattr(exc.orig, "original_exception", None), ssl.SSLCertVerificationError):
-                    raise self._cannot_connect(exc) from None
-                raise
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
 
         try:
             call_with_retries(connect, f"connecting to {self.describe()}", retry, log)
         except sa_exc.DBAPIError as exc:
-            raise self._cannot_connect(exc) from None
-
-    def _cannot_connect(self, exc: sa_exc.DBAPIError) -> PermanentError:
-        return PermanentError(f"cannot connect to the database {self.describe()}: {redact(str(exc.orig))}")
+            raise reworded(exc, f"cannot connect to the database {self.describe()}: {redact(str(exc.orig))}") from None
 
     @contextlib.contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
@@ -140,8 +143,10 @@ class DatabaseResource(dg.ConfigurableResource):
         with self.engine.connect() as conn:
             got = conn.exec_driver_sql("SELECT GET_LOCK(%s, %s)", (name, self.lock_timeout_seconds)).scalar()
             if got != 1:
-                raise PermanentError(f"another run has held the database lock {name!r} for over "
-                                     f"{self.lock_timeout_seconds}s; is a run stuck?")
+                raise PermanentError(
+                    f"another run has held the database lock {name!r} for over "
+                    f"{self.lock_timeout_seconds}s; is a run stuck?"
+                )
             try:
                 yield
             finally:

@@ -2,8 +2,8 @@
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
 import dagster as dg
 
@@ -43,13 +43,16 @@ def sync_mode(dry_run: bool, secrets: SecretsResource, environ: Mapping[str, str
         return SyncMode(DRY_RUN, f"{settings.HUBSPOT_DRY_RUN}=true")
     backend = secrets.resolved_backend()
     expected_because = [f"{BACKEND_VARIABLE}={backend}"] if backend != "env" else []
-    expected_because += sorted(f"{name} is set" for name, value in environ.items()
-                               if name.startswith("HUBSPOT_") and value.strip())
+    expected_because += sorted(
+        f"{name} is set" for name, value in environ.items() if name.startswith("HUBSPOT_") and value.strip()
+    )
     try:
         token = secrets.get(settings.HUBSPOT_ACCESS_TOKEN, required=bool(expected_because))
     except PermanentError as exc:
-        raise PermanentError(f"{exc}; a token is expected because {', '.join(expected_because)} "
-                             f"({settings.HUBSPOT_DRY_RUN}=true runs dry without one)") from None
+        raise PermanentError(
+            f"{exc}; a token is expected because {', '.join(expected_because)} "
+            f"({settings.HUBSPOT_DRY_RUN}=true runs dry without one)"
+        ) from None
     if token:
         return SyncMode(LIVE, f"token from the {backend} secrets backend")
     return SyncMode(DRY_RUN, NOTHING_CONFIGURED)
@@ -62,10 +65,11 @@ class HubSpotResource(dg.ConfigurableResource):
     run config launched from the UI could otherwise send the token to a server of its choosing.
     """
 
-    rate_limit: Optional[int] = None  # requests per 10 s window; else HUBSPOT_RATE_LIMIT, else 100
+    # Unset (None), each falls back to its setting (defaults in etl_assets/settings.py).
+    rate_limit: int | None = None  # requests per 10 s window; else HUBSPOT_RATE_LIMIT
     rate_interval_ms: int = 10_000
-    max_in_flight: Optional[int] = None  # concurrent batch requests; else HUBSPOT_MAX_IN_FLIGHT, else 4
-    create_missing_properties: Optional[bool] = None  # else HUBSPOT_CREATE_PROPERTIES, else true
+    max_in_flight: int | None = None  # concurrent batch requests; else HUBSPOT_MAX_IN_FLIGHT
+    create_missing_properties: bool | None = None  # else HUBSPOT_CREATE_PROPERTIES
     secrets: dg.ResourceDependency[SecretsResource]
 
     def mode(self) -> SyncMode:
@@ -94,5 +98,11 @@ class HubSpotResource(dg.ConfigurableResource):
             interval_s=self.rate_interval_ms / 1000,
         )
         # A token rotated mid-sync reaches the sync through a read past the secrets cache.
-        return HubSpotApi(token, self.base_url(), limiter, settings.retry_settings(), log,
-                          reread_token=lambda: self.secrets.get(settings.HUBSPOT_ACCESS_TOKEN, fresh=True))
+        return HubSpotApi(
+            token,
+            self.base_url(),
+            limiter,
+            settings.retry_settings(),
+            log,
+            reread_token=lambda: self.secrets.get(settings.HUBSPOT_ACCESS_TOKEN, fresh=True),
+        )

@@ -9,7 +9,6 @@ import contextlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 import requests
@@ -17,7 +16,6 @@ import requests
 from etl_assets import files, settings
 from etl_assets.errors import PermanentError, TransientError
 from etl_assets.resources.secrets import SecretsResource
-
 
 # New signed URLs one download may ask Kaggle for after the one it had expired.
 URL_REFRESHES = 3
@@ -27,8 +25,7 @@ URL_REFRESHES = 3
 class DatasetVersion:
     ref: str
     number: int
-    last_updated: str
-    total_bytes: int
+    total_bytes: int  # the preflight reports it
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -49,7 +46,8 @@ def _kaggle_api_class():
 
         def build_kaggle_client(self):
             return KaggleClient(
-                env=get_env(), verbose=False,
+                env=get_env(),
+                verbose=False,
                 username=self.config_values.get(self.CONFIG_NAME_USER),
                 password=self.config_values.get(self.CONFIG_NAME_KEY),
                 api_token=self.config_values.get(self.CONFIG_NAME_TOKEN),
@@ -64,9 +62,11 @@ def describe_http_error(exc: requests.exceptions.HTTPError, ref: str) -> str:
     if status == 401:
         return f"Kaggle rejected the credentials (401) for dataset {ref}: check KAGGLE_API_TOKEN or KAGGLE_USERNAME/KAGGLE_KEY"
     if status == 403:
-        return (f"Kaggle refused access (403) to dataset {ref}: accept the dataset's rules on kaggle.com with the "
-                "account of KAGGLE_USERNAME/KAGGLE_API_TOKEN (rules cannot be accepted through the API), "
-                "or check that the account can see a private dataset")
+        return (
+            f"Kaggle refused access (403) to dataset {ref}: accept the dataset's rules on kaggle.com with the "
+            "account of KAGGLE_USERNAME/KAGGLE_API_TOKEN (rules cannot be accepted through the API), "
+            "or check that the account can see a private dataset"
+        )
     if status == 404:
         return f"Kaggle has no dataset {ref} (404): check {settings.KAGGLE_DATASET}"
     return f"Kaggle answered {status} for dataset {ref}: {exc}"
@@ -78,14 +78,34 @@ def signed_url_expired(exc: requests.exceptions.HTTPError) -> bool:
     return response is not None and response.status_code == 400 and b"<Code>ExpiredToken</Code>" in response.content
 
 
+def _token_user(api, token: str) -> str | None:
+    """The user a KAGGLE_API_TOKEN belongs to, None for one Kaggle calls inactive or unknown.
+
+    Through kagglesdk's public OAuth service (the call KaggleApi's private `_introspect_token`
+    makes), which the client's download calls need as the user name beside the token.
+    """
+    from kagglesdk.security.types.oauth_service import IntrospectTokenRequest
+
+    request = IntrospectTokenRequest()
+    request.token = token
+    with api.build_kaggle_client() as client:
+        try:
+            response = client.security.oauth_client.introspect_token(request)
+        except requests.exceptions.HTTPError as exc:
+            if exc.response is not None and exc.response.status_code in (400, 403, 404):
+                return None  # as KaggleApi reads these answers: the token is not valid
+            raise
+    return response.username if response.active and response.username else None
+
+
 class KaggleResource(dg.ConfigurableResource):
     """Which dataset to fetch, and the authenticated client to fetch it with.
 
     Credentials come only from the secrets resource (never fields run config could set).
     """
 
-    dataset: Optional[str] = None  # falls back to KAGGLE_DATASET; unset → the embedded sample
-    file: Optional[str] = None  # falls back to KAGGLE_FILE; unset → the only/largest CSV
+    dataset: str | None = None  # falls back to KAGGLE_DATASET; unset → the embedded sample
+    file: str | None = None  # falls back to KAGGLE_FILE; unset → the only/largest CSV
     secrets: dg.ResourceDependency[SecretsResource]
 
     def dataset_ref(self) -> str | None:
@@ -96,13 +116,13 @@ class KaggleResource(dg.ConfigurableResource):
 
     def _api(self):
         api = _kaggle_api_class()()
-        token = self.secrets.get("KAGGLE_API_TOKEN")
-        username = dg.EnvVar("KAGGLE_USERNAME").get_value()
-        key = self.secrets.get("KAGGLE_KEY")
+        token = self.secrets.get(settings.KAGGLE_API_TOKEN)
+        username = settings.setting(settings.KAGGLE_USERNAME)
+        key = self.secrets.get(settings.KAGGLE_KEY)
         api.config_values = {}
         if token:
             api.config_values[api.CONFIG_NAME_TOKEN] = token
-            user = api._introspect_token(token)
+            user = _token_user(api, token)
             if not user:
                 raise PermanentError("Kaggle rejected KAGGLE_API_TOKEN (token inactive or unknown)")
             api.config_values[api.CONFIG_NAME_USER] = user
@@ -115,7 +135,8 @@ class KaggleResource(dg.ConfigurableResource):
             except SystemExit:
                 raise PermanentError(
                     "no Kaggle credentials: set KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY, "
-                    "or provide kaggle.json") from None
+                    "or provide kaggle.json"
+                ) from None
         return api
 
     def current_version(self, ref: str) -> DatasetVersion:
@@ -127,8 +148,9 @@ class KaggleResource(dg.ConfigurableResource):
         request.owner_slug, request.dataset_slug = owner, slug
         with api.build_kaggle_client() as client:
             dataset = client.datasets.dataset_api_client.get_dataset(request)
-        return DatasetVersion(ref=ref, number=int(dataset.current_version_number or 0),
-                              last_updated=str(dataset.last_updated or ""), total_bytes=int(dataset.total_bytes or 0))
+        return DatasetVersion(
+            ref=ref, number=int(dataset.current_version_number or 0), total_bytes=int(dataset.total_bytes or 0)
+        )
 
     def download(self, version: DatasetVersion, destination: Path) -> Path:
         """The version's zip archive, downloaded into `destination`, owner-only.
@@ -146,7 +168,10 @@ class KaggleResource(dg.ConfigurableResource):
             if refresh:
                 dg.get_dagster_logger().warning(
                     "Kaggle: the signed download URL of %s expired; asking Kaggle for a new one (%d/%d)",
-                    version.ref, refresh, URL_REFRESHES)
+                    version.ref,
+                    refresh,
+                    URL_REFRESHES,
+                )
             try:
                 with contextlib.redirect_stdout(io.StringIO()):  # the client prints the dataset URL
                     api.dataset_download_files(f"{owner}/{slug}/{version.number}", path=str(destination), quiet=True)
@@ -155,8 +180,9 @@ class KaggleResource(dg.ConfigurableResource):
                 if not signed_url_expired(exc):
                     raise
         else:  # a later attempt asks again and resumes what is on disk
-            raise TransientError(f"Kaggle's signed download URL of {version.ref} expired {URL_REFRESHES + 1} "
-                                 "times in a row")
+            raise TransientError(
+                f"Kaggle's signed download URL of {version.ref} expired {URL_REFRESHES + 1} times in a row"
+            )
         archive = destination / f"{slug}.zip"
         archive.chmod(0o600)  # the client writes it with the umask's mode; its folder kept it private meanwhile
         return archive

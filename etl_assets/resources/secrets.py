@@ -8,19 +8,21 @@ redaction and "secret X is missing" are done here, alike for all of them.
 """
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from etl_assets import settings
 from etl_assets.errors import PermanentError
 from etl_assets.logs.redaction import register_secret
 from etl_assets.resources.secret_backends import SecretReader
+from etl_assets.retrying import call_with_retries
 
-BACKEND_VARIABLE = "ETL_SECRETS_BACKEND"
+BACKEND_VARIABLE = settings.SECRETS_BACKEND
 BACKENDS = ("env", "files", "aws", "vault", "gcp")
-DEFAULT_SECRETS_DIR = "/run/secrets"
 
 
 def _reader(backend: str) -> SecretReader:
@@ -51,7 +53,7 @@ class SecretsResource(dg.ConfigurableResource):
     _readers: dict = PrivateAttr(default_factory=dict)
 
     def resolved_backend(self) -> str:
-        backend = (dg.EnvVar(BACKEND_VARIABLE).get_value() or "env").strip().lower()
+        backend = settings.value(BACKEND_VARIABLE).lower()
         if backend not in BACKENDS:
             raise PermanentError(f"{BACKEND_VARIABLE}={backend!r} is not one of {BACKENDS}")
         return backend
@@ -69,14 +71,25 @@ class SecretsResource(dg.ConfigurableResource):
         else:
             reader = self._remote(backend)
             source = reader.source(name)
-            value = self._cached((backend, source), lambda: reader.fetch(source), fresh)
+            # A transient store error (unreachable, sealed, 429, 5xx) is retried in-step (errors.classify).
+            value = self._cached(
+                (backend, source),
+                lambda: call_with_retries(
+                    lambda: reader.fetch(source),
+                    f"reading a secret from the {backend} secrets backend",
+                    settings.retry_settings(),
+                    dg.get_dagster_logger(),
+                ),
+                fresh,
+            )
             if isinstance(value, dict):  # one secret holding every key
                 value = value.get(name)
                 value = None if value is None else str(value)
         value = value or None  # an empty secret counts as missing
         if value is None and required:
-            raise PermanentError(f"secret {name} is missing from the {backend} secrets backend"
-                                 f" ({self._where(backend, name)})")
+            raise PermanentError(
+                f"secret {name} is missing from the {backend} secrets backend ({self._where(backend, name)})"
+            )
         return value
 
     def _remote(self, backend: str) -> SecretReader:
@@ -105,7 +118,7 @@ class SecretsResource(dg.ConfigurableResource):
     # files: one file per secret, the Docker/Compose secrets convention
 
     def _secrets_dir(self) -> Path:
-        return Path(dg.EnvVar("ETL_SECRETS_DIR").get_value() or DEFAULT_SECRETS_DIR)
+        return Path(settings.value(settings.SECRETS_DIR))
 
     def _read_file(self, name: str) -> str | None:
         path = self._secrets_dir() / name
@@ -114,5 +127,4 @@ class SecretsResource(dg.ConfigurableResource):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise PermanentError(f"secret {name} (files secrets backend): cannot read {path}: {exc.strerror}"
-                                 ) from None
+            raise PermanentError(f"secret {name} (files secrets backend): cannot read {path}: {exc.strerror}") from None

@@ -38,28 +38,46 @@ def retries(result) -> int:
 def leftovers(mariadb_url: str, data_dir) -> list[str]:
     engine = sa.create_engine(mariadb_url)
     staging = [name for name in sa.inspect(engine).get_table_names() if "staging" in name or "retired" in name]
-    return staging + [str(path) for path in data_dir.rglob(".extract-*")] + [str(p) for p in data_dir.rglob(".download-*")]
+    return (
+        staging + [str(path) for path in data_dir.rglob(".extract-*")] + [str(p) for p in data_dir.rglob(".download-*")]
+    )
 
 
 REFUSED = {
-    "cp1252": (sample(first_rows=[with_company(ROWS[0], "Société Générale")]).encode("cp1252"),
-               "kaggle_dataset", "customers-1000.csv is not valid utf-8: byte 0xe9 at offset "),
-    "utf-16": (sample().encode("utf-16"), "kaggle_dataset",
-               "customers-1000.csv is not valid utf-8: byte 0xff at offset 0 (line 1)"),
+    "cp1252": (
+        sample(first_rows=[with_company(ROWS[0], "Société Générale")]).encode("cp1252"),
+        "kaggle_dataset",
+        "customers-1000.csv is not valid utf-8: byte 0xe9 at offset ",
+    ),
+    "utf-16": (
+        sample().encode("utf-16"),
+        "kaggle_dataset",
+        "customers-1000.csv is not valid utf-8: byte 0xff at offset 0 (line 1)",
+    ),
     "empty": (b"", "kaggle_dataset", "customers-1000.csv is empty: no header row"),
     "header-only": (f"{HEADER}\n".encode(), "kaggle_dataset", "customers-1000.csv has a header but no data rows"),
-    "duplicate-mapped-header": (sample(header=HEADER.replace("Index", "Email")).encode(), "contacts_table",
-                                "customers-1000.csv has the mapped column(s) ['Email'] more than once"),
-    "quoted-newline-in-header": (sample(header=HEADER.replace("Company", '"Com\npany"')).encode(), "contacts_table",
-                                 "customers-1000.csv lacks the mapped column(s) ['Company']"),
-    "all-rejected": (sample(first_rows=["1,2,3"], rows=0).encode(), "contacts_table",
-                     "all 1 rows of customers-1000.csv were rejected (wrong number of fields (1))"),
+    "duplicate-mapped-header": (
+        sample(header=HEADER.replace("Index", "Email")).encode(),
+        "contacts_table",
+        "customers-1000.csv has the mapped column(s) ['Email'] more than once",
+    ),
+    "quoted-newline-in-header": (
+        sample(header=HEADER.replace("Company", '"Com\npany"')).encode(),
+        "contacts_table",
+        "customers-1000.csv lacks the mapped column(s) ['Company']",
+    ),
+    "all-rejected": (
+        sample(first_rows=["1,2,3"], rows=0).encode(),
+        "contacts_table",
+        "all 1 rows of customers-1000.csv were rejected (wrong_field_count (1))",
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
 def test_a_file_that_cannot_be_loaded_fails_once_clearly_and_changes_nothing(
-        name, pipeline_env, mariadb_url, kaggle_server, tmp_path):
+    name, pipeline_env, mariadb_url, kaggle_server, tmp_path
+):
     content, step, expected = REFUSED[name]
     assert load_sources().success
     kaggle_server.bump_version("datablist", "customers", {"customers-1000.csv": content})
@@ -76,19 +94,27 @@ def test_a_file_that_cannot_be_loaded_fails_once_clearly_and_changes_nothing(
 
 @pytest.mark.parametrize(("encoding", "setting"), [("cp1252", "cp1252"), ("utf-16", "utf-16")])
 def test_a_declared_encoding_is_read(encoding, setting, pipeline_env, mariadb_url, kaggle_server, monkeypatch):
-    content = sample(first_rows=[with_company(ROWS[0], "Société Générale").replace(ROWS[0].split(",")[9],
-                                                                                    "zoe@example.com")])
+    content = sample(
+        first_rows=[with_company(ROWS[0], "Société Générale").replace(ROWS[0].split(",")[9], "zoe@example.com")]
+    )
     kaggle_server.add_dataset("datablist", "customers", {"customers-1000.csv": content.encode(encoding)})
     monkeypatch.setenv("ETL_SOURCE_ENCODING", setting)
     assert load_sources().success
-    assert count(mariadb_url, "SELECT COUNT(*) FROM contacts WHERE company = 'Société Générale' "
-                              "AND email = 'zoe@example.com'") == 1
+    assert (
+        count(
+            mariadb_url,
+            "SELECT COUNT(*) FROM contacts WHERE company = 'Société Générale' AND email = 'zoe@example.com'",
+        )
+        == 1
+    )
 
 
 LOADED_WITH_REJECTS = {
     "ragged": ([ROWS[0] + ",extra", "1,2,3"], {1: "wrong number of fields: 13", 2: "wrong number of fields: 3"}),
-    "unescaped-quote": ([with_company(ROWS[0], '"He said "clean the file first" yesterday"')],
-                        {1: "broken quoting: text after a closing quote"}),
+    "unescaped-quote": (
+        [with_company(ROWS[0], '"He said "clean the file first" yesterday"')],
+        {1: "broken quoting: text after a closing quote"},
+    ),
     "unclosed-quote": ([with_company(ROWS[0], '"Stark')], {1: "broken quoting: a quoted value is never closed"}),
     "2-mib-field": ([with_company(ROWS[0], "x" * (2 << 20))], {1: "a field longer than the 1 MiB cap"}),
     "semicolon-row": ([ROWS[0].replace(",", ";")], {1: "wrong number of fields: 1"}),
@@ -96,8 +122,9 @@ LOADED_WITH_REJECTS = {
 
 
 @pytest.mark.parametrize("name", list(LOADED_WITH_REJECTS))
-def test_bad_rows_are_rejected_on_their_own_and_no_value_is_altered(name, pipeline_env, mariadb_url, kaggle_server,
-                                                                    tmp_path):
+def test_bad_rows_are_rejected_on_their_own_and_no_value_is_altered(
+    name, pipeline_env, mariadb_url, kaggle_server, tmp_path
+):
     bad_rows, reasons = LOADED_WITH_REJECTS[name]
     # The sample's first 40 rows follow the bad ones; its row 1 would be a duplicate of a bad row's email.
     content = "\n".join([HEADER, *bad_rows, *ROWS[1:41]]) + "\n"
@@ -122,12 +149,15 @@ def test_space_padded_headers_a_bom_and_semicolons_load_like_the_sample(pipeline
     kaggle_server.add_dataset("datablist", "customers", {"customers-1000.csv": content.encode()})
     result = load_sources()
     assert result.success
-    assert (materialization(result, "contacts_table")["inserted"], count(mariadb_url, "SELECT COUNT(*) FROM contacts")
-            ) == (988, 988)
+    assert (
+        materialization(result, "contacts_table")["inserted"],
+        count(mariadb_url, "SELECT COUNT(*) FROM contacts"),
+    ) == (988, 988)
 
 
 def test_a_mass_deletion_is_refused_until_allowed_and_the_removed_contacts_are_kept(
-        pipeline_env, mariadb_url, kaggle_server, monkeypatch):
+    pipeline_env, mariadb_url, kaggle_server, monkeypatch
+):
     assert load_sources().success
     kaggle_server.bump_version("datablist", "customers", {"customers-1000.csv": sample(rows=500).encode()})
     refused = load_sources()

@@ -15,7 +15,13 @@ from hubspot import HubSpot
 from hubspot.crm.properties import OptionInput, PropertyCreate
 
 from etl_assets.hubspot import state, sync
-from etl_assets_tests.assets.test_assets import count, failure_message, materialization, run_daily_etl
+from etl_assets_tests.assets.test_assets import (
+    WITHOUT_PREFLIGHT,
+    count,
+    failure_message,
+    materialization,
+    run_daily_etl,
+)
 
 UPSERTS = "/batch/upsert"
 FAILED = "SELECT COUNT(*) FROM hubspot_sync_state WHERE status = 'failed'"
@@ -37,28 +43,53 @@ def load_then_spoil(mariadb_url: str, where: str) -> set[str]:
     """Load the sample, then give the contacts `where` picks an address only HubSpot refuses."""
     assert run_daily_etl(asset_selection=[dg.AssetKey("kaggle_dataset"), dg.AssetKey("contacts_table")]).success
     with sa.create_engine(mariadb_url).begin() as conn:
-        conn.execute(sa.text("UPDATE contacts SET email = CONCAT(SUBSTRING_INDEX(email, '@', 1), '@mail.invalid') "
-                             f"WHERE {where}"))
+        conn.execute(
+            sa.text(
+                f"UPDATE contacts SET email = CONCAT(SUBSTRING_INDEX(email, '@', 1), '@mail.invalid') WHERE {where}"
+            )
+        )
         return set(conn.execute(sa.text("SELECT email FROM contacts WHERE email LIKE '%@mail.invalid'")).scalars())
 
 
-@pytest.mark.parametrize(("field", "hubspot", "options", "message"), [
-    # HubSpot sets it, nobody else: seen in the property's definition before any contact is sent
-    ("subscription_date", "createdate", None, "HubSpot property 'createdate' (field 'subscription_date') is read-only"),
-    # an enumeration no contact's city is in: seen converting the first page
-    ("city", "home_city", ["Atlantis"], "HubSpot property 'home_city' takes none of the 988 values it was given "
-                                        "(INVALID_OPTION)"),
-])
+@pytest.mark.parametrize(
+    ("field", "hubspot", "options", "message"),
+    [
+        # HubSpot sets it, nobody else: seen in the property's definition before any contact is sent
+        (
+            "subscription_date",
+            "createdate",
+            None,
+            "HubSpot property 'createdate' (field 'subscription_date') is read-only",
+        ),
+        # an enumeration no contact's city is in: seen converting the first page
+        (
+            "city",
+            "home_city",
+            ["Atlantis"],
+            "HubSpot property 'home_city' takes none of the 988 values it was given (INVALID_OPTION)",
+        ),
+    ],
+)
 def test_a_property_refused_for_every_contact_stops_the_run_at_once(
-        hubspot_env, mariadb_url, tmp_path, monkeypatch, field, hubspot, options, message):
+    hubspot_env, mariadb_url, tmp_path, monkeypatch, field, hubspot, options, message
+):
     map_field(tmp_path, monkeypatch, field, hubspot)
     if options:
         HubSpot(access_token=hubspot_env.token, host=hubspot_env.url).crm.properties.core_api.create(
-            "contacts", property_create=PropertyCreate(
-                name=hubspot, label=hubspot, type="enumeration", field_type="select", group_name="contactinformation",
-                options=[OptionInput(label=value, value=value, display_order=i, hidden=False)
-                         for i, value in enumerate(options)]))
-    result = run_daily_etl()
+            "contacts",
+            property_create=PropertyCreate(
+                name=hubspot,
+                label=hubspot,
+                type="enumeration",
+                field_type="select",
+                group_name="contactinformation",
+                options=[
+                    OptionInput(label=value, value=value, display_order=i, hidden=False)
+                    for i, value in enumerate(options)
+                ],
+            ),
+        )
+    result = run_daily_etl(asset_selection=WITHOUT_PREFLIGHT)  # forced past the preflight, which names it too
     assert not result.success
     assert message in failure_message(result)
     assert hubspot_env.count_requests(UPSERTS) == 0  # halving used to spend ~1,990

@@ -13,8 +13,14 @@ from etl_assets_tests.hubspot.test_sync import api_for
 
 SYNC_ONLY = [dg.AssetKey("hubspot_contacts")]
 LOAD_ONLY = [dg.AssetKey("kaggle_dataset"), dg.AssetKey("contacts_table")]
-COUNTRIES = [("ca", "Canada"), ("jp", "Japan"), ("de", "Germany"), ("us", "United States"), ("fr", "France"),
-             ("pt", "Portugal")]  # not Kenya or Ecuador, the sample's other two
+COUNTRIES = [
+    ("ca", "Canada"),
+    ("jp", "Japan"),
+    ("de", "Germany"),
+    ("us", "United States"),
+    ("fr", "France"),
+    ("pt", "Portugal"),
+]  # not Kenya or Ecuador, the sample's other two
 
 
 def write_map(tmp_path, monkeypatch, **changes: dict) -> None:
@@ -30,15 +36,16 @@ def write_map(tmp_path, monkeypatch, **changes: dict) -> None:
 
 
 @pytest.mark.parametrize(("type_", "options"), [("number", None), ("enumeration", [("2020", "2020")])])
-def test_a_property_of_another_type_stops_the_sync_before_any_contact_is_sent(hubspot_env, mariadb_url, type_,
-                                                                              options):
+def test_a_property_of_another_type_stops_the_sync_before_any_contact_is_sent(hubspot_env, mariadb_url, type_, options):
     hubspot_env.define_property("subscription_date", type_, options=options)
     assert run_daily_etl(asset_selection=LOAD_ONLY).success
     hubspot_env.reset_log()
     result = run_daily_etl(asset_selection=SYNC_ONLY)  # forced: the sync alone, whatever preflight says
     assert not result.success
-    assert (f"HubSpot property 'subscription_date' (field 'subscription_date') has type {type_}; the column map "
-            "declares date") in failure_message(result)
+    assert (
+        f"HubSpot property 'subscription_date' (field 'subscription_date') has type {type_}; the column map "
+        "declares date"
+    ) in failure_message(result)
     assert hubspot_env.count_requests() == 1  # the property list; halving used to spend ~2,000 upserts
     assert count(mariadb_url, "SELECT COUNT(*) FROM hubspot_sync_state") == 0
 
@@ -46,17 +53,20 @@ def test_a_property_of_another_type_stops_the_sync_before_any_contact_is_sent(hu
 def test_values_are_converted_to_each_propertys_type(hubspot_env, mariadb_url, tmp_path, monkeypatch):
     # A datetime property for the dates (the map declares no type: the account's decides), and an
     # enumeration of country codes whose labels are the sample's country names.
-    write_map(tmp_path, monkeypatch, subscription_date={"hubspot_type": None},
-              country={"hubspot": "country_code"})
+    write_map(tmp_path, monkeypatch, subscription_date={"hubspot_type": None}, country={"hubspot": "country_code"})
     hubspot_env.define_property("subscription_date", "datetime")
     hubspot_env.define_property("country_code", "enumeration", options=COUNTRIES)
     synced = materialization(run_daily_etl(), "hubspot_contacts")
     stored = hubspot_env.contacts_snapshot()
     with sa.create_engine(mariadb_url).connect() as conn:
-        contacts = {row.email: row for row in conn.execute(sa.text(
-            "SELECT email, country, subscription_date FROM contacts"))}
-        refused = dict(conn.execute(sa.text(
-            "SELECT error_category, COUNT(*) FROM hubspot_sync_state WHERE status = 'failed' GROUP BY 1")).all())
+        contacts = {
+            row.email: row for row in conn.execute(sa.text("SELECT email, country, subscription_date FROM contacts"))
+        }
+        refused = dict(
+            conn.execute(
+                sa.text("SELECT error_category, COUNT(*) FROM hubspot_sync_state WHERE status = 'failed' GROUP BY 1")
+            ).all()
+        )
     kept_out = {email for email, row in contacts.items() if row.country in ("Kenya", "Ecuador")}
     assert len(kept_out) == 222 and refused == {"INVALID_OPTION": 222}
     assert synced["failed"] == 222 and synced["created"] == 988 - 222
@@ -84,14 +94,26 @@ def test_a_merged_contact_and_a_secondary_email_are_recorded_with_hubspots_ids(h
     hubspot_env.merge_contacts(second, third)
     survivor = hubspot_env.contact_by_email(second)["id"]
     with sa.create_engine(mariadb_url).begin() as conn:
-        conn.execute(sa.text("UPDATE contacts SET first_name = 'Changed', content_hash = REPEAT('f', 32) "
-                             "WHERE email = :email"), {"email": third})
+        conn.execute(
+            sa.text("UPDATE contacts SET first_name = 'Changed', content_hash = REPEAT('f', 32) WHERE email = :email"),
+            {"email": third},
+        )
     synced = materialization(run_daily_etl(asset_selection=SYNC_ONLY), "hubspot_contacts")
     assert (synced["updated"], synced["merged"], synced["failed"]) == (1, 1, 0)
     with sa.create_engine(mariadb_url).connect() as conn:
-        rows = {row.email: row for row in conn.execute(sa.text(
-            "SELECT email, hubspot_id, last_outcome, status FROM hubspot_sync_state WHERE email IN (:a, :c)"),
-            {"a": first, "c": third})}
-    assert (rows[first].hubspot_id, rows[first].last_outcome, rows[first].status) == (owner, "secondary_email", "synced")
+        rows = {
+            row.email: row
+            for row in conn.execute(
+                sa.text(
+                    "SELECT email, hubspot_id, last_outcome, status FROM hubspot_sync_state WHERE email IN (:a, :c)"
+                ),
+                {"a": first, "c": third},
+            )
+        }
+    assert (rows[first].hubspot_id, rows[first].last_outcome, rows[first].status) == (
+        owner,
+        "secondary_email",
+        "synced",
+    )
     assert (rows[third].hubspot_id, rows[third].last_outcome, rows[third].status) == (survivor, "merged", "synced")
     assert hubspot_env.created_count() == 1 + 987  # nobody created twice

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from etl_assets_tests.assets.test_assets import count, failure_message, materialization, run_daily_etl
-from etl_assets_tests.conftest import SAMPLE_CSV, run_dagster
+from etl_assets_tests.conftest import SAMPLE_CSV, SHORT_RETRIES, run_dagster
 
 CLIENT_CHUNK = 1024 * 1024  # KaggleApi.download_file writes whole 1 MiB chunks: a resume starts at one
 SIGNED = "/signed/"
@@ -19,6 +19,7 @@ SIGNED = "/signed/"
 
 def when_first_fails(server, path: str, action) -> threading.Thread:
     """Call `action` as soon as the server has failed a request on `path` (before any retry of it)."""
+
     def watch() -> None:
         while not any(path in r.path and r.fault == "injected" for r in server.request_log):
             time.sleep(0.01)
@@ -32,18 +33,22 @@ def when_first_fails(server, path: str, action) -> threading.Thread:
 @pytest.mark.e2e
 @pytest.mark.parametrize(("status", "retry_after"), [(503, None), (429, 1)])
 def test_an_outage_longer_than_the_in_step_retries_is_ridden_out_by_step_retries(
-        pipeline_env, mariadb_url, kaggle_server, monkeypatch, status, retry_after):
+    pipeline_env, mariadb_url, kaggle_server, monkeypatch, status, retry_after
+):
     # The step RetryPolicy is built when the definitions load, so the run loads them in a
     # `dagster job execute` process that sees these settings (as a run worker would).
-    for name, value in {"ETL_RETRY_ATTEMPTS": "2", "ETL_RETRY_MAX_SECONDS": "2", "ETL_STEP_RETRIES": "3",
-                        "ETL_STEP_RETRY_DELAY_SECONDS": "1"}.items():
+    for name, value in SHORT_RETRIES.items():
         monkeypatch.setenv(name, value)
     # The outage starts with the run's first call (the CLI takes seconds to start) and lasts 4 s:
     # longer than the in-step retries (~1 s), shorter than the step retries' delays (8-14 s in all).
-    kaggle_server.fail_next(status, path_contains="GetDataset",
-                            headers={"Retry-After": str(retry_after)} if retry_after else None)
-    watcher = when_first_fails(kaggle_server, "GetDataset", lambda: kaggle_server.outage(
-        4, status, path_contains="GetDataset", retry_after=retry_after))
+    kaggle_server.fail_next(
+        status, path_contains="GetDataset", headers={"Retry-After": str(retry_after)} if retry_after else None
+    )
+    watcher = when_first_fails(
+        kaggle_server,
+        "GetDataset",
+        lambda: kaggle_server.outage(4, status, path_contains="GetDataset", retry_after=retry_after),
+    )
 
     result = run_dagster("job", "execute", "-m", "etl_assets", "-j", "daily_etl", env=pipeline_env)
     watcher.join(timeout=5)
@@ -75,7 +80,8 @@ def instant_client_backoff(monkeypatch):
 
 
 def test_a_url_expiring_mid_download_is_refreshed_and_the_download_resumed(
-        pipeline_env, mariadb_url, kaggle_server, instant_client_backoff, tmp_path):
+    pipeline_env, mariadb_url, kaggle_server, instant_client_backoff, tmp_path
+):
     # Over one client chunk, so the part before the cut is kept; the padding is not a CSV, never extracted.
     padding = random.Random(7).randbytes(CLIENT_CHUNK + 400_000)
     files = {"customers-1000.csv": SAMPLE_CSV.read_bytes(), "padding.bin": padding}
@@ -104,9 +110,11 @@ def test_a_403_names_the_dataset_and_what_to_do_and_is_not_retried(pipeline_env,
     result = run_daily_etl()
 
     assert not result.success
-    assert ("Kaggle refused access (403) to dataset datablist/customers: accept the dataset's rules on kaggle.com "
-            "with the account of KAGGLE_USERNAME/KAGGLE_API_TOKEN (rules cannot be accepted through the API), "
-            "or check that the account can see a private dataset") in failure_message(result)
+    assert (
+        "Kaggle refused access (403) to dataset datablist/customers: accept the dataset's rules on kaggle.com "
+        "with the account of KAGGLE_USERNAME/KAGGLE_API_TOKEN (rules cannot be accepted through the API), "
+        "or check that the account can see a private dataset"
+    ) in failure_message(result)
     assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     assert kaggle_server.count_requests("DownloadDataset") == (1 if "rules_accepted" in access else 0)
     assert kaggle_server.downloads == 0

@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import dagster as dg
 import pytest
@@ -40,8 +40,14 @@ def contacts_loaded(hubspot_env, tmp_path):
 
     csv_path = tmp_path / "contacts.csv"
     write_csv(csv_path, CONTACTS, seed=13, dirty=False)
-    report = load_source(DatabaseResource(secrets=SecretsResource()), csv_path, load_column_map(None),
-                         settings.retry_settings(), "load-for-rotation", logging.getLogger(__name__))
+    report = load_source(
+        DatabaseResource(secrets=SecretsResource()),
+        csv_path,
+        load_column_map(None),
+        settings.retry_settings(),
+        "load-for-rotation",
+        logging.getLogger(__name__),
+    )
     assert report.inserted == CONTACTS
 
 
@@ -85,7 +91,8 @@ def test_token_rotated_mid_sync_every_contact_is_synced_once(contacts_loaded, hu
 
 
 def test_token_revoked_mid_sync_fails_naming_the_contacts_synced_and_the_next_run_sends_the_rest(
-        contacts_loaded, hubspot_server, mariadb_url, monkeypatch):
+    contacts_loaded, hubspot_server, mariadb_url, monkeypatch
+):
     watcher = after_upserts(hubspot_server, ROTATE_AFTER_UPSERTS, lambda: hubspot_server.rotate_token("new-token"))
     result = run_daily_etl(asset_selection=HUBSPOT)
     watcher.join(timeout=5)
@@ -96,8 +103,9 @@ def test_token_revoked_mid_sync_fails_naming_the_contacts_synced_and_the_next_ru
     assert ROTATE_AFTER_UPSERTS * 100 - 400 <= synced < CONTACTS
     assert synced == upserted_inputs(hubspot_server) == len(hubspot_server.contacts_snapshot())
     message = failure_message(result)
-    assert (f"HubSpot rejected the access token (401 INVALID_AUTHENTICATION: Authentication credentials not "
-            f"found.") in message
+    assert (
+        "HubSpot rejected the access token (401 INVALID_AUTHENTICATION: Authentication credentials not found."
+    ) in message
     assert f"after {synced:,} contacts were synced in this run; the rest stay pending for the next run" in message
 
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "new-token")

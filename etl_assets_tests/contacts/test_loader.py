@@ -12,8 +12,8 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from etl_assets.contacts.loader import LoadRules, ensure_tables, load_contacts
 from etl_assets.contacts import schema
+from etl_assets.contacts.loader import LoadRules, ensure_tables, load_contacts
 from etl_assets.contacts.mapping import load_column_map
 from etl_assets.contacts.records import SeenEmails, prepare_chunk
 from etl_assets.contacts.source import CsvFormat
@@ -82,15 +82,24 @@ def target(request, tmp_path):
 
 def test_first_load_rerun_changes_and_deletes(target, tmp_path):
     engine, writer = target
-    first = load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "run-1", LOG, RETRY, chunk_rows=300, statement_rows=600)
+    first = load_contacts(
+        engine, SAMPLE_CSV, COLUMN_MAP, writer, "run-1", LOG, RETRY, chunk_rows=300, statement_rows=600
+    )
     assert (first.rows_read, first.inserted, first.rejected, first.contacts_after) == (1000, 988, 12, 988)
     assert_table_equals_source(engine, SAMPLE_CSV)
     with engine.connect() as conn:
-        rejects = dict(conn.execute(sa.text("SELECT source_row, reason FROM contacts_rejected")).all())
-    assert rejects[50].startswith("invalid email")
-    assert rejects[120] == "duplicate email, first seen at source row 45"
+        rejects = {
+            row: (code, reason)
+            for row, code, reason in conn.execute(
+                sa.text("SELECT source_row, reason_code, reason FROM contacts_rejected")
+            ).all()
+        }
+    assert rejects[50][0] == "invalid_email" and rejects[50][1].startswith("invalid email")
+    assert rejects[120] == ("duplicate", "duplicate email, first seen at source row 45")
 
-    again = load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "run-2", LOG, RETRY, chunk_rows=300, statement_rows=600)
+    again = load_contacts(
+        engine, SAMPLE_CSV, COLUMN_MAP, writer, "run-2", LOG, RETRY, chunk_rows=300, statement_rows=600
+    )
     assert again.skipped_identical_source and again.unchanged == 988 and again.contacts_after == 988
 
     changed_csv = tmp_path / "changed.csv"
@@ -98,16 +107,73 @@ def test_first_load_rerun_changes_and_deletes(target, tmp_path):
     frame.loc[0, "City"] = "Ulm"  # row 1 changes
     frame = frame.drop(index=[1, 2])  # rows 2 and 3 disappear
     frame.to_csv(changed_csv, index=False)
-    third = load_contacts(engine, changed_csv, COLUMN_MAP, writer, "run-3", LOG, RETRY, chunk_rows=300, statement_rows=600)
+    third = load_contacts(
+        engine, changed_csv, COLUMN_MAP, writer, "run-3", LOG, RETRY, chunk_rows=300, statement_rows=600
+    )
     assert (third.inserted, third.updated, third.deleted, third.contacts_after) == (0, 1, 2, 986)
     assert third.unchanged == 985
     assert_table_equals_source(engine, changed_csv)
 
 
+def test_a_reject_list_from_before_reason_codes_gets_the_column_and_its_codes(target, tmp_path):
+    """A database of the previous version: `contacts_rejected` without `reason_code`."""
+    engine, writer = target
+    load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "new", LOG, RETRY)
+    query = sa.text("SELECT source_row, reason_code FROM contacts_rejected ORDER BY source_row")
+    with engine.begin() as conn:
+        written = conn.execute(query).all()
+        conn.execute(sa.text("ALTER TABLE contacts_rejected DROP COLUMN reason_code"))
+    assert {code for _, code in written} == {"invalid_email", "duplicate", "missing_required"}
+
+    # The same source again: nothing is loaded, the list stays, and its codes are filled in.
+    again = load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "after-upgrade", LOG, RETRY)
+    assert again.skipped_identical_source
+    with engine.connect() as conn:
+        assert conn.execute(query).all() == written
+    # Every kind of reason an earlier version wrote has its code.
+    reasons = {
+        "invalid email: x@": "invalid_email",
+        "duplicate email, first seen at source row 4": "duplicate",
+        "missing required 'Email'": "missing_required",
+        "'Company' longer than 255 characters": "too_long",
+        "invalid date in 'Subscription Date': 2021-02-30": "invalid_date",
+        "wrong number of fields: 3 where the header has 12": "wrong_field_count",
+        "row longer than the 4 MiB cap": "row_too_long",
+        "a field longer than the 1 MiB cap": "field_too_long",
+        "broken quoting: a quoted value is never closed": "broken_quoting",
+        "unparseable row: new-line character seen in unquoted field": "unparseable",
+    }
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE contacts_rejected"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE contacts_rejected (source_row INTEGER PRIMARY KEY, email VARCHAR(1000), "
+                "raw_values TEXT NOT NULL, reason VARCHAR(1000) NOT NULL)"
+            )
+        )
+        conn.execute(
+            sa.text("INSERT INTO contacts_rejected VALUES (:row, NULL, '{}', :reason)"),
+            [{"row": row, "reason": reason} for row, reason in enumerate(reasons, 1)],
+        )
+    schema.add_reason_codes(engine)
+    with engine.connect() as conn:
+        assert dict(conn.execute(sa.text("SELECT reason, reason_code FROM contacts_rejected")).all()) == reasons
+
+    # A changed source rewrites the list, codes and all, into the upgraded table.
+    report = load_contacts(engine, sample_without(tmp_path, 3), COLUMN_MAP, writer, "next", LOG, RETRY)
+    assert not report.skipped_identical_source
+    with engine.connect() as conn:
+        assert dict(conn.execute(sa.text("SELECT reason_code, COUNT(*) FROM contacts_rejected GROUP BY 1")).all()) == {
+            "invalid_email": 5,
+            "duplicate": 5,
+            "missing_required": 2,
+        }
+
+
 def test_bulk_and_insert_paths_store_the_same_content(mariadb_url, tmp_path):
     tricky = tmp_path / "tricky.csv"
     frame = pd.read_csv(SAMPLE_CSV, dtype=str, keep_default_na=False).head(50)
-    frame.loc[0, "Company"] = "Tab\there, back\\slash, \\N, \"quotes\", and a\nnewline"
+    frame.loc[0, "Company"] = 'Tab\there, back\\slash, \\N, "quotes", and a\nnewline'
     frame.loc[1, "City"] = "Zürich 🚀"
     frame.to_csv(tricky, index=False)
     engine = mysql_engine(mariadb_url)
@@ -119,31 +185,39 @@ def test_bulk_and_insert_paths_store_the_same_content(mariadb_url, tmp_path):
     load_contacts(engine, tricky, COLUMN_MAP, InsertWriter(), "insert", LOG, RETRY)
     inserted = table_content(engine).drop(columns=["first_loaded_at", "updated_at"])
     pd.testing.assert_frame_equal(bulk, inserted)
-    assert "Tab\there, back\\slash, \\N, \"quotes\", and a\nnewline" in set(bulk["company"])
+    assert 'Tab\there, back\\slash, \\N, "quotes", and a\nnewline' in set(bulk["company"])
     assert_table_equals_source(engine, tricky)
 
 
 def test_first_load_swaps_in_a_table_shaped_like_contacts_and_later_loads_extend_it(mariadb_url, tmp_path):
     engine = mysql_engine(mariadb_url)
-    load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, LoadDataWriter(), "first", LOG, RETRY, chunk_rows=300, statement_rows=600)
+    load_contacts(
+        engine, SAMPLE_CSV, COLUMN_MAP, LoadDataWriter(), "first", LOG, RETRY, chunk_rows=300, statement_rows=600
+    )
     expected = schema.contact_tables(COLUMN_MAP).tables[schema.CONTACTS]
     inspector = sa.inspect(engine)
     assert [column["name"] for column in inspector.get_columns("contacts")] == list(expected.columns.keys())
     assert inspector.get_pk_constraint("contacts")["constrained_columns"] == ["id"]
-    assert [(index["name"], index["column_names"], bool(index["unique"]))
-            for index in inspector.get_indexes("contacts")] == [("ux_contacts_email", ["email"], True)]
+    assert [
+        (index["name"], index["column_names"], bool(index["unique"])) for index in inspector.get_indexes("contacts")
+    ] == [("ux_contacts_email", ["email"], True)]
     assert not {"contacts_staging", "contacts_retired", "contacts_rejected_retired"} & set(inspector.get_table_names())
 
     grown = tmp_path / "grown.csv"
     frame = pd.read_csv(SAMPLE_CSV, dtype=str, keep_default_na=False)
     extra = frame.iloc[[0]].assign(Email="new.contact@example.com")
     pd.concat([extra, frame]).to_csv(grown, index=False)  # a new row on top shifts every source row
-    report = load_contacts(engine, grown, COLUMN_MAP, LoadDataWriter(), "second", LOG, RETRY, chunk_rows=300, statement_rows=600)
+    report = load_contacts(
+        engine, grown, COLUMN_MAP, LoadDataWriter(), "second", LOG, RETRY, chunk_rows=300, statement_rows=600
+    )
     assert (report.inserted, report.updated, report.unchanged) == (1, 0, 988)
     with engine.connect() as conn:
-        new_id, max_before = conn.execute(sa.text(
-            "SELECT id, (SELECT MAX(id) FROM contacts WHERE email <> 'new.contact@example.com') FROM contacts "
-            "WHERE email = 'new.contact@example.com'")).one()
+        new_id, max_before = conn.execute(
+            sa.text(
+                "SELECT id, (SELECT MAX(id) FROM contacts WHERE email <> 'new.contact@example.com') FROM contacts "
+                "WHERE email = 'new.contact@example.com'"
+            )
+        ).one()
     assert new_id > max_before  # a new id, not a clash with the rows the first load numbered
     assert_table_equals_source(engine, grown)
 
@@ -174,7 +248,8 @@ def test_missing_email_column_fails_naming_it_and_leaves_the_table(mariadb_url, 
 
 @pytest.mark.parametrize("loaded_before", [True, False], ids=["apply-to-existing", "swap-into-empty"])
 def test_killed_connection_mid_load_is_retried_and_readers_never_see_a_partial_table(
-        mariadb_url, tmp_path, caplog, loaded_before):
+    mariadb_url, tmp_path, caplog, loaded_before
+):
     engine = mysql_engine(mariadb_url)
     before = 0
     if loaded_before:
@@ -191,9 +266,14 @@ def test_killed_connection_mid_load_is_retried_and_readers_never_see_a_partial_t
     def killer() -> None:
         with admin.connect() as conn:
             while not stop.is_set() and not killed:
-                ids = conn.exec_driver_sql(
-                    "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND INFO LIKE 'LOAD DATA%%'",
-                    (database,)).scalars().all()
+                ids = (
+                    conn.exec_driver_sql(
+                        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND INFO LIKE 'LOAD DATA%%'",
+                        (database,),
+                    )
+                    .scalars()
+                    .all()
+                )
                 for thread_id in ids:
                     conn.exec_driver_sql(f"KILL {int(thread_id)}")
                     killed.append(thread_id)
@@ -210,8 +290,18 @@ def test_killed_connection_mid_load_is_retried_and_readers_never_see_a_partial_t
         thread.start()
     try:
         with caplog.at_level(logging.WARNING):
-            report = load_contacts(engine, big_csv, COLUMN_MAP, LoadDataWriter(), "during", LOG, RETRY,
-                                   chunk_rows=2_000, statement_rows=2_000, rules=REPLACE_ALL)
+            report = load_contacts(
+                engine,
+                big_csv,
+                COLUMN_MAP,
+                LoadDataWriter(),
+                "during",
+                LOG,
+                RETRY,
+                chunk_rows=2_000,
+                statement_rows=2_000,
+                rules=REPLACE_ALL,
+            )
     finally:
         stop.set()
         for thread in threads:
@@ -229,25 +319,32 @@ def tables(engine: sa.Engine) -> set[str]:
 
 def counts(engine: sa.Engine) -> tuple[int, int, int]:
     with engine.connect() as conn:
-        return tuple(conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
-                     for table in ("contacts", "etl_loads", "contacts_rejected"))
+        return tuple(
+            conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
+            for table in ("contacts", "etl_loads", "contacts_rejected")
+        )
 
 
 def sample_without(tmp_path: Path, rows: int) -> Path:
     """The sample with its first `rows` data rows gone."""
     path = tmp_path / f"without_{rows}.csv"
     lines = SAMPLE_CSV.read_text().splitlines(keepends=True)
-    path.write_text(lines[0] + "".join(lines[1 + rows:]))
+    path.write_text(lines[0] + "".join(lines[1 + rows :]))
     return path
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("HEADER\n", "has no data rows; nothing was changed"),
-    ("HEADER\n\n\n", "has no data rows; nothing was changed"),
-    ("HEADER\n1,A,Ann,B,C,D,E,F,G,not-an-email,2021-01-01,x\n1,2,3\n",
-     r"all 2 rows of bad.csv were rejected \((invalid email|wrong number of fields) \(1\), "
-     r"(invalid email|wrong number of fields) \(1\)\); nothing was changed"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("HEADER\n", "has no data rows; nothing was changed"),
+        ("HEADER\n\n\n", "has no data rows; nothing was changed"),
+        (
+            "HEADER\n1,A,Ann,B,C,D,E,F,G,not-an-email,2021-01-01,x\n1,2,3\n",
+            r"all 2 rows of bad.csv were rejected \((invalid_email|wrong_field_count) \(1\), "
+            r"(invalid_email|wrong_field_count) \(1\)\); nothing was changed",
+        ),
+    ],
+)
 def test_a_file_without_valid_rows_fails_and_changes_nothing(target, tmp_path, content, message):
     engine, writer = target
     load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "ok", LOG, RETRY)
@@ -276,8 +373,12 @@ def test_a_load_deleting_more_than_the_allowed_share_is_refused_until_allowed(ta
     report = load_contacts(engine, half, COLUMN_MAP, writer, "purge", LOG, RETRY, rules=REPLACE_ALL)
     assert (report.deleted, report.contacts_after) == (gone, 988 - gone)
     with engine.connect() as conn:
-        removed = {email: (json.loads(contact), run) for email, contact, run in conn.execute(sa.text(
-            "SELECT email, contact, removed_by_run FROM contacts_removed"))}
+        removed = {
+            email: (json.loads(contact), run)
+            for email, contact, run in conn.execute(
+                sa.text("SELECT email, contact, removed_by_run FROM contacts_removed")
+            )
+        }
     assert len(removed) == gone and {run for _, run in removed.values()} == {"purge"}
     first, _ = removed["radia.liskov.1@example.com"]
     assert first["source_row"] == 1 and first["company"] == "Stark Industries"
@@ -290,8 +391,10 @@ def test_a_small_deletion_goes_through_and_keeps_what_it_removed(target, tmp_pat
     report = load_contacts(engine, sample_without(tmp_path, 3), COLUMN_MAP, writer, "trim", LOG, RETRY)
     assert (report.deleted, report.contacts_after) == (3, 985)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT COUNT(*) FROM contacts_removed WHERE removed_by_run = 'trim'")
-                            ).scalar_one() == 3
+        assert (
+            conn.execute(sa.text("SELECT COUNT(*) FROM contacts_removed WHERE removed_by_run = 'trim'")).scalar_one()
+            == 3
+        )
     assert not {"contacts_staging", "contacts_rejected_staging"} & tables(engine)
 
 
@@ -305,6 +408,8 @@ def test_a_huge_value_is_rejected_with_its_raw_values_cut_and_the_rest_loads(mar
     report = load_contacts(engine, path, COLUMN_MAP, LoadDataWriter(), "huge", LOG, RETRY)
     assert (report.rows_read, report.rejected, report.contacts_after) == (1000, 13, 987)
     with engine.connect() as conn:
-        reason, raw = conn.execute(sa.text("SELECT reason, raw_values FROM contacts_rejected WHERE source_row = 1")).one()
+        reason, raw = conn.execute(
+            sa.text("SELECT reason, raw_values FROM contacts_rejected WHERE source_row = 1")
+        ).one()
     assert reason == "'Company' longer than 255 characters"
     assert len(raw) < 20_000 and json.loads(raw)["Company"].endswith("…")

@@ -5,6 +5,8 @@ import pytest
 from etl_assets.contacts.mapping import load_column_map, parse_column_map
 from etl_assets.errors import PermanentError
 
+pytestmark = pytest.mark.fast  # pure: no service, no subprocess
+
 
 def test_default_map_fits_the_customers_shape():
     column_map = load_column_map(None)
@@ -15,10 +17,13 @@ def test_default_map_fits_the_customers_shape():
 
 
 def test_yaml_and_json_files_give_the_same_map(tmp_path):
-    document = {"fields": [{"source": "Mail", "field": "email"}, {"source": "Name", "field": "name", "hubspot": "firstname"}]}
+    document = {
+        "fields": [{"source": "Mail", "field": "email"}, {"source": "Name", "field": "name", "hubspot": "firstname"}]
+    }
     (tmp_path / "map.json").write_text(json.dumps(document))
-    (tmp_path / "map.yaml").write_text("fields:\n  - {source: Mail, field: email}\n"
-                                       "  - {source: Name, field: name, hubspot: firstname}\n")
+    (tmp_path / "map.yaml").write_text(
+        "fields:\n  - {source: Mail, field: email}\n  - {source: Name, field: name, hubspot: firstname}\n"
+    )
     from_json = load_column_map(str(tmp_path / "map.json"))
     from_yaml = load_column_map(str(tmp_path / "map.yaml"))
     assert from_json.fields == from_yaml.fields
@@ -26,15 +31,24 @@ def test_yaml_and_json_files_give_the_same_map(tmp_path):
     assert from_json.fingerprint() == from_yaml.fingerprint()
 
 
-@pytest.mark.parametrize(("document", "message"), [
-    ({"fields": [{"source": "Name", "field": "name"}]}, "no entry maps to the 'email' field"),
-    ({"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "email"}]}, "field names used twice"),
-    ({"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "Bad Name"}]}, "lowercase SQL identifier"),
-    ({"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "content_hash"}]}, "lowercase SQL identifier"),
-    ({"fields": [{"source": "A", "field": "email", "colour": "red"}]}, "unknown keys ['colour']"),
-    ({"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "b", "type": "int"}]}, "type 'int'"),
-    ({"columns": []}, "top-level 'fields' list"),
-])
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"fields": [{"source": "Name", "field": "name"}]}, "no entry maps to the 'email' field"),
+        ({"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "email"}]}, "field names used twice"),
+        (
+            {"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "Bad Name"}]},
+            "lowercase SQL identifier",
+        ),
+        (
+            {"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "content_hash"}]},
+            "lowercase SQL identifier",
+        ),
+        ({"fields": [{"source": "A", "field": "email", "colour": "red"}]}, "unknown keys ['colour']"),
+        ({"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "b", "type": "int"}]}, "type 'int'"),
+        ({"columns": []}, "top-level 'fields' list"),
+    ],
+)
 def test_bad_maps_fail_naming_the_problem(document, message):
     with pytest.raises(PermanentError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
         parse_column_map(document, "test map")

@@ -7,11 +7,24 @@ import pytest
 
 from etl_assets.contacts.mapping import load_column_map
 from etl_assets.contacts.records import SeenEmails, content_hashes, prepare_chunk
-from etl_assets.errors import PermanentError
+
+pytestmark = pytest.mark.fast  # pure: no service, no subprocess
 
 COLUMN_MAP = load_column_map(None)
-COLUMNS = ["Index", "Customer Id", "First Name", "Last Name", "Company", "City", "Country",
-           "Phone 1", "Phone 2", "Email", "Subscription Date", "Website"]
+COLUMNS = [
+    "Index",
+    "Customer Id",
+    "First Name",
+    "Last Name",
+    "Company",
+    "City",
+    "Country",
+    "Phone 1",
+    "Phone 2",
+    "Email",
+    "Subscription Date",
+    "Website",
+]
 
 
 def prepared(table: pa.Table, first_row: int, seen: SeenEmails | None = None):
@@ -19,8 +32,25 @@ def prepared(table: pa.Table, first_row: int, seen: SeenEmails | None = None):
 
 
 def rows(*overrides: dict) -> pa.Table:
-    base = dict(zip(COLUMNS, ["1", "ABC", "Ada", "Lovelace", "Acme", "Berlin", "Germany", "+1", "", "ada@example.com",
-                              "2021-01-02", "https://acme.example.com"]))
+    base = dict(
+        zip(
+            COLUMNS,
+            [
+                "1",
+                "ABC",
+                "Ada",
+                "Lovelace",
+                "Acme",
+                "Berlin",
+                "Germany",
+                "+1",
+                "",
+                "ada@example.com",
+                "2021-01-02",
+                "https://acme.example.com",
+            ],
+        )
+    )
     return pa.Table.from_pylist([{**base, **override} for override in overrides])
 
 
@@ -33,21 +63,25 @@ def test_values_are_trimmed_emails_lowercased_and_blanks_become_null():
     assert record["source_row"] == 1
 
 
-@pytest.mark.parametrize(("override", "reason"), [
-    ({"Email": "ada at example.com"}, "invalid email: ada at example.com"),
-    ({"Email": "ada@example"}, "invalid email: ada@example"),
-    ({"Email": "ada..x@example.com"}, "invalid email"),
-    ({"Email": "   "}, "missing required 'Email'"),
-    ({"Subscription Date": "02/01/2021"}, "invalid date in 'Subscription Date': 02/01/2021"),
-    ({"Subscription Date": "2021-02-30"}, "invalid date in 'Subscription Date': 2021-02-30"),
-    ({"Subscription Date": "2021-1-2"}, "invalid date in 'Subscription Date': 2021-1-2"),
-    ({"Company": "x" * 256}, "'Company' longer than 255 characters"),
-])
-def test_invalid_rows_are_rejected_with_reason_and_raw_values(override, reason):
+@pytest.mark.parametrize(
+    ("override", "code", "reason"),
+    [
+        ({"Email": "ada at example.com"}, "invalid_email", "invalid email: ada at example.com"),
+        ({"Email": "ada@example"}, "invalid_email", "invalid email: ada@example"),
+        ({"Email": "ada..x@example.com"}, "invalid_email", "invalid email"),
+        ({"Email": "   "}, "missing_required", "missing required 'Email'"),
+        ({"Subscription Date": "02/01/2021"}, "invalid_date", "invalid date in 'Subscription Date': 02/01/2021"),
+        ({"Subscription Date": "2021-02-30"}, "invalid_date", "invalid date in 'Subscription Date': 2021-02-30"),
+        ({"Subscription Date": "2021-1-2"}, "invalid_date", "invalid date in 'Subscription Date': 2021-1-2"),
+        ({"Company": "x" * 256}, "too_long", "'Company' longer than 255 characters"),
+    ],
+)
+def test_invalid_rows_are_rejected_with_code_reason_and_raw_values(override, code, reason):
     chunk = prepared(rows({}, override), 10)
     assert len(chunk.valid) == 1
     [rejected] = chunk.rejected
     assert rejected["source_row"] == 11
+    assert rejected["reason_code"] == code
     assert rejected["reason"].startswith(reason)
     raw = json.loads(rejected["raw_values"])
     assert raw[next(iter(override))] == next(iter(override.values()))
@@ -55,11 +89,18 @@ def test_invalid_rows_are_rejected_with_reason_and_raw_values(override, reason):
 
 def test_duplicates_keep_the_first_valid_row_within_and_across_chunks():
     seen = SeenEmails()
-    first = prepared(rows({"Email": "a@example.com"}, {"Email": "b@example.com", "Subscription Date": "bad"},
-                               {"Email": "A@EXAMPLE.com"}), 1, seen)
+    first = prepared(
+        rows(
+            {"Email": "a@example.com"},
+            {"Email": "b@example.com", "Subscription Date": "bad"},
+            {"Email": "A@EXAMPLE.com"},
+        ),
+        1,
+        seen,
+    )
     assert first.valid.column("email").to_pylist() == ["a@example.com"]
-    reasons = {item["source_row"]: item["reason"] for item in first.rejected}
-    assert reasons[3] == "duplicate email, first seen at source row 1"
+    reasons = {item["source_row"]: (item["reason_code"], item["reason"]) for item in first.rejected}
+    assert reasons[3] == ("duplicate", "duplicate email, first seen at source row 1")
     second = prepared(rows({"Email": "b@example.com"}, {"Email": "a@example.com"}), 4, seen)
     # b@ at row 2 was invalid, so row 4 is its first valid occurrence.
     assert second.valid.column("email").to_pylist() == ["b@example.com"]

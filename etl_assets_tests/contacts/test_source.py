@@ -16,6 +16,8 @@ from etl_assets.contacts.source import CsvFormat, read_chunks, read_header, scan
 from etl_assets.errors import PermanentError
 from etl_assets_tests.conftest import SAMPLE_CSV
 
+pytestmark = pytest.mark.fast  # pure: no service, no subprocess
+
 COLUMN_MAP = load_column_map(None)
 HEADER = SAMPLE_CSV.read_text().splitlines()[0]
 ROW = SAMPLE_CSV.read_text().splitlines()[1]  # email radia.liskov.1@example.com, company Stark Industries
@@ -28,13 +30,25 @@ def row(email: str = "a", company: str = "Stark Industries", delimiter: str = ",
     return delimiter.join(fields)
 
 
-def read(path, fmt=CsvFormat(), chunk_rows=300):
+# What each refusal's reason starts with, by its code.
+REASONS_BY_CODE = {
+    "wrong_field_count": "wrong number of fields",
+    "row_too_long": "row longer than",
+    "field_too_long": "a field longer than",
+    "broken_quoting": "broken quoting",
+    "unparseable": "unparseable row",
+}
+
+
+def read(path, fmt: CsvFormat | None = None, chunk_rows=300):
     """(good rows as {row number: {source: value}}, refused rows as {row number: reason})."""
+    fmt = fmt or CsvFormat()
     good, refused = {}, {}
     for chunk in read_chunks(path, COLUMN_MAP, chunk_rows, fmt):
         for number, values in zip(chunk.rows.tolist(), chunk.table.to_pylist()):
             good[number] = values
         for item in chunk.rejected:
+            assert item["reason"].startswith(REASONS_BY_CODE[item["reason_code"]]), item
             refused[item["source_row"]] = item["reason"]
     assert not good.keys() & refused.keys()
     return good, refused
@@ -65,32 +79,54 @@ def test_chunks_hold_the_mapped_columns_as_strings_and_every_row_once():
 
 def test_a_missing_mapped_column_fails_naming_it_the_file_and_the_delimiter(tmp_path):
     broken = write(tmp_path, "no_email.csv", "Index,Customer Id\n1,ABC\n")
-    with pytest.raises(PermanentError, match=r"no_email.csv lacks the mapped column\(s\) \[.*'Email'.*"
-                                             r"delimiter ','; set ETL_SOURCE_DELIMITER"):
+    with pytest.raises(
+        PermanentError,
+        match=r"no_email.csv lacks the mapped column\(s\) \[.*'Email'.*"
+        r"delimiter ','; set ETL_SOURCE_DELIMITER",
+    ):
         next(read_chunks(broken, COLUMN_MAP, chunk_rows=10))
 
 
-@pytest.mark.parametrize(("company", "last_row", "reader"), [
-    ("Stark Inc", "", "arrow"),
-    ('"Stark, Inc"', "", "arrow"),  # quoted, but the strict reader finds nothing wrong
-    ('"Stark, Inc"', '1,"broken" quote,3', "strict"),  # one broken row: the strict reader reads it all
-])
+@pytest.mark.parametrize(
+    ("company", "last_row", "reader"),
+    [
+        ("Stark Inc", "", "arrow"),
+        ('"Stark, Inc"', "", "arrow"),  # quoted, but the strict reader finds nothing wrong
+        ('"Stark, Inc"', '1,"broken" quote,3', "strict"),  # one broken row: the strict reader reads it all
+    ],
+)
 def test_ragged_rows_are_refused_on_their_own_and_blank_lines_do_not_count(tmp_path, company, last_row, reader):
-    path = write(tmp_path, "ragged.csv",
-                 f"{HEADER}\n{row('a')}\n1,2,3\n\n{row('b')},extra\n{row('c', company)}\r\n\n{row('d')}\n{last_row}")
+    path = write(
+        tmp_path,
+        "ragged.csv",
+        f"{HEADER}\n{row('a')}\n1,2,3\n\n{row('b')},extra\n{row('c', company)}\r\n\n{row('d')}\n{last_row}",
+    )
     assert source._arrow_reads_alike(path, CsvFormat(), read_header(path), scan_file(path)) == (reader == "arrow")
     good, refused = read(path)
     assert sorted(good) == [1, 4, 5]
     assert {row: reason for row, reason in refused.items() if row < 6} == {
-        2: "wrong number of fields: 3 where the header has 12", 3: "wrong number of fields: 13 where the header has 12"}
+        2: "wrong number of fields: 3 where the header has 12",
+        3: "wrong number of fields: 13 where the header has 12",
+    }
     assert good[4]["Company"] == company.strip('"')
     assert good[5]["Email"] == "d@example.com"
 
 
 def test_a_quote_in_the_wrong_place_rejects_that_row_and_never_alters_a_value(tmp_path):
-    path = write(tmp_path, "unescaped.csv", "\n".join([
-        HEADER, row("a", '"He said "clean the file first" yesterday"'), row("b", '"say ""hi"""'),
-        row("c", 'Acme "Best" Ltd'), row("d")]) + "\n")
+    path = write(
+        tmp_path,
+        "unescaped.csv",
+        "\n".join(
+            [
+                HEADER,
+                row("a", '"He said "clean the file first" yesterday"'),
+                row("b", '"say ""hi"""'),
+                row("c", 'Acme "Best" Ltd'),
+                row("d"),
+            ]
+        )
+        + "\n",
+    )
     good, refused = read(path)
     assert refused == {1: "broken quoting: text after a closing quote (a quote inside a value must be doubled)"}
     assert good[2]["Company"] == 'say "hi"'
@@ -107,16 +143,19 @@ def test_an_unclosed_quote_rejects_its_row_and_the_rows_after_it_are_read(tmp_pa
 
 
 def test_a_quoted_line_break_stays_in_its_value(tmp_path):
-    path = write(tmp_path, "multiline.csv", f"{HEADER}\n{row('a', chr(34) + 'Stark' + chr(10) + 'Inc' + chr(34))}\n"
-                                            f"{row('b')}\n")
+    path = write(
+        tmp_path, "multiline.csv", f"{HEADER}\n{row('a', chr(34) + 'Stark' + chr(10) + 'Inc' + chr(34))}\n{row('b')}\n"
+    )
     good, refused = read(path)
     assert refused == {} and good[1]["Company"] == "Stark\nInc" and good[2]["Email"] == "b@example.com"
 
 
-@pytest.mark.parametrize(("encoding", "byte", "offset"), [("cp1252", 0xE9, 129), ("latin-1", 0xE9, 129),
-                                                           ("utf-16", 0xFF, 0)])
+@pytest.mark.parametrize(
+    ("encoding", "byte", "offset"), [("cp1252", 0xE9, 129), ("latin-1", 0xE9, 129), ("utf-16", 0xFF, 0)]
+)
 def test_another_encoding_is_refused_naming_file_offset_and_setting_and_read_when_declared(
-        tmp_path, encoding, byte, offset):
+    tmp_path, encoding, byte, offset
+):
     path = write(tmp_path, f"{encoding}.csv", f"{HEADER}\n{row('rene')}\n".replace("Radia", "René").encode(encoding))
     with pytest.raises(PermanentError) as refused:
         scan_file(path)
@@ -190,10 +229,13 @@ def test_a_row_over_the_row_cap_is_refused_without_being_held_whole(tmp_path):
     assert good[2]["Email"] == "b@example.com"
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", "empty.csv is empty: no header row"),
-    (b"\xef\xbb\xbf\r\n", "empty.csv is empty: no header row"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty.csv is empty: no header row"),
+        (b"\xef\xbb\xbf\r\n", "empty.csv is empty: no header row"),
+    ],
+)
 def test_an_empty_file_is_a_clear_error(tmp_path, content, message):
     with pytest.raises(PermanentError, match=message):
         read(write(tmp_path, "empty.csv", content))
@@ -206,14 +248,15 @@ def test_raw_text_of_a_refused_row_is_kept_cut_to_a_bound(tmp_path):
     assert len(json.loads(refused["raw_values"])) <= 1000
 
 
-
 def test_a_line_break_in_an_unquoted_value_rejects_both_halves(tmp_path):
     fields = row("a").split(",")
     broken = ",".join(fields[:5]) + "\nCorp," + ",".join(fields[5:])
     path = write(tmp_path, "split.csv", f"{HEADER}\n{broken}\n{row('b')}\n")
     good, refused = read(path)
-    assert refused == {1: "wrong number of fields: 5 where the header has 12",
-                       2: "wrong number of fields: 8 where the header has 12"}
+    assert refused == {
+        1: "wrong number of fields: 5 where the header has 12",
+        2: "wrong number of fields: 8 where the header has 12",
+    }
     assert good[3]["Email"] == "b@example.com"
 
 
@@ -221,8 +264,11 @@ def test_a_decoding_error_is_placed_exactly_even_across_read_blocks(tmp_path):
     head = f"{HEADER}\n" + f"{row('a')}\n" * 8000  # over 1 MiB: the bad byte is in the second block
     assert len(head) > 1 << 20
     path = write(tmp_path, "late.csv", head.encode() + "Ren\u00e9,x\n".encode("cp1252"))
-    with pytest.raises(PermanentError, match=rf"late.csv is not valid utf-8: byte 0xe9 at offset {len(head) + 3:,} "
-                                             rf"\(line 8,002\)"):
+    with pytest.raises(
+        PermanentError,
+        match=rf"late.csv is not valid utf-8: byte 0xe9 at offset {len(head) + 3:,} "
+        rf"\(line 8,002\)",
+    ):
         scan_file(path)
     cut = write(tmp_path, "cut.csv", f"{HEADER}\n{row('a')}\n".encode() + "é".encode()[:1])
     with pytest.raises(PermanentError, match="the end of the file"):
@@ -236,11 +282,14 @@ def test_old_mac_line_endings_count_as_lines(tmp_path):
     assert refused == {} and sorted(good) == [1, 2]
 
 
-@pytest.mark.parametrize(("name", "value", "message"), [
-    ("ETL_SOURCE_ENCODING", "utf8x", "ETL_SOURCE_ENCODING='utf8x' is not an encoding Python knows"),
-    ("ETL_SOURCE_DELIMITER", "::", "ETL_SOURCE_DELIMITER='::' must be one character"),
-    ("ETL_SOURCE_DELIMITER", '"', "ETL_SOURCE_DELIMITER='\"' must be one character other than a quote"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ETL_SOURCE_ENCODING", "utf8x", "ETL_SOURCE_ENCODING='utf8x' is not an encoding Python knows"),
+        ("ETL_SOURCE_DELIMITER", "::", "ETL_SOURCE_DELIMITER='::' must be one character"),
+        ("ETL_SOURCE_DELIMITER", '"', "ETL_SOURCE_DELIMITER='\"' must be one character other than a quote"),
+    ],
+)
 def test_a_typo_in_the_format_settings_is_refused_naming_it(monkeypatch, name, value, message):
     monkeypatch.setenv(name, value)
     with pytest.raises(PermanentError, match=message):
@@ -251,3 +300,30 @@ def test_declared_encodings_and_delimiters_are_normalised(monkeypatch):
     monkeypatch.setenv("ETL_SOURCE_ENCODING", "Latin1")
     monkeypatch.setenv("ETL_SOURCE_DELIMITER", "|")
     assert CsvFormat.from_settings() == CsvFormat("iso8859-1", "|")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{h}\n\n{a}\n\n\n{b}\n",
+        "{h}\r\n\r\n{a}\r\n\r\n{b}\r\n\r\n",
+        "{h}\r\r{a}\r{b}",
+        "{h}\n\r\n\r{a}\r\n\n{b}",
+        "{h}\n  \n{a}\n{b}\n",  # a line of spaces is a row (one field: rejected), not a blank line
+    ],
+)
+def test_the_scan_counts_rows_as_the_readers_do_blank_lines_skipped(tmp_path, text):
+    path = write(tmp_path, "blank.csv", text.format(h=HEADER, a=row("a"), b=row("b")))
+    scan = scan_file(path)
+    assert scan.rows == sum(chunk.records for chunk in read_chunks(path, COLUMN_MAP, 300))
+    assert scan.data_lines - scan.blank_lines == scan.rows
+
+
+@pytest.mark.parametrize("tail", ["\r\n\r\n", "\r\n\n", "\r\r", "\n\n"])
+def test_a_line_end_cut_by_a_read_block_counts_once(tmp_path, tail):
+    head = f"{HEADER}\r\n"
+    company = "x" * ((1 << 20) - 1 - len(head) - len(row("a", company="")))  # the line end starts the last byte
+    text = f"{head}{row('a', company=company)}{tail}{row('b')}\r\n"
+    assert text[(1 << 20) - 1] == tail[0]
+    scan = scan_file(write(tmp_path, "cut.csv", text))
+    assert (scan.data_lines, scan.blank_lines, scan.rows) == (3, 1, 2)

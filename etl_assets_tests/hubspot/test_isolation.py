@@ -19,15 +19,20 @@ REAL_PROPERTY_DOESNT_EXIST = (
     '\\"Property \\\\\\"description\\\\\\" does not exist\\",\\"error\\":\\"PROPERTY_DOESNT_EXIST\\",'
     '\\"name\\":\\"description\\"}]","correlationId":"c0ffee","errors":[{"message":"Property \\"description\\" '
     'does not exist","code":"PROPERTY_DOESNT_EXIST","context":{"propertyName":["description"]}}],'
-    '"category":"VALIDATION_ERROR"}')
+    '"category":"VALIDATION_ERROR"}'
+)
 
 
 def answer(*items: tuple[str, str]) -> str:
     """A v3 400 body with one errors[] item per (property, code)."""
-    return json.dumps({"status": "error", "message": "Property values were not valid: [...]",
-                       "category": "VALIDATION_ERROR",
-                       "errors": [{"message": "...", "code": code, "context": {"propertyName": [name]}}
-                                  for name, code in items]})
+    return json.dumps(
+        {
+            "status": "error",
+            "message": "Property values were not valid: [...]",
+            "category": "VALIDATION_ERROR",
+            "errors": [{"message": "...", "code": code, "context": {"propertyName": [name]}} for name, code in items],
+        }
+    )
 
 
 def test_the_real_unknown_property_answer_refuses_the_property():
@@ -36,31 +41,42 @@ def test_the_real_unknown_property_answer_refuses_the_property():
     assert refused_property(error, 100) == ("description", "PROPERTY_DOESNT_EXIST")
 
 
-@pytest.mark.parametrize(("body", "inputs", "refused"), [
-    (answer(("createdate", "READ_ONLY_VALUE")), 100, ("createdate", "READ_ONLY_VALUE")),
-    (answer(("email", "INVALID_EMAIL"), ("createdate", "READ_ONLY_VALUE")), 100, ("createdate", "READ_ONLY_VALUE")),
-    (answer(*[("subscription_date", "INVALID_LONG")] * 100), 100, ("subscription_date", "INVALID_LONG")),
-    # the same wrong type for every contact, plus one bad email
-    (answer(*[("country", "INVALID_OPTION")] * 3, ("email", "INVALID_EMAIL")), 3, ("country", "INVALID_OPTION")),
-    # record-specific: isolate
-    (answer(("email", "INVALID_EMAIL")), 100, None),
-    (answer(*[("email", "INVALID_EMAIL")] * 100), 100, None),  # each contact's own address
-    (answer(*[("subscription_date", "INVALID_DATE")] * 99), 100, None),  # one contact's date is fine
-    (answer(("lifecyclestage", "INVALID_OPTION")), 1, None),  # a lone contact's bad value
-    ('{"status":"error","message":"Duplicate IDs found in batch input","category":"VALIDATION_ERROR"}', 2, None),
-])
+@pytest.mark.parametrize(
+    ("body", "inputs", "refused"),
+    [
+        (answer(("createdate", "READ_ONLY_VALUE")), 100, ("createdate", "READ_ONLY_VALUE")),
+        (answer(("email", "INVALID_EMAIL"), ("createdate", "READ_ONLY_VALUE")), 100, ("createdate", "READ_ONLY_VALUE")),
+        (answer(*[("subscription_date", "INVALID_LONG")] * 100), 100, ("subscription_date", "INVALID_LONG")),
+        # the same wrong type for every contact, plus one bad email
+        (answer(*[("country", "INVALID_OPTION")] * 3, ("email", "INVALID_EMAIL")), 3, ("country", "INVALID_OPTION")),
+        # record-specific: isolate
+        (answer(("email", "INVALID_EMAIL")), 100, None),
+        (answer(*[("email", "INVALID_EMAIL")] * 100), 100, None),  # each contact's own address
+        (answer(*[("subscription_date", "INVALID_DATE")] * 99), 100, None),  # one contact's date is fine
+        (answer(("lifecyclestage", "INVALID_OPTION")), 1, None),  # a lone contact's bad value
+        ('{"status":"error","message":"Duplicate IDs found in batch input","category":"VALIDATION_ERROR"}', 2, None),
+    ],
+)
 def test_classification(body, inputs, refused):
     assert refused_property(parse_error(400, body), inputs) == refused
 
 
 def test_a_read_only_property_is_refused_by_the_server_as_hubspot_does_and_stops_the_sync():
-    column_map = ColumnMap(tuple(dataclasses.replace(spec, hubspot="createdate") if spec.field == "subscription_date"
-                                 else spec for spec in COLUMN_MAP.fields), origin="test")
+    column_map = ColumnMap(
+        tuple(
+            dataclasses.replace(spec, hubspot="createdate") if spec.field == "subscription_date" else spec
+            for spec in COLUMN_MAP.fields
+        ),
+        origin="test",
+    )
     rows = [contact(i) for i in range(1000)]
     recorded = []
     with HubSpotServer(existing_properties=["source_customer_id"]) as server:
-        with pytest.raises(PermanentError, match=r"HubSpot refuses property 'createdate' for every contact "
-                                                 r"\(READ_ONLY_VALUE\): remove it from the column map"):
+        with pytest.raises(
+            PermanentError,
+            match=r"HubSpot refuses property 'createdate' for every contact "
+            r"\(READ_ONLY_VALUE\): remove it from the column map",
+        ):
             sync_contacts(api_for(server), pending(rows, column_map), recorded.extend, SyncReport(due=1000), LOG)
         upserts = server.count_requests("/batch/upsert")
     assert upserts <= 4  # the batches in flight; halving would have spent ~199 per batch

@@ -2,9 +2,9 @@
 
 import dataclasses
 
+import pytest
 import sqlalchemy as sa
 
-from etl_assets.contacts import schema
 from etl_assets.hubspot import state
 from etl_assets.hubspot.sync import (
     MAX_UNMATCHED_RUNS,
@@ -44,7 +44,9 @@ def test_a_207_answer_fails_only_the_contacts_it_names():
     data, internal = outcomes["person3@example.com"], outcomes["person7@example.com"]
     assert (data.error_category, data.transient) == ("VALIDATION_ERROR", False)  # waits for its data to change
     assert (internal.error_category, internal.transient) == ("INTERNAL_ERROR", True)  # sent again next run
-    assert all(outcomes[row["email"]].hubspot_id == stored[row["email"]]["id"] for row in rows if row["email"] in stored)
+    assert all(
+        outcomes[row["email"]].hubspot_id == stored[row["email"]]["id"] for row in rows if row["email"] in stored
+    )
 
 
 def test_a_secondary_email_is_recorded_with_the_owners_id_and_creates_nothing():
@@ -69,12 +71,18 @@ def test_merged_contacts_are_recorded_with_the_surviving_id():
         server.merge_contacts(keepers[0], "person11@example.com")
         server.merge_contacts(keepers[1], "person21@example.com")
         survivors = [server.contact_by_email(email)["id"] for email in keepers]
-        changed = [dataclasses.replace(item, properties={**item.properties, "firstname": "Changed"},
-                                       hubspot_id=first[item.email].hubspot_id) for item in pending(rows)]
+        changed = [
+            dataclasses.replace(
+                item, properties={**item.properties, "firstname": "Changed"}, hubspot_id=first[item.email].hubspot_id
+            )
+            for item in pending(rows)
+        ]
         report, outcomes = sync_pending(server, changed)
         created = server.created_count()
-    assert [(outcomes[email].outcome, outcomes[email].hubspot_id)
-            for email in ("person11@example.com", "person21@example.com")] == [("merged", id_) for id_ in survivors]
+    assert [
+        (outcomes[email].outcome, outcomes[email].hubspot_id)
+        for email in ("person11@example.com", "person21@example.com")
+    ] == [("merged", id_) for id_ in survivors]
     assert (report.updated, report.failed, report.other_address["merged"]) == (60, 0, 2)
     # two results could not be told apart by email: each contact was sent again alone, once
     assert report.isolation_requests == 2
@@ -90,10 +98,13 @@ def test_html_pages_from_the_edge_are_retried():
     assert report.created == 5 and statuses == [502, 504, 200]
 
 
+@pytest.mark.fast
 def test_match_answer_pairs_the_last_contact_with_the_last_result_and_leaves_ambiguity_unmatched():
     batch = [Pending(f"p{i}@example.com", f"{i:032x}", {}) for i in range(3)]
-    results = [{"id": "1", "properties": {"email": "p0@example.com"}, "new": True},
-               {"id": "7", "properties": {"email": "other@example.com"}}]
+    results = [
+        {"id": "1", "properties": {"email": "p0@example.com"}, "new": True},
+        {"id": "7", "properties": {"email": "other@example.com"}},
+    ]
     outcomes, left = match_answer(batch, UpsertAnswer(results))
     assert [(o.email, o.outcome, o.hubspot_id) for o in outcomes] == [("p0@example.com", "created", "1")]
     assert left == batch[1:]  # two contacts, one foreign result: which is whose cannot be told
@@ -103,13 +114,15 @@ def test_match_answer_pairs_the_last_contact_with_the_last_result_and_leaves_amb
 
 def test_an_unmatched_contact_is_sent_on_a_bounded_number_of_runs(mariadb_url):
     engine = sa.create_engine(mariadb_url)
-    schema.sync_state_table().create(engine)
+    state.ensure_table(engine)
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE contacts (email VARCHAR(254) PRIMARY KEY, content_hash CHAR(32))"))
-        conn.execute(sa.text("INSERT INTO contacts VALUES ('a@example.com', :h), ('b@example.com', :h)"),
-                     {"h": "0" * 32})
-    unmatched = ContactOutcome("a@example.com", "0" * 32, "failed", error_category=UNMATCHED, error_message="x",
-                               transient=True)
+        conn.execute(
+            sa.text("INSERT INTO contacts VALUES ('a@example.com', :h), ('b@example.com', :h)"), {"h": "0" * 32}
+        )
+    unmatched = ContactOutcome(
+        "a@example.com", "0" * 32, "failed", error_category=UNMATCHED, error_message="x", transient=True
+    )
     busy = dataclasses.replace(unmatched, email="b@example.com", error_category="INTERNAL_ERROR")
     due = []
     for run in range(MAX_UNMATCHED_RUNS + 1):

@@ -1,4 +1,8 @@
+import pytest
+
 from etl_assets.hubspot.ratelimit import RollingWindowLimiter
+
+pytestmark = pytest.mark.fast  # pure: no service, no subprocess
 
 
 class FakeClock:
@@ -20,8 +24,9 @@ def send(rate: RollingWindowLimiter, clock: FakeClock | None = None, takes_s: fl
 
 
 def limiter(clock: FakeClock, **kwargs) -> RollingWindowLimiter:
-    return RollingWindowLimiter(clock=clock, sleep=clock.sleep, **{"max_requests": 3, "interval_s": 10, "margin_s": 0.5,
-                                                                    **kwargs})
+    return RollingWindowLimiter(
+        clock=clock, sleep=clock.sleep, **{"max_requests": 3, "interval_s": 10, "margin_s": 0.5, **kwargs}
+    )
 
 
 def test_never_more_than_the_limit_in_any_window():

@@ -7,8 +7,8 @@ import pytest
 
 from etl_assets.contacts.mapping import load_column_map
 from etl_assets.hubspot.client import HubSpotApi, HubSpotApiError
-from etl_assets.hubspot.ratelimit import RollingWindowLimiter
 from etl_assets.hubspot.properties import PropertyWriter
+from etl_assets.hubspot.ratelimit import RollingWindowLimiter
 from etl_assets.hubspot.sync import SyncReport, batched, prevalidate, sync_contacts
 from etl_assets.retrying import RetrySettings
 from etl_assets_tests.servers.hubspot_server import HubSpotServer
@@ -19,9 +19,20 @@ RETRY = RetrySettings(attempts=8, max_seconds=120, initial_delay=0.05, max_delay
 
 
 def contact(i: int, email: str | None = None) -> dict:
-    return {"email": email or f"person{i}@example.com", "first_name": f"P{i}", "last_name": "Test", "company": None,
-            "city": "Berlin", "country": None, "phone_1": None, "phone_2": None, "customer_id": f"C{i}",
-            "subscription_date": "2021-01-01", "website": None, "content_hash": f"{i:032x}"}
+    return {
+        "email": email or f"person{i}@example.com",
+        "first_name": f"P{i}",
+        "last_name": "Test",
+        "company": None,
+        "city": "Berlin",
+        "country": None,
+        "phone_1": None,
+        "phone_2": None,
+        "customer_id": f"C{i}",
+        "subscription_date": "2021-01-01",
+        "website": None,
+        "content_hash": f"{i:032x}",
+    }
 
 
 def api_for(server: HubSpotServer, rate_limit: int = 100, token: str | None = None) -> HubSpotApi:
@@ -109,8 +120,13 @@ def test_daily_limit_stops_cleanly_with_the_rest_pending():
 def test_chaos_10k_contacts_arrive_exactly_once_within_the_rate_limit():
     """20% 5xx, dropped connections, 429 bursts with and without Retry-After."""
     rows = [contact(i) for i in range(10_000)]
-    with HubSpotServer(existing_properties=["source_customer_id", "subscription_date"], error_rate=0.2,
-                       drop_rate=0.05, seed=42, latency=0.01) as server:
+    with HubSpotServer(
+        existing_properties=["source_customer_id", "subscription_date"],
+        error_rate=0.2,
+        drop_rate=0.05,
+        seed=42,
+        latency=0.01,
+    ) as server:
         server.script_429(3)  # no Retry-After: wait out the window
         api = api_for(server)
         started = time.monotonic()

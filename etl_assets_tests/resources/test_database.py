@@ -71,14 +71,15 @@ def test_default_sqlite_file_is_owner_only_after_a_load(resource, tmp_path):
 
 
 @pytest.mark.parametrize("missing", ["ETL_DATABASE_SSL_CA", "ETL_DATABASE_SSL_CERT", "ETL_DATABASE_SSL_KEY"])
-def test_a_tls_file_that_does_not_exist_is_a_permanent_error_naming_its_setting(resource, monkeypatch, tmp_path,
-                                                                                 missing):
+def test_a_tls_file_that_does_not_exist_is_a_permanent_error_naming_its_setting(
+    resource, monkeypatch, tmp_path, missing
+):
     for name in ("ETL_DATABASE_SSL_CA", "ETL_DATABASE_SSL_CERT", "ETL_DATABASE_SSL_KEY"):
         (tmp_path / name).write_text("PEM")
         monkeypatch.setenv(name, str(tmp_path / name))
     monkeypatch.setenv(missing, str(tmp_path / "nowhere.pem"))
     with pytest.raises(PermanentError, match=f"{missing} names no file: .*nowhere.pem"):
-        resource("mysql+pymysql://etl@db/etl").engine
+        _ = resource("mysql+pymysql://etl@db/etl").engine  # building the engine reads the TLS settings
 
 
 def test_a_client_certificate_needs_the_ca_and_its_key(resource, monkeypatch, tmp_path):
@@ -86,10 +87,10 @@ def test_a_client_certificate_needs_the_ca_and_its_key(resource, monkeypatch, tm
     pem.write_text("PEM")
     monkeypatch.setenv("ETL_DATABASE_SSL_CERT", str(pem))
     with pytest.raises(PermanentError, match="need ETL_DATABASE_SSL_CA"):
-        resource("mysql+pymysql://etl@db/etl").engine
+        _ = resource("mysql+pymysql://etl@db/etl").engine  # building the engine reads the TLS settings
     monkeypatch.setenv("ETL_DATABASE_SSL_CA", str(pem))
     with pytest.raises(PermanentError, match="set both ETL_DATABASE_SSL_CERT and ETL_DATABASE_SSL_KEY"):
-        resource("mysql+pymysql://etl@db/etl").engine
+        _ = resource("mysql+pymysql://etl@db/etl").engine  # building the engine reads the TLS settings
 
 
 def test_staging_connection_sends_only_the_file_the_loader_named():
@@ -102,8 +103,7 @@ def test_staging_connection_sends_only_the_file_the_loader_named():
         conn.check_local_file(b"/root/.ssh/id_rsa")
 
 
-def test_load_data_local_only_on_the_staging_connection_and_only_for_the_named_file(resource, mariadb_url,
-                                                                                   tmp_path):
+def test_load_data_local_only_on_the_staging_connection_and_only_for_the_named_file(resource, mariadb_url, tmp_path):
     """A real server asking for a file, as a rogue one would: the main engine does not offer
     LOAD DATA LOCAL at all, the staging engine refuses any file the loader did not name."""
     database = resource(mariadb_url)
@@ -132,9 +132,18 @@ def test_concurrent_loads_take_turns_and_agree(resource, mariadb_url):
     def run(name: str) -> None:
         with database.exclusive("etl_assets.contacts_table"):
             started = time.monotonic()
-            reports.append(load_contacts(database.engine, SAMPLE_CSV, load_column_map(None), LoadDataWriter(), name,
-                                         logging.getLogger(name), RetrySettings(),
-                                         staging_engine=database.staging_engine))
+            reports.append(
+                load_contacts(
+                    database.engine,
+                    SAMPLE_CSV,
+                    load_column_map(None),
+                    LoadDataWriter(),
+                    name,
+                    logging.getLogger(name),
+                    RetrySettings(),
+                    staging_engine=database.staging_engine,
+                )
+            )
             time.sleep(0.3)
             spans.append((started, time.monotonic()))
 

@@ -12,6 +12,8 @@ from etl_assets.errors import PermanentError
 from etl_assets.resources.hubspot import NOTHING_CONFIGURED, HubSpotResource, SyncMode, sync_mode
 from etl_assets.resources.secrets import SecretsResource
 
+pytestmark = pytest.mark.fast  # pure: no service, no subprocess
+
 
 def mode(secrets: SecretsResource, dry_run: bool = False) -> SyncMode:
     return sync_mode(dry_run, secrets, os.environ)
@@ -40,18 +42,23 @@ def test_hubspot_dry_run_true_wins_and_reads_no_token(clean_env, monkeypatch):
     assert mode(unreadable, dry_run=True) == SyncMode("dry run", "HUBSPOT_DRY_RUN=true")
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("HUBSPOT_API_BASE", "https://api.hubapi.com"),
-    ("HUBSPOT_ACCES_TOKEN", "pat-typo"),  # a misspelled token variable
-    ("HUBSPOT_DRY_RUN", "false"),  # saying "not a dry run" is configuring
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("HUBSPOT_API_BASE", "https://api.hubapi.com"),
+        ("HUBSPOT_ACCES_TOKEN", "pat-typo"),  # a misspelled token variable
+        ("HUBSPOT_DRY_RUN", "false"),  # saying "not a dry run" is configuring
+    ],
+)
 def test_any_hubspot_setting_without_a_token_fails_naming_the_secret(clean_env, monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(PermanentError) as caught:
         mode(SecretsResource())
     message = str(caught.value)
-    assert message.startswith("secret HUBSPOT_ACCESS_TOKEN is missing from the env secrets backend "
-                              "(environment variable HUBSPOT_ACCESS_TOKEN is unset or empty)")
+    assert message.startswith(
+        "secret HUBSPOT_ACCESS_TOKEN is missing from the env secrets backend "
+        "(environment variable HUBSPOT_ACCESS_TOKEN is unset or empty)"
+    )
     assert f"a token is expected because {name} is set" in message
     assert "HUBSPOT_DRY_RUN=true runs dry without one" in message
     assert "pat-typo" not in message  # names, never values

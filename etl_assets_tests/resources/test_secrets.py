@@ -35,8 +35,9 @@ def moto_server():
     """The URL of a fresh moto_server (Secrets Manager, CloudWatch Logs, ...) for this module."""
     port = _free_port()
     binary = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -136,8 +137,9 @@ def test_files_backend_missing_secret_names_secret_backend_and_path(monkeypatch,
     assert secrets.get("KAGGLE_KEY") is None
     with pytest.raises(PermanentError) as caught:
         secrets.get("KAGGLE_KEY", required=True)
-    assert_names_without_value(caught.value, "KAGGLE_KEY", "files secrets backend",
-                               str(tmp_path / "KAGGLE_KEY"), values=("files-token-55aa",))
+    assert_names_without_value(
+        caught.value, "KAGGLE_KEY", "files secrets backend", str(tmp_path / "KAGGLE_KEY"), values=("files-token-55aa",)
+    )
 
 
 def test_files_backend_defaults_to_run_secrets(monkeypatch):
@@ -151,8 +153,10 @@ def test_files_backend_defaults_to_run_secrets(monkeypatch):
 
 def test_aws_json_secret_holds_every_key(secretsmanager, monkeypatch):
     secret_id = _unique("etl_assets/prod")
-    secretsmanager.create_secret(Name=secret_id, SecretString=json.dumps(
-        {"HUBSPOT_ACCESS_TOKEN": "aws-token-0001", "KAGGLE_KEY": "aws-kaggle-0001"}))
+    secretsmanager.create_secret(
+        Name=secret_id,
+        SecretString=json.dumps({"HUBSPOT_ACCESS_TOKEN": "aws-token-0001", "KAGGLE_KEY": "aws-kaggle-0001"}),
+    )
     monkeypatch.setenv("ETL_SECRETS_BACKEND", "aws")
     monkeypatch.setenv("ETL_AWS_SECRET_ID", secret_id)
     secrets = SecretsResource()
@@ -161,8 +165,13 @@ def test_aws_json_secret_holds_every_key(secretsmanager, monkeypatch):
     assert secrets.get("KAGGLE_API_TOKEN") is None
     with pytest.raises(PermanentError) as caught:
         secrets.get("ETL_DATABASE_PASSWORD", required=True)
-    assert_names_without_value(caught.value, "ETL_DATABASE_PASSWORD", "aws secrets backend", secret_id,
-                               values=("aws-token-0001", "aws-kaggle-0001"))
+    assert_names_without_value(
+        caught.value,
+        "ETL_DATABASE_PASSWORD",
+        "aws secrets backend",
+        secret_id,
+        values=("aws-token-0001", "aws-kaggle-0001"),
+    )
     # Every value of the JSON secret is masked in logs from now on, used or not.
     assert redact("aws-kaggle-0001 aws-token-0001") == "*** ***"
 
@@ -174,8 +183,9 @@ def test_aws_one_secret_per_key_with_prefix(secretsmanager, monkeypatch):
     assert secrets.get("HUBSPOT_ACCESS_TOKEN") == "aws-token-per-key"
     with pytest.raises(PermanentError) as caught:
         secrets.get("KAGGLE_KEY", required=True)
-    assert_names_without_value(caught.value, "KAGGLE_KEY", "aws secrets backend", prefix + "KAGGLE_KEY",
-                               values=("aws-token-per-key",))
+    assert_names_without_value(
+        caught.value, "KAGGLE_KEY", "aws secrets backend", prefix + "KAGGLE_KEY", values=("aws-token-per-key",)
+    )
 
 
 def test_aws_rotation_reaches_a_fresh_resource_and_an_expired_cache(secretsmanager, monkeypatch):
@@ -202,15 +212,17 @@ def test_fresh_read_skips_the_cache_refills_it_and_registers_the_value(backend, 
         secrets = configured(monkeypatch, cache_seconds=3600, ETL_SECRETS_BACKEND="env")
         store = lambda value: monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", value)  # noqa: E731
     elif backend == "files":
-        secrets = configured(monkeypatch, cache_seconds=3600, ETL_SECRETS_BACKEND="files",
-                             ETL_SECRETS_DIR=str(tmp_path))
+        secrets = configured(
+            monkeypatch, cache_seconds=3600, ETL_SECRETS_BACKEND="files", ETL_SECRETS_DIR=str(tmp_path)
+        )
         store = (tmp_path / "HUBSPOT_ACCESS_TOKEN").write_text
     else:
         client, secret_id = request.getfixturevalue("secretsmanager"), _unique("etl_assets/fresh")
         client.create_secret(Name=secret_id, SecretString="{}")
         secrets = configured(monkeypatch, cache_seconds=3600, ETL_SECRETS_BACKEND="aws", ETL_AWS_SECRET_ID=secret_id)
         store = lambda value: client.put_secret_value(  # noqa: E731
-            SecretId=secret_id, SecretString=json.dumps({"HUBSPOT_ACCESS_TOKEN": value}))
+            SecretId=secret_id, SecretString=json.dumps({"HUBSPOT_ACCESS_TOKEN": value})
+        )
     store(f"{backend}-before-rotation")
     assert secrets.get("HUBSPOT_ACCESS_TOKEN") == f"{backend}-before-rotation"
     store(f"{backend}-after-rotation-9f3d")
@@ -221,12 +233,9 @@ def test_fresh_read_skips_the_cache_refills_it_and_registers_the_value(backend, 
     assert redact(f"token {backend}-after-rotation-9f3d") == "token ***"
 
 
-def test_aws_rotation_reaches_the_next_run_of_the_same_definitions(secretsmanager, monkeypatch):
-    """As in a long-lived code server: one Definitions object, two runs, a rotation in between."""
-    secret_id = _unique("etl_assets/runs")
-    secretsmanager.create_secret(Name=secret_id, SecretString=json.dumps({"HUBSPOT_ACCESS_TOKEN": "run-1-token"}))
-    monkeypatch.setenv("ETL_SECRETS_BACKEND", "aws")
-    monkeypatch.setenv("ETL_AWS_SECRET_ID", secret_id)
+def tokens_of_two_runs(rotate) -> list[str]:
+    """HUBSPOT_ACCESS_TOKEN as two runs of one Definitions read it, `rotate` called between them:
+    as in a long-lived code server, with a cache far longer than the gap."""
     seen = []
 
     @dg.asset
@@ -235,10 +244,22 @@ def test_aws_rotation_reaches_the_next_run_of_the_same_definitions(secretsmanage
 
     resources = {"secrets": SecretsResource(cache_seconds=3600)}
     assert dg.materialize([token_probe], resources=resources).success
-    rotated = json.dumps({"HUBSPOT_ACCESS_TOKEN": "run-2-token"})
-    secretsmanager.put_secret_value(SecretId=secret_id, SecretString=rotated)
+    rotate()
     assert dg.materialize([token_probe], resources=resources).success
-    assert seen == ["run-1-token", "run-2-token"]
+    return seen
+
+
+def test_aws_rotation_reaches_the_next_run_of_the_same_definitions(secretsmanager, monkeypatch):
+    """As in a long-lived code server: one Definitions object, two runs, a rotation in between."""
+    secret_id = _unique("etl_assets/runs")
+    secretsmanager.create_secret(Name=secret_id, SecretString=json.dumps({"HUBSPOT_ACCESS_TOKEN": "run-1-token"}))
+    monkeypatch.setenv("ETL_SECRETS_BACKEND", "aws")
+    monkeypatch.setenv("ETL_AWS_SECRET_ID", secret_id)
+    rotated = json.dumps({"HUBSPOT_ACCESS_TOKEN": "run-2-token"})
+    assert tokens_of_two_runs(lambda: secretsmanager.put_secret_value(SecretId=secret_id, SecretString=rotated)) == [
+        "run-1-token",
+        "run-2-token",
+    ]
 
 
 def test_aws_secret_that_is_not_json_fails_without_quoting_it(secretsmanager, monkeypatch):
@@ -246,8 +267,9 @@ def test_aws_secret_that_is_not_json_fails_without_quoting_it(secretsmanager, mo
     secretsmanager.create_secret(Name=secret_id, SecretString="plain-text-secret-value")
     with pytest.raises(PermanentError) as caught:
         configured(monkeypatch, ETL_SECRETS_BACKEND="aws", ETL_AWS_SECRET_ID=secret_id).get("KAGGLE_KEY")
-    assert_names_without_value(caught.value, secret_id, "aws secrets backend", "not a JSON object",
-                               values=("plain-text-secret-value",))
+    assert_names_without_value(
+        caught.value, secret_id, "aws secrets backend", "not a JSON object", values=("plain-text-secret-value",)
+    )
 
 
 def test_aws_missing_json_secret_names_it(aws_env, monkeypatch):

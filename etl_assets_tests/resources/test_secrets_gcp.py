@@ -12,17 +12,19 @@ import json
 import os
 import uuid
 
-import dagster as dg
 import pytest
 
 from etl_assets.errors import PermanentError, TransientError
 from etl_assets.logs.redaction import redact
 from etl_assets.resources.secrets import SecretsResource
-from etl_assets_tests.resources.test_secrets import assert_names_without_value
+from etl_assets_tests.resources.test_secrets import assert_names_without_value, tokens_of_two_runs
 from etl_assets_tests.servers.gcp_secrets_server import GcpSecretsServer
 
-VALUES = {"HUBSPOT_ACCESS_TOKEN": "gcp-token-2a7f", "KAGGLE_KEY": "gcp-kaggle-91d0",
-          "ETL_DATABASE_PASSWORD": "gcp-dbpass-c4e8"}
+VALUES = {
+    "HUBSPOT_ACCESS_TOKEN": "gcp-token-2a7f",
+    "KAGGLE_KEY": "gcp-kaggle-91d0",
+    "ETL_DATABASE_PASSWORD": "gcp-dbpass-c4e8",
+}
 
 
 @pytest.fixture
@@ -65,12 +67,19 @@ def test_one_secret_per_key_with_a_prefix(gcp_env, monkeypatch):
     assert secrets.get("KAGGLE_KEY") is None  # 404: the key is not set
     with pytest.raises(PermanentError) as caught:
         secrets.get("KAGGLE_KEY", required=True)
-    assert_names_without_value(caught.value, "KAGGLE_KEY", "gcp secrets backend",
-                               f"projects/{project()}/secrets/etl-KAGGLE_KEY", values=tuple(VALUES.values()))
+    assert_names_without_value(
+        caught.value,
+        "KAGGLE_KEY",
+        "gcp secrets backend",
+        f"projects/{project()}/secrets/etl-KAGGLE_KEY",
+        values=tuple(VALUES.values()),
+    )
     assert redact(VALUES["HUBSPOT_ACCESS_TOKEN"]) == "***"
     # The real client, anonymous on plain http: no credential was sent.
     assert [(r.path, r.authorized) for r in gcp_env.requests][0] == (
-        f"/v1/projects/{project()}/secrets/etl-HUBSPOT_ACCESS_TOKEN/versions/latest:access", False)
+        f"/v1/projects/{project()}/secrets/etl-HUBSPOT_ACCESS_TOKEN/versions/latest:access",
+        False,
+    )
 
 
 def test_one_json_secret_holds_every_key(gcp_env, monkeypatch):
@@ -97,8 +106,9 @@ def test_a_missing_json_secret_fails_even_when_the_key_is_optional(gcp_env, monk
     monkeypatch.setenv("ETL_GCP_SECRET_ID", "no-such-secret")
     with pytest.raises(PermanentError) as caught:
         SecretsResource().get("KAGGLE_KEY")
-    assert_names_without_value(caught.value, f"projects/{project()}/secrets/no-such-secret", "not found",
-                               "ETL_GCP_SECRET_ID")
+    assert_names_without_value(
+        caught.value, f"projects/{project()}/secrets/no-such-secret", "not found", "ETL_GCP_SECRET_ID"
+    )
 
 
 # errors, each naming the secret, never a value
@@ -109,8 +119,14 @@ def test_permission_denied_names_the_secret_and_the_permission(gcp_env, monkeypa
     gcp_env.deny(project(), "etl-assets")
     with pytest.raises(PermanentError) as caught:
         SecretsResource().get("HUBSPOT_ACCESS_TOKEN")
-    assert_names_without_value(caught.value, name, "permission denied", "PERMISSION_DENIED",
-                               "secretmanager.versions.access", values=tuple(VALUES.values()))
+    assert_names_without_value(
+        caught.value,
+        name,
+        "permission denied",
+        "PERMISSION_DENIED",
+        "secretmanager.versions.access",
+        values=tuple(VALUES.values()),
+    )
 
 
 @pytest.mark.parametrize("state", ["DISABLED", "DESTROYED"])
@@ -120,8 +136,13 @@ def test_a_disabled_or_destroyed_latest_version_is_named(gcp_env, monkeypatch, s
     gcp_env.set_state(project(), "etl-assets", version, state)
     with pytest.raises(PermanentError) as caught:  # `latest` is the newest version, whatever its state
         SecretsResource().get("HUBSPOT_ACCESS_TOKEN")
-    assert_names_without_value(caught.value, "FAILED_PRECONDITION", f"{name}/versions/2", f"in {state} state",
-                               values=(*VALUES.values(), "gcp-newer-9999"))
+    assert_names_without_value(
+        caught.value,
+        "FAILED_PRECONDITION",
+        f"{name}/versions/2",
+        f"in {state} state",
+        values=(*VALUES.values(), "gcp-newer-9999"),
+    )
 
 
 def test_a_payload_that_does_not_match_its_crc32c_is_refused(gcp_env, monkeypatch):
@@ -158,17 +179,10 @@ def test_the_project_is_required_and_the_two_layouts_exclude_each_other(gcp_env,
 def test_a_new_version_reaches_a_fresh_read_and_the_next_run(gcp_env, monkeypatch):
     monkeypatch.setenv("ETL_GCP_SECRET_PREFIX", "etl-")
     gcp_env.add_version(project(), "etl-HUBSPOT_ACCESS_TOKEN", "gcp-run-1")
-    seen = []
-
-    @dg.asset
-    def token_probe(secrets: SecretsResource) -> None:
-        seen.append(secrets.get("HUBSPOT_ACCESS_TOKEN"))
-
-    resources = {"secrets": SecretsResource(cache_seconds=3600)}
-    assert dg.materialize([token_probe], resources=resources).success
-    gcp_env.add_version(project(), "etl-HUBSPOT_ACCESS_TOKEN", "gcp-run-2")
-    assert dg.materialize([token_probe], resources=resources).success
-    assert seen == ["gcp-run-1", "gcp-run-2"]
+    assert tokens_of_two_runs(lambda: gcp_env.add_version(project(), "etl-HUBSPOT_ACCESS_TOKEN", "gcp-run-2")) == [
+        "gcp-run-1",
+        "gcp-run-2",
+    ]
 
     cached = SecretsResource(cache_seconds=3600)
     assert cached.get("HUBSPOT_ACCESS_TOKEN") == "gcp-run-2"
@@ -182,7 +196,8 @@ def test_a_new_version_reaches_a_fresh_read_and_the_next_run(gcp_env, monkeypatc
 
 
 def test_daily_etl_takes_the_hubspot_token_from_secret_manager_and_the_rotated_one_next_run(
-        hubspot_env, gcp_env, mariadb_url, monkeypatch):
+    hubspot_env, gcp_env, mariadb_url, monkeypatch
+):
     from etl_assets_tests.assets.test_assets import materialization, run_daily_etl
     from etl_assets_tests.resources.test_secrets_vault import forget_synced
 

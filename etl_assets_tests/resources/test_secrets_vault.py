@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-import dagster as dg
 import pytest
 import sqlalchemy as sa
 
@@ -18,12 +17,20 @@ from etl_assets.errors import PermanentError, TransientError
 from etl_assets.logs.redaction import redact
 from etl_assets.resources.secrets import SecretsResource
 from etl_assets_tests.resources.openbao import (  # noqa: F401 (fixtures)
-    DENY_POLICY, READ_POLICY, approle_credentials, openbao, start_configured, vault_env,
+    DENY_POLICY,
+    READ_POLICY,
+    approle_credentials,
+    openbao,
+    start_configured,
+    vault_env,
 )
-from etl_assets_tests.resources.test_secrets import assert_names_without_value
+from etl_assets_tests.resources.test_secrets import assert_names_without_value, tokens_of_two_runs
 
-VALUES = {"HUBSPOT_ACCESS_TOKEN": "vault-token-71ce", "KAGGLE_KEY": "vault-kaggle-0b9d",
-          "ETL_DATABASE_PASSWORD": "vault-dbpass-44f2"}
+VALUES = {
+    "HUBSPOT_ACCESS_TOKEN": "vault-token-71ce",
+    "KAGGLE_KEY": "vault-kaggle-0b9d",
+    "ETL_DATABASE_PASSWORD": "vault-dbpass-44f2",
+}
 
 
 def _stored(server, monkeypatch, values: dict[str, str] = VALUES) -> str:
@@ -51,8 +58,14 @@ def test_token_reads_every_key_of_one_kv_secret(vault_env, monkeypatch):
     assert secrets.get("KAGGLE_API_TOKEN") is None
     with pytest.raises(PermanentError) as caught:
         secrets.get("KAGGLE_API_TOKEN", required=True)
-    assert_names_without_value(caught.value, "KAGGLE_API_TOKEN", "vault secrets backend", "'secret'", repr(path),
-                               values=(*VALUES.values(), token))
+    assert_names_without_value(
+        caught.value,
+        "KAGGLE_API_TOKEN",
+        "vault secrets backend",
+        "'secret'",
+        repr(path),
+        values=(*VALUES.values(), token),
+    )
     # Every value of the KV secret is masked in logs from now on, used or not; the token too.
     assert redact(f"{VALUES['KAGGLE_KEY']} {token}") == "*** ***"
 
@@ -96,15 +109,19 @@ def test_a_wrong_secret_id_fails_naming_the_approle_login(vault_env, monkeypatch
     monkeypatch.setenv("VAULT_SECRET_ID_FILE", str(secret_id_file))
     with pytest.raises(PermanentError) as caught:
         SecretsResource().get("HUBSPOT_ACCESS_TOKEN")
-    assert_names_without_value(caught.value, "AppRole login", "VAULT_SECRET_ID_FILE", "vault secrets backend",
-                               values=tuple(VALUES.values()))
+    assert_names_without_value(
+        caught.value, "AppRole login", "VAULT_SECRET_ID_FILE", "vault secrets backend", values=tuple(VALUES.values())
+    )
 
 
-@pytest.mark.parametrize(("environment", "complaint"), [
-    ({}, "none is set"),
-    ({"VAULT_TOKEN": "t-1234", "VAULT_ROLE_ID": "r-1234"}, "found VAULT_TOKEN, VAULT_ROLE_ID"),
-    ({"VAULT_ROLE_ID": "r-1234"}, "VAULT_SECRET_ID_FILE is not"),
-])
+@pytest.mark.parametrize(
+    ("environment", "complaint"),
+    [
+        ({}, "none is set"),
+        ({"VAULT_TOKEN": "t-1234", "VAULT_ROLE_ID": "r-1234"}, "found VAULT_TOKEN, VAULT_ROLE_ID"),
+        ({"VAULT_ROLE_ID": "r-1234"}, "VAULT_SECRET_ID_FILE is not"),
+    ],
+)
 def test_login_must_be_configured_once(vault_env, monkeypatch, environment, complaint):
     monkeypatch.setenv("ETL_VAULT_PATH", "etl/anything")
     for name, value in environment.items():
@@ -121,8 +138,15 @@ def test_a_policy_that_denies_the_path(vault_env, monkeypatch):
     token = _with_token(vault_env, monkeypatch, READ_POLICY, DENY_POLICY)  # deny wins over read
     with pytest.raises(PermanentError) as caught:
         SecretsResource().get("HUBSPOT_ACCESS_TOKEN")
-    assert_names_without_value(caught.value, "permission denied", "mount 'secret'", f"path {path!r}",
-                               f"secret/data/{path}", vault_env.address, values=(*VALUES.values(), token))
+    assert_names_without_value(
+        caught.value,
+        "permission denied",
+        "mount 'secret'",
+        f"path {path!r}",
+        f"secret/data/{path}",
+        vault_env.address,
+        values=(*VALUES.values(), token),
+    )
 
 
 def test_a_missing_path_is_not_found(vault_env, monkeypatch):
@@ -139,8 +163,9 @@ def test_a_deleted_latest_version_is_named(vault_env, monkeypatch):
     _with_token(vault_env, monkeypatch, READ_POLICY)
     with pytest.raises(PermanentError) as caught:
         SecretsResource().get("KAGGLE_KEY")
-    assert_names_without_value(caught.value, "latest version 1 was deleted", f"path {path!r}",
-                               values=tuple(VALUES.values()))
+    assert_names_without_value(
+        caught.value, "latest version 1 was deleted", f"path {path!r}", values=tuple(VALUES.values())
+    )
 
 
 def test_a_sealed_server_is_transient(vault_env, monkeypatch):
@@ -189,17 +214,10 @@ def test_a_new_version_reaches_the_next_run_of_the_same_definitions(vault_env, m
     role_id, secret_id_file = approle_credentials(vault_env, tmp_path)
     monkeypatch.setenv("VAULT_ROLE_ID", role_id)
     monkeypatch.setenv("VAULT_SECRET_ID_FILE", str(secret_id_file))
-    seen = []
-
-    @dg.asset
-    def token_probe(secrets: SecretsResource) -> None:
-        seen.append(secrets.get("HUBSPOT_ACCESS_TOKEN"))
-
-    resources = {"secrets": SecretsResource(cache_seconds=3600)}
-    assert dg.materialize([token_probe], resources=resources).success
-    vault_env.put(path, {"HUBSPOT_ACCESS_TOKEN": "vault-run-2"})
-    assert dg.materialize([token_probe], resources=resources).success
-    assert seen == ["vault-run-1", "vault-run-2"]
+    assert tokens_of_two_runs(lambda: vault_env.put(path, {"HUBSPOT_ACCESS_TOKEN": "vault-run-2"})) == [
+        "vault-run-1",
+        "vault-run-2",
+    ]
 
 
 # TLS: verification is on by default
@@ -237,7 +255,8 @@ def forget_synced(mariadb_url: str, contacts: int) -> None:
 
 
 def test_daily_etl_takes_the_hubspot_token_from_openbao_and_the_rotated_one_next_run(
-        hubspot_env, vault_env, mariadb_url, monkeypatch, tmp_path):
+    hubspot_env, vault_env, mariadb_url, monkeypatch, tmp_path
+):
     from etl_assets_tests.assets.test_assets import materialization, run_daily_etl
 
     hubspot_server = hubspot_env

@@ -162,8 +162,9 @@ class DatadogIntake:
             self.requests.append(record)
         self._write(handler, status, payload, headers)
 
-    def _answer(self, handler: _Handler, raw: bytes, encoding: str,
-                record: IntakeRequest) -> tuple[int, dict, dict[str, str]]:
+    def _answer(
+        self, handler: _Handler, raw: bytes, encoding: str, record: IntakeRequest
+    ) -> tuple[int, dict, dict[str, str]]:
         if handler.path.split("?", 1)[0] != LOGS_PATH:
             return 404, _errors(404, "Not Found"), {}
         key = handler.headers.get("DD-API-KEY")

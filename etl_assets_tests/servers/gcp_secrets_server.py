@@ -68,7 +68,7 @@ def _error(code: int, status: str, message: str) -> tuple[int, dict]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_HTTPServer"
+    server: _HTTPServer
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
@@ -82,8 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, status: int, body: dict) -> None:
         owner = self.server.owner
         with owner._lock:
-            owner._state.requests.append(RequestRecord(self.command, self.path.split("?", 1)[0], status,
-                                                       "Authorization" in self.headers))
+            owner._state.requests.append(
+                RequestRecord(self.command, self.path.split("?", 1)[0], status, "Authorization" in self.headers)
+            )
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -98,7 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, owner: "GcpSecretsServer") -> None:
+    def __init__(self, owner: GcpSecretsServer) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.owner = owner
 
@@ -181,8 +182,12 @@ class GcpSecretsServer:
         with self._lock:
             if (project, secret) in self._state.denied:
                 # Google answers 403, not 404, when the caller may not know whether it exists.
-                return _error(403, "PERMISSION_DENIED", f"Permission 'secretmanager.versions.access' denied for "
-                                                        f"resource '{name}/versions/{version}' (or it may not exist).")
+                return _error(
+                    403,
+                    "PERMISSION_DENIED",
+                    f"Permission 'secretmanager.versions.access' denied for "
+                    f"resource '{name}/versions/{version}' (or it may not exist).",
+                )
             versions = self._state.secrets.get((project, secret))
             if not versions:
                 return _error(404, "NOT_FOUND", f"Secret [{name}] not found or has no versions.")  # unverified
@@ -194,10 +199,13 @@ class GcpSecretsServer:
                 return _error(404, "NOT_FOUND", f"Secret Version [{name}/versions/{version}] not found.")  # unverified
             entry = versions[number - 1]
             if entry.state != "ENABLED":
-                return _error(400, "FAILED_PRECONDITION",
-                              f"Secret Version [{name}/versions/{number}] is in {entry.state} state.")
+                return _error(
+                    400, "FAILED_PRECONDITION", f"Secret Version [{name}/versions/{number}] is in {entry.state} state."
+                )
             crc = google_crc32c.value(entry.data)
             if self._state.corrupt_crc:
                 crc ^= 0x1  # one bit off, as a flipped bit on the way would be
-            return 200, {"name": f"{name}/versions/{number}",
-                         "payload": {"data": base64.b64encode(entry.data).decode(), "dataCrc32c": str(crc)}}
+            return 200, {
+                "name": f"{name}/versions/{number}",
+                "payload": {"data": base64.b64encode(entry.data).decode(), "dataCrc32c": str(crc)},
+            }

@@ -68,7 +68,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -87,8 +87,18 @@ PORTAL_ID = 12345678  # fake account ("portal") id, only used in groupName of 42
 FAULT_STATUSES = (500, 502, 503, 504)
 PROPERTY_TYPES = {"string", "number", "date", "datetime", "enumeration", "bool"}
 PROPERTY_FIELD_TYPES = {
-    "text", "textarea", "date", "file", "number", "select", "radio", "checkbox",
-    "booleancheckbox", "calculation_equation", "html", "phonenumber",
+    "text",
+    "textarea",
+    "date",
+    "file",
+    "number",
+    "select",
+    "radio",
+    "checkbox",
+    "booleancheckbox",
+    "calculation_equation",
+    "html",
+    "phonenumber",
 }
 # HubSpot internal names are lowercase snake case starting with a letter.
 PROPERTY_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -96,15 +106,23 @@ PROPERTY_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # booleancheckbox, enumeration → booleancheckbox/checkbox/radio/select, date/datetime → date;
 # its string and number rows are unverified (text and number are what the UI creates).
 DEFAULT_FIELD_TYPES = {
-    "string": "text", "number": "number", "date": "date", "datetime": "date",
-    "enumeration": "select", "bool": "booleancheckbox",
+    "string": "text",
+    "number": "number",
+    "date": "date",
+    "datetime": "date",
+    "enumeration": "select",
+    "bool": "booleancheckbox",
 }
 
 _LIFECYCLE_STAGES = [
-    ("subscriber", "Subscriber"), ("lead", "Lead"),
+    ("subscriber", "Subscriber"),
+    ("lead", "Lead"),
     ("marketingqualifiedlead", "Marketing Qualified Lead"),
-    ("salesqualifiedlead", "Sales Qualified Lead"), ("opportunity", "Opportunity"),
-    ("customer", "Customer"), ("evangelist", "Evangelist"), ("other", "Other"),
+    ("salesqualifiedlead", "Sales Qualified Lead"),
+    ("opportunity", "Opportunity"),
+    ("customer", "Customer"),
+    ("evangelist", "Evangelist"),
+    ("other", "Other"),
 ]
 
 # name, label, type, fieldType; all in group "contactinformation". A subset of a real account's
@@ -135,7 +153,11 @@ _STANDARD_PROPERTIES = [
 ]
 # Values HubSpot sets itself; a client cannot change them.
 _SERVER_MANAGED = {
-    "hs_object_id", "createdate", "lastmodifieddate", "hs_additional_emails", "hs_merged_object_ids",
+    "hs_object_id",
+    "createdate",
+    "lastmodifieddate",
+    "hs_additional_emails",
+    "hs_merged_object_ids",
 }
 # Always in an upsert/create result's properties, whatever the input sent.
 _RESULT_PROPERTIES = ("email", "hs_object_id", "createdate", "lastmodifieddate")
@@ -154,7 +176,7 @@ DROP_AFTER = "after"
 
 def _now_iso() -> str:
     """HubSpot's timestamp format: UTC, milliseconds, ``Z``."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _as_hubspot_value(value: Any) -> str:
@@ -262,8 +284,8 @@ _DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})\Z", re.ASCII)
 # ISO 8601 with a zone designator: Z or ±hh:mm (±hhmm, ±hh and a space for the T are refused:
 # stricter than ISO 8601, as what HubSpot accepts beyond its example is unverified).
 _DATETIME_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-](\d{2}):(\d{2}))\Z",
-    re.ASCII)
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-](\d{2}):(\d{2}))\Z", re.ASCII
+)
 # Since 2023-05-22 (changelog "increased validation for contact updates"): no commas, at most one
 # period. Leading "+", exponents, ".5" and "5." are refused too (stricter; unverified).
 _NUMBER_RE = re.compile(r"^-?\d+(?:\.\d+)?\Z", re.ASCII)
@@ -293,7 +315,7 @@ def _date_problem(value: str) -> str | None:
         minutes, millis = divmod(rest, 60_000)
         return f"{value} is at {hours}:{minutes}:{millis / 1000} UTC, not midnight!"
     # Wording unverified.
-    return (f"{value} is not a valid date: use YYYY-MM-DD or epoch milliseconds at midnight UTC")
+    return f"{value} is not a valid date: use YYYY-MM-DD or epoch milliseconds at midnight UTC"
 
 
 def _datetime_problem(value: str) -> str | None:
@@ -311,15 +333,16 @@ def _datetime_problem(value: str) -> str | None:
             if zone_h is None or (int(zone_h) <= 23 and int(zone_m) <= 59):
                 return None
     # Wording unverified.
-    return (f"{value} is not a valid datetime: use ISO 8601 with a zone (Z or +hh:mm) "
-            "or epoch milliseconds")
+    return f"{value} is not a valid datetime: use ISO 8601 with a zone (Z or +hh:mm) or epoch milliseconds"
 
 
 def _option_text(option: dict) -> str:
     """One option as HubSpot prints it in INVALID_OPTION messages (gitcoinco/code_fund_ads#479)."""
-    return (f'label: {json.dumps(option["label"])}\nvalue: {json.dumps(option["value"])}\n'
-            f'display_order: {option["displayOrder"]}\nhidden: {str(option["hidden"]).lower()}\n'
-            "read_only: false\n")
+    return (
+        f"label: {json.dumps(option['label'])}\nvalue: {json.dumps(option['value'])}\n"
+        f"display_order: {option['displayOrder']}\nhidden: {str(option['hidden']).lower()}\n"
+        "read_only: false\n"
+    )
 
 
 def _option_problem(definition: dict, value: str) -> str | None:
@@ -360,8 +383,11 @@ def _type_problem(definition: dict, value: str) -> tuple[str, str] | None:
         return None if _NUMBER_RE.match(value) else ("INVALID_LONG", f"{value} was not a valid long.")
     if kind == "bool":
         # Code and wording unverified; "true"/"false" are the documented values (labels may read Yes/No).
-        return None if value in ("true", "false") else (
-            "INVALID_BOOLEAN", f"{value} was not a valid boolean: use true or false")
+        return (
+            None
+            if value in ("true", "false")
+            else ("INVALID_BOOLEAN", f"{value} was not a valid boolean: use true or false")
+        )
     if kind == "enumeration":
         message = _option_problem(definition, value)
         return ("INVALID_OPTION", message) if message else None
@@ -430,12 +456,18 @@ _REQUIRED_SCOPES = {
 def _missing_scopes(scopes: list[str]) -> _Reply:
     """HubSpot's real 403 body for a private app without a scope (PostHog/posthog#53339)."""
     return _error(
-        403, "MISSING_SCOPES",
+        403,
+        "MISSING_SCOPES",
         "This app hasn't been granted all required scopes to make this call. Read more about required scopes "
         "here: https://developers.hubspot.com/scopes.",
-        errors=[{"message": "One or more of the following scopes are required.",
-                 "context": {"requiredGranularScopes": scopes}}],
-        links={"scopes": "https://developers.hubspot.com/scopes"})
+        errors=[
+            {
+                "message": "One or more of the following scopes are required.",
+                "context": {"requiredGranularScopes": scopes},
+            }
+        ],
+        links={"scopes": "https://developers.hubspot.com/scopes"},
+    )
 
 
 def _validation_error(message: str) -> _Reply:
@@ -446,9 +478,14 @@ def _values_not_valid(problems: list[dict]) -> _Reply:
     """HubSpot's v3 400 for bad values: the list in the message, and one ``errors[]`` item per entry
     (the facts show one item per bad property; whether a batch repeats it per input is unverified)."""
     return _error(
-        400, "VALIDATION_ERROR", "Property values were not valid: " + json.dumps(problems, separators=(",", ":")),
-        errors=[{"message": problem["message"], "code": problem["error"],
-                 "context": {"propertyName": [problem["name"]]}} for problem in problems])
+        400,
+        "VALIDATION_ERROR",
+        "Property values were not valid: " + json.dumps(problems, separators=(",", ":")),
+        errors=[
+            {"message": problem["message"], "code": problem["error"], "context": {"propertyName": [problem["name"]]}}
+            for problem in problems
+        ],
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -495,7 +532,6 @@ class _HTTPServer(ThreadingHTTPServer):
                 pass
 
 
-
 def max_in_window(times: list[float], window_s: float) -> int:
     """Most of the sorted `times` that fall within any window of `window_s` seconds."""
     best = start = 0
@@ -504,6 +540,7 @@ def max_in_window(times: list[float], window_s: float) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
+
 
 class HubSpotServer:
     """A HubSpot CRM API on ``127.0.0.1`` for tests; see the module docstring.
@@ -563,18 +600,26 @@ class HubSpotServer:
         self._properties: dict[str, dict] = {}
         for order, (name, label, type_, field_type) in enumerate(_STANDARD_PROPERTIES):
             self._properties[name] = _property_definition(
-                name, label, type_, field_type, "contactinformation",
+                name,
+                label,
+                type_,
+                field_type,
+                "contactinformation",
                 hubspot_defined=True,
                 display_order=order,
-                options=[
-                    {"value": value, "label": text} for value, text in _LIFECYCLE_STAGES
-                ] if name == "lifecyclestage" else None,
+                options=[{"value": value, "label": text} for value, text in _LIFECYCLE_STAGES]
+                if name == "lifecyclestage"
+                else None,
                 has_unique_value=name == "email",
                 form_field=name not in _SERVER_MANAGED,
             )
         for name in existing_properties or ():
             self._properties[name] = _property_definition(
-                name, name.replace("_", " ").title(), "string", "text", "contactinformation",
+                name,
+                name.replace("_", " ").title(),
+                "string",
+                "text",
+                "contactinformation",
                 hubspot_defined=False,
             )
 
@@ -638,7 +683,12 @@ class HubSpotServer:
                 self._scripted_limits.append(_Script(429, path_contains, retry_after, policy))
 
     def fail_next(
-        self, status: int, count: int = 1, *, path_contains: str = "/batch/", html: bool = False,
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        path_contains: str = "/batch/",
+        html: bool = False,
     ) -> None:
         """Answer the next ``count`` batch requests with ``status`` (e.g. 502) without processing.
 
@@ -660,7 +710,8 @@ class HubSpotServer:
         """Called under the lock."""
         now = time.monotonic()
         return header == f"Bearer {self.token}" or any(
-            header == f"Bearer {old}" and now < dies for old, dies in self._retired_tokens.items())
+            header == f"Bearer {old}" and now < dies for old, dies in self._retired_tokens.items()
+        )
 
     def exhaust_daily(self) -> None:
         """From now on every authenticated request gets the DAILY 429."""
@@ -703,7 +754,10 @@ class HubSpotServer:
         with self._lock:
             previous = self._properties.get(name)
             self._properties[name] = _property_definition(
-                name, label or name.replace("_", " ").title(), type_, field_type,
+                name,
+                label or name.replace("_", " ").title(),
+                type_,
+                field_type,
                 previous["groupName"] if previous else "contactinformation",
                 hubspot_defined=hubspot_defined,
                 options=option_dicts,
@@ -808,9 +862,7 @@ class HubSpotServer:
             return [copy.copy(record) for record in self.request_log]
 
     def count_requests(self, path_contains: str | None = None) -> int:
-        return sum(
-            1 for r in self._records() if path_contains is None or path_contains in r.path
-        )
+        return sum(1 for r in self._records() if path_contains is None or path_contains in r.path)
 
     def count_status(self, status: int) -> int:
         return sum(1 for r in self._records() if r.status == status)
@@ -819,9 +871,7 @@ class HubSpotServer:
         """Arrival time (monotonic) of the first request answered 429, or None."""
         return next((r.time for r in self._records() if r.status == 429), None)
 
-    def max_requests_in_window(
-        self, since: float | None = None, window_s: float | None = None
-    ) -> int:
+    def max_requests_in_window(self, since: float | None = None, window_s: float | None = None) -> int:
         """Most requests that arrived within any window of ``window_s`` (default: the limit's).
 
         Counts every logged request (whatever its answer), only those at or after ``since``.
@@ -845,8 +895,7 @@ class HubSpotServer:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = _NOT_JSON
-        n_inputs = len(body["inputs"]) if isinstance(body, dict) and isinstance(
-            body.get("inputs"), list) else 0
+        n_inputs = len(body["inputs"]) if isinstance(body, dict) and isinstance(body.get("inputs"), list) else 0
         with self._lock:
             record = RequestRecord(time.monotonic(), handler.command, path, n_inputs=n_inputs)
             self.request_log.append(record)
@@ -926,8 +975,7 @@ class HubSpotServer:
 
     def _rate_headers(self) -> dict[str, str]:
         self._trim_window(time.monotonic())
-        daily_remaining = 0 if self._daily_exhausted else max(
-            0, self.daily_limit - self._daily_used)
+        daily_remaining = 0 if self._daily_exhausted else max(0, self.daily_limit - self._daily_used)
         return {
             "X-HubSpot-RateLimit-Max": str(self.rate_limit),
             "X-HubSpot-RateLimit-Remaining": str(max(0, self.rate_limit - len(self._window))),
@@ -939,14 +987,17 @@ class HubSpotServer:
     @staticmethod
     def _rate_limited(policy: str) -> _Reply:
         # A 429 body has errorType/policyName instead of category.
-        return _Reply(429, {
-            "status": "error",
-            "message": f"You have reached your {policy.lower()} limit.",
-            "errorType": "RATE_LIMIT",
-            "correlationId": str(uuid.uuid4()),
-            "policyName": policy,
-            "groupName": f"publicapi:private-app:{PORTAL_ID}",
-        })
+        return _Reply(
+            429,
+            {
+                "status": "error",
+                "message": f"You have reached your {policy.lower()} limit.",
+                "errorType": "RATE_LIMIT",
+                "correlationId": str(uuid.uuid4()),
+                "policyName": policy,
+                "groupName": f"publicapi:private-app:{PORTAL_ID}",
+            },
+        )
 
     @staticmethod
     def _server_error(status: int, *, html: bool = False) -> _Reply:
@@ -957,10 +1008,15 @@ class HubSpotServer:
         if html:
             # The page Cloudflare (nginx underneath) serves when the origin fails or times out.
             title = f"{status} {phrase}"
-            return _Reply(status, {}, html=(
-                f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
-                f"<center><h1>{title}</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
-                "</body>\r\n</html>\r\n"))
+            return _Reply(
+                status,
+                {},
+                html=(
+                    f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+                    f"<center><h1>{title}</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
+                    "</body>\r\n</html>\r\n"
+                ),
+            )
         return _error(status, "INTERNAL_ERROR", phrase)
 
     @staticmethod
@@ -1008,7 +1064,7 @@ class HubSpotServer:
         if method == "POST" and path == PROPERTIES_PATH:
             return self._create_property(body)
         if method == "GET" and path.startswith(PROPERTIES_PATH + "/"):
-            name = path[len(PROPERTIES_PATH) + 1:]
+            name = path[len(PROPERTIES_PATH) + 1 :]
             if name in self._properties:
                 return _Reply(200, copy.deepcopy(self._properties[name]))
             return _error(404, "OBJECT_NOT_FOUND", f'Unable to find property "{name}"')
@@ -1019,10 +1075,12 @@ class HubSpotServer:
         """The common checks of a batch body: JSON object, an ``inputs`` list, at most 100."""
         if body is _NOT_JSON:
             return None, _validation_error("Invalid input JSON: the body is not valid JSON")
-        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not all(
-                isinstance(item, dict) for item in body["inputs"]):
-            return None, _validation_error(
-                'Invalid input JSON: expected an object with an "inputs" array of objects')
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("inputs"), list)
+            or not all(isinstance(item, dict) for item in body["inputs"])
+        ):
+            return None, _validation_error('Invalid input JSON: expected an object with an "inputs" array of objects')
         inputs = body["inputs"]
         if len(inputs) > MAX_BATCH_INPUTS:
             return None, _validation_error(
@@ -1041,21 +1099,22 @@ class HubSpotServer:
         for name, value in properties.items():
             definition = self._properties.get(name)
             if definition is None:
-                problems.append(_invalid_value(
-                    name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'))
+                problems.append(_invalid_value(name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'))
             elif definition["modificationMetadata"]["readOnlyValue"]:
                 # Seen for real: '"hs_object_id" is a calculated property; its value c…' (truncated in
                 # mautic/mautic#8785). The rest of that sentence and the code READ_ONLY_VALUE are unverified.
-                problems.append(_invalid_value(
-                    name, "READ_ONLY_VALUE", f'"{name}" is a calculated property; its value cannot be set'))
+                problems.append(
+                    _invalid_value(
+                        name, "READ_ONLY_VALUE", f'"{name}" is a calculated property; its value cannot be set'
+                    )
+                )
             elif name != "email":  # emails are checked below, as INVALID_EMAIL
                 problem = _type_problem(definition, _as_hubspot_value(value))
                 if problem:
                     problems.append(_invalid_value(name, *problem))
         for address in dict.fromkeys(emails):  # de-duplicated, order kept
             if not _is_valid_email(address):
-                problems.append(_invalid_value(
-                    "email", "INVALID_EMAIL", f"Email address {address} is invalid"))
+                problems.append(_invalid_value("email", "INVALID_EMAIL", f"Email address {address} is invalid"))
         return problems
 
     def _resolve(self, email: str) -> str:
@@ -1105,8 +1164,10 @@ class HubSpotServer:
         ``_RESULT_PROPERTIES`` (whether HubSpot echoes more is unverified; fewer is stricter)."""
         result = copy.deepcopy(record)
         result["properties"] = {
-            name: value for name, value in result["properties"].items()
-            if name in properties or name in _RESULT_PROPERTIES}
+            name: value
+            for name, value in result["properties"].items()
+            if name in properties or name in _RESULT_PROPERTIES
+        }
         return result
 
     def _shuffled(self, results: list[dict]) -> list[dict]:
@@ -1130,8 +1191,8 @@ class HubSpotServer:
             id_property = item.get("idProperty")
             if id_property != "email":
                 return _validation_error(
-                    f'idProperty "{id_property}" is not supported here; this fake upserts '
-                    'contacts by "email" only')
+                    f'idProperty "{id_property}" is not supported here; this fake upserts contacts by "email" only'
+                )
             if not isinstance(item.get("id"), str) or not item["id"].strip():
                 return _validation_error('Invalid input JSON: every input needs an "id"')
             if not isinstance(item.get("properties", {}), dict):
@@ -1140,8 +1201,8 @@ class HubSpotServer:
         duplicates = self._duplicates(ids)
         if duplicates:
             return _validation_error(
-                f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. "
-                "IDs must be unique")
+                f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. IDs must be unique"
+            )
 
         # Validate everything first: one bad value rejects the whole batch, nothing is written.
         problems = []
@@ -1162,17 +1223,25 @@ class HubSpotServer:
         for item, key in zip(inputs, ids):
             if key in self.upsert_errors:
                 category, message = self.upsert_errors[key]
-                errors.append({
-                    "status": "error", "category": category, "message": message,
-                    "context": {"ids": [item["id"]]}, "errors": [], "links": {},
-                })
+                errors.append(
+                    {
+                        "status": "error",
+                        "category": category,
+                        "message": message,
+                        "context": {"ids": [item["id"]]},
+                        "errors": [],
+                        "links": {},
+                    }
+                )
                 continue
             properties = item.get("properties") or {}
             record, created = self._store(key, properties)
             results.append({**self._result(record, properties), "new": created})
         body_out: dict[str, Any] = {
-            "status": "COMPLETE", "results": self._shuffled(results),
-            "startedAt": started, "completedAt": _now_iso(),
+            "status": "COMPLETE",
+            "results": self._shuffled(results),
+            "startedAt": started,
+            "completedAt": _now_iso(),
         }
         if errors:
             body_out.update(numErrors=len(errors), errors=errors)
@@ -1185,13 +1254,12 @@ class HubSpotServer:
         if failure:
             return failure
         assert inputs is not None
-        emails = [str((item.get("properties") or {}).get("email") or "").strip().lower()
-                  for item in inputs]
+        emails = [str((item.get("properties") or {}).get("email") or "").strip().lower() for item in inputs]
         duplicates = self._duplicates(emails)
         if duplicates:
             return _validation_error(
-                f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. "
-                "IDs must be unique")
+                f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. IDs must be unique"
+            )
 
         # (input, None) to create, or (input, error reply) for a failed input.
         outcomes: list[tuple[dict, _Reply | None]] = []
@@ -1203,14 +1271,12 @@ class HubSpotServer:
             elif email and self._resolve(email) in self.contacts:
                 # A secondary email is taken as much as a primary one.
                 existing = self.contacts[self._resolve(email)]["id"]
-                outcomes.append((item, _error(
-                    409, "CONFLICT", f"Contact already exists. Existing ID: {existing}")))
+                outcomes.append((item, _error(409, "CONFLICT", f"Contact already exists. Existing ID: {existing}")))
             else:
                 outcomes.append((item, None))
 
         # An input without objectWriteTraceId fails the whole batch (validation before conflict).
-        batch_failures = [error for item, error in outcomes
-                          if error is not None and not item.get("objectWriteTraceId")]
+        batch_failures = [error for item, error in outcomes if error is not None and not item.get("objectWriteTraceId")]
         if batch_failures:
             return min(batch_failures, key=lambda error: error.status)
 
@@ -1221,17 +1287,21 @@ class HubSpotServer:
                 record, _ = self._store(email, properties)
                 results.append(self._result(record, properties))
             else:
-                errors.append({
-                    "status": "error",
-                    "category": error.body["category"],
-                    "message": error.body["message"],
-                    "context": {"objectWriteTraceId": [str(item["objectWriteTraceId"])]},
-                    "errors": [],
-                    "links": {},
-                })
+                errors.append(
+                    {
+                        "status": "error",
+                        "category": error.body["category"],
+                        "message": error.body["message"],
+                        "context": {"objectWriteTraceId": [str(item["objectWriteTraceId"])]},
+                        "errors": [],
+                        "links": {},
+                    }
+                )
         body_out: dict[str, Any] = {
-            "status": "COMPLETE", "results": self._shuffled(results),
-            "startedAt": started, "completedAt": _now_iso(),
+            "status": "COMPLETE",
+            "results": self._shuffled(results),
+            "startedAt": started,
+            "completedAt": _now_iso(),
         }
         if errors:
             body_out.update(numErrors=len(errors), errors=errors)
@@ -1246,23 +1316,30 @@ class HubSpotServer:
         if missing:
             return _validation_error(
                 "Invalid input JSON: Cannot build PropertyCreate, some of required attributes "
-                f"are not set [{', '.join(missing)}]")
+                f"are not set [{', '.join(missing)}]"
+            )
         name = body["name"]
         if not isinstance(name, str) or not PROPERTY_NAME_RE.match(name):
             return _validation_error(
                 f"Property name {name!r} is invalid: use lowercase letters, digits and "
-                "underscores, starting with a letter")
+                "underscores, starting with a letter"
+            )
         if body["type"] not in PROPERTY_TYPES:
             return _validation_error(
-                f"Invalid input JSON: type {body['type']!r} is not one of {sorted(PROPERTY_TYPES)}")
+                f"Invalid input JSON: type {body['type']!r} is not one of {sorted(PROPERTY_TYPES)}"
+            )
         if body["fieldType"] not in PROPERTY_FIELD_TYPES:
             return _validation_error(
-                f"Invalid input JSON: fieldType {body['fieldType']!r} is not one of "
-                f"{sorted(PROPERTY_FIELD_TYPES)}")
+                f"Invalid input JSON: fieldType {body['fieldType']!r} is not one of {sorted(PROPERTY_FIELD_TYPES)}"
+            )
         if name in self._properties:
             return _error(409, "CONFLICT", f"Property named '{name}' already exists.")
         definition = _property_definition(
-            name, str(body["label"]), body["type"], body["fieldType"], str(body["groupName"]),
+            name,
+            str(body["label"]),
+            body["type"],
+            body["fieldType"],
+            str(body["groupName"]),
             hubspot_defined=False,
             description=str(body.get("description") or ""),
             options=body.get("options") or [],

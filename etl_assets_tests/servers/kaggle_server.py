@@ -40,7 +40,7 @@ import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -252,7 +252,7 @@ class KaggleServer:
 
     def _make_version(self, number: int, files: dict[str, bytes] | None, zip_bytes: bytes | None) -> _Version:
         files = dict(files or {})
-        created = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+        created = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
         # KaggleApi.download_needed skips a download unless Last-Modified is strictly newer than the
         # local file, at one-second resolution: versions published within a second must still differ.
         if self._last_created is not None and created <= self._last_created:
@@ -360,7 +360,7 @@ class KaggleServer:
                 return None
             at_bytes, expire = self._truncations.pop(0)
             if expire:
-                self._expired[_object_id(path)] = datetime.now(timezone.utc).replace(microsecond=0)
+                self._expired[_object_id(path)] = datetime.now(UTC).replace(microsecond=0)
             return at_bytes, expire
 
     def _record(self, record: RequestRecord) -> None:
@@ -514,7 +514,7 @@ class KaggleServer:
     def _sign(self, object_id: str, object_name: str) -> str:
         """A Cloud-Storage-looking V4 signed URL path; only the signature and expiry are checked."""
         path = f"{SIGNED_PREFIX}{object_id}/{quote(object_name)}"
-        issued = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        issued = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         expires = str(self.signed_url_ttl)
         signature = self._signature(path, issued, expires)
         return (
@@ -534,14 +534,18 @@ class KaggleServer:
         if not hmac.compare_digest(query.get("X-Goog-Signature", ""), expected):
             return _gcs_error(HTTPStatus.FORBIDDEN, "SignatureDoesNotMatch", "The request signature does not match.")
         object_id = _object_id(parts.path)
-        expires_at = datetime.strptime(issued, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        expires_at = datetime.strptime(issued, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         expires_at += timedelta(seconds=int(expires))
         with self._lock:
             expires_at = min(expires_at, self._expired.get(object_id, expires_at))
-        if datetime.now(timezone.utc) >= expires_at:
+        if datetime.now(UTC) >= expires_at:
             # Cloud Storage: 400, not 403 (api-facts-2 "Kaggle downloads"); the body's exact text.
-            return _gcs_error(HTTPStatus.BAD_REQUEST, "ExpiredToken", "The provided token has expired.",
-                              f"Request signature expired at: {expires_at.isoformat()}")
+            return _gcs_error(
+                HTTPStatus.BAD_REQUEST,
+                "ExpiredToken",
+                "The provided token has expired.",
+                f"Request signature expired at: {expires_at.isoformat()}",
+            )
         # Resolve the object now, not at signing time, so replacing a version changes what the URL
         # serves (and its ETag), which is what makes If-Range meaningful.
         with self._lock:
@@ -556,7 +560,7 @@ class KaggleServer:
         content = version.files[file_name] if file_name else version.archive
         content_type = "application/octet-stream" if file_name else "application/zip"
         etag = f'"{hashlib.md5(content).hexdigest()}"'
-        last_modified = email.utils.format_datetime(version.created.replace(tzinfo=timezone.utc), usegmt=True)
+        last_modified = email.utils.format_datetime(version.created.replace(tzinfo=UTC), usegmt=True)
         headers = {
             "Content-Type": content_type,
             "Last-Modified": last_modified,

@@ -19,8 +19,13 @@ def intake():
         yield server
 
 
-def _post(intake: DatadogIntake, body: bytes, key: str | None = "default", encoding: str | None = "gzip",
-          path: str = "/api/v2/logs") -> tuple[int, dict, dict]:
+def _post(
+    intake: DatadogIntake,
+    body: bytes,
+    key: str | None = "default",
+    encoding: str | None = "gzip",
+    path: str = "/api/v2/logs",
+) -> tuple[int, dict, dict]:
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers["DD-API-KEY"] = intake.api_key if key == "default" else key
@@ -63,8 +68,12 @@ def test_a_payload_that_is_not_an_array_of_objects_is_400(intake, body):
 
 
 def test_an_undecodable_gzip_body_is_400(intake):
-    request = urllib.request.Request(intake.url + "/api/v2/logs", data=b"\x1f\x8bnot gzip", method="POST",
-                                     headers={"DD-API-KEY": intake.api_key, "Content-Encoding": "gzip"})
+    request = urllib.request.Request(
+        intake.url + "/api/v2/logs",
+        data=b"\x1f\x8bnot gzip",
+        method="POST",
+        headers={"DD-API-KEY": intake.api_key, "Content-Encoding": "gzip"},
+    )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=30)
     assert caught.value.code == 400

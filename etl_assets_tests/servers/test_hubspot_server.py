@@ -39,16 +39,16 @@ RATE_HEADERS = (
 
 
 def make_client(server: HubSpotServer, token: str | None = None) -> HubSpot:
-    return HubSpot(
-        access_token=token or server.token, host=server.url, client_side_validation=True
-    )
+    return HubSpot(access_token=token or server.token, host=server.url, client_side_validation=True)
 
 
 def upsert_body(*contacts: tuple[str, dict]) -> BatchInputSimplePublicObjectBatchInputUpsert:
-    return BatchInputSimplePublicObjectBatchInputUpsert(inputs=[
-        SimplePublicObjectBatchInputUpsert(id_property="email", id=email, properties=properties)
-        for email, properties in contacts
-    ])
+    return BatchInputSimplePublicObjectBatchInputUpsert(
+        inputs=[
+            SimplePublicObjectBatchInputUpsert(id_property="email", id=email, properties=properties)
+            for email, properties in contacts
+        ]
+    )
 
 
 def upsert(client: HubSpot, *contacts: tuple[str, dict]):
@@ -60,8 +60,7 @@ def upsert(client: HubSpot, *contacts: tuple[str, dict]):
 
 def upsert_with_info(client: HubSpot, *contacts: tuple[str, dict]):
     """(data, status, headers) — the client's way to see response headers."""
-    return client.crm.contacts.batch_api.upsert_with_http_info(
-        upsert_body(*contacts), _request_timeout=5)
+    return client.crm.contacts.batch_api.upsert_with_http_info(upsert_body(*contacts), _request_timeout=5)
 
 
 def error_body(exc: ApiException) -> dict:
@@ -71,7 +70,7 @@ def error_body(exc: ApiException) -> dict:
 def embedded_problems(message: str) -> list[dict]:
     prefix = "Property values were not valid: "
     assert message.startswith(prefix), message
-    return json.loads(message[len(prefix):])
+    return json.loads(message[len(prefix) :])
 
 
 @pytest.fixture
@@ -129,10 +128,13 @@ def test_more_than_100_inputs_is_rejected(client, hs):
     assert hs.contacts_snapshot() == {}
 
 
-@pytest.mark.parametrize("bad", [
-    ("not-an-email", {"firstname": "X"}),                   # the id itself
-    ("ok@example.com", {"email": "broken@@example.com"}),  # the email property
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("not-an-email", {"firstname": "X"}),  # the id itself
+        ("ok@example.com", {"email": "broken@@example.com"}),  # the email property
+    ],
+)
 def test_one_invalid_email_fails_the_whole_batch(client, hs, bad):
     with pytest.raises(ApiException) as caught:
         upsert(client, ("good@example.com", {"firstname": "G"}), bad)
@@ -157,8 +159,7 @@ def test_unknown_property_fails_the_batch_unless_the_account_has_it():
         assert problem["name"] == "favourite_colour"
 
         upsert(client, ("a@example.com", {"kaggle_customer_id": "C-1"}))
-        assert server.contacts_snapshot()["a@example.com"]["properties"][
-            "kaggle_customer_id"] == "C-1"
+        assert server.contacts_snapshot()["a@example.com"]["properties"]["kaggle_customer_id"] == "C-1"
 
 
 def test_enumeration_value_must_be_an_option(client):
@@ -195,8 +196,7 @@ def test_bad_token_is_401_and_not_counted_against_the_limit(hs):
 
 
 def test_unknown_path_is_json_404_with_rate_headers(hs):
-    request = urllib.request.Request(
-        f"{hs.url}/crm/v3/objects/deals", headers={"Authorization": f"Bearer {hs.token}"})
+    request = urllib.request.Request(f"{hs.url}/crm/v3/objects/deals", headers={"Authorization": f"Bearer {hs.token}"})
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=5)
     assert caught.value.code == 404
@@ -285,34 +285,81 @@ def test_properties_list_and_create():
         client = make_client(server)
         core = client.crm.properties.core_api
         names = {p.name for p in core.get_all("contacts", _request_timeout=5).results}
-        assert {"email", "firstname", "lastname", "company", "city", "country", "phone",
-                "mobilephone", "website", "hs_object_id", "createdate", "lastmodifieddate",
-                "customer_id"} <= names
+        assert {
+            "email",
+            "firstname",
+            "lastname",
+            "company",
+            "city",
+            "country",
+            "phone",
+            "mobilephone",
+            "website",
+            "hs_object_id",
+            "createdate",
+            "lastmodifieddate",
+            "customer_id",
+        } <= names
         # Fields HubSpot always sends, whether or not this client version insists on them.
-        assert {"name", "label", "type", "fieldType", "groupName", "description", "options",
-                "hidden", "displayOrder", "calculated", "externalOptions", "hasUniqueValue",
-                "formField", "modificationMetadata", "createdAt", "updatedAt",
-                "archived"} <= set(server.properties[0])
+        assert {
+            "name",
+            "label",
+            "type",
+            "fieldType",
+            "groupName",
+            "description",
+            "options",
+            "hidden",
+            "displayOrder",
+            "calculated",
+            "externalOptions",
+            "hasUniqueValue",
+            "formField",
+            "modificationMetadata",
+            "createdAt",
+            "updatedAt",
+            "archived",
+        } <= set(server.properties[0])
 
-        created = core.create("contacts", property_create=PropertyCreate(
-            name="subscription_date", label="Subscription Date", type="date",
-            field_type="date", group_name="contactinformation"), _request_timeout=5)
+        created = core.create(
+            "contacts",
+            property_create=PropertyCreate(
+                name="subscription_date",
+                label="Subscription Date",
+                type="date",
+                field_type="date",
+                group_name="contactinformation",
+            ),
+            _request_timeout=5,
+        )
         assert created.name == "subscription_date"
         assert created.modification_metadata.archivable is True
         assert "subscription_date" in {p["name"] for p in server.properties}
         upsert(client, ("a@example.com", {"subscription_date": "2021-03-01"}))
 
         with pytest.raises(PropertiesApiException) as caught:
-            core.create("contacts", property_create=PropertyCreate(
-                name="subscription_date", label="Again", type="date",
-                field_type="date", group_name="contactinformation"), _request_timeout=5)
+            core.create(
+                "contacts",
+                property_create=PropertyCreate(
+                    name="subscription_date",
+                    label="Again",
+                    type="date",
+                    field_type="date",
+                    group_name="contactinformation",
+                ),
+                _request_timeout=5,
+            )
         assert caught.value.status == 409
         assert error_body(caught.value)["category"] == "CONFLICT"
 
         with pytest.raises(PropertiesApiException) as caught:
-            core.create("contacts", property_create=PropertyCreate(
-                name="no_label", type="string", field_type="text",
-                group_name="contactinformation"), _request_timeout=5)
+            core.create(
+                "contacts",
+                property_create=PropertyCreate(
+                    name="no_label", type="string", field_type="text", group_name="contactinformation"
+                ),
+                _request_timeout=5,
+            )
         assert caught.value.status == 400
         body = error_body(caught.value)
         assert body["category"] == "VALIDATION_ERROR" and "label" in body["message"]
@@ -322,10 +369,12 @@ def test_properties_list_and_create():
 
 
 def create(client: HubSpot, *inputs: tuple[dict, str | None]):
-    body = BatchInputSimplePublicObjectBatchInputForCreate(inputs=[
-        SimplePublicObjectBatchInputForCreate(properties=props, object_write_trace_id=trace)
-        for props, trace in inputs
-    ])
+    body = BatchInputSimplePublicObjectBatchInputForCreate(
+        inputs=[
+            SimplePublicObjectBatchInputForCreate(properties=props, object_write_trace_id=trace)
+            for props, trace in inputs
+        ]
+    )
     return client.crm.contacts.batch_api.create_with_http_info(body, _request_timeout=5)
 
 
@@ -390,6 +439,7 @@ def test_dropped_connections_raise_urllib3_errors_before_and_after_the_write():
 
 def test_latency_and_concurrent_clients():
     with HubSpotServer(latency=0.2) as server:
+
         def one(i: int) -> None:
             upsert(make_client(server), (f"c{i}@example.com", {}))
 
@@ -419,8 +469,7 @@ def test_stop_releases_the_port():
 
 
 def test_define_property_is_listed_and_read_by_the_real_client(hs, client):
-    hs.define_property("plan", "enumeration", options=["free", ("pro", "Professional")],
-                       label="Plan")
+    hs.define_property("plan", "enumeration", options=["free", ("pro", "Professional")], label="Plan")
     hs.define_property("score", "number", calculated=True)
     hs.define_property("locked_note", "string", read_only=True)
     hs.define_property("pipeline_stage", "enumeration", external_options=True)
@@ -428,12 +477,13 @@ def test_define_property_is_listed_and_read_by_the_real_client(hs, client):
     hs.define_property("signup_day", "date")
     hs.define_property("last_seen", "datetime")
 
-    listed = {p.name: p for p in client.crm.properties.core_api.get_all(
-        "contacts", _request_timeout=5).results}
+    listed = {p.name: p for p in client.crm.properties.core_api.get_all("contacts", _request_timeout=5).results}
     plan = listed["plan"]
     assert (plan.type, plan.field_type, plan.label) == ("enumeration", "select", "Plan")
     assert [(o.value, o.label, o.display_order) for o in plan.options] == [
-        ("free", "free", 0), ("pro", "Professional", 1)]
+        ("free", "free", 0),
+        ("pro", "Professional", 1),
+    ]
     assert plan.calculated is False and plan.external_options is False
     assert plan.modification_metadata.read_only_value is False
     assert plan.hubspot_defined is None  # HubSpot sends the flag only on its own properties
@@ -462,9 +512,17 @@ def test_define_property_is_listed_and_read_by_the_real_client(hs, client):
 def test_define_property_replaces_a_property_and_its_type():
     with HubSpotServer() as server:
         client = make_client(server)
-        client.crm.properties.core_api.create("contacts", property_create=PropertyCreate(
-            name="subscription_date", label="Subscription Date", type="date",
-            field_type="date", group_name="contactinformation"), _request_timeout=5)
+        client.crm.properties.core_api.create(
+            "contacts",
+            property_create=PropertyCreate(
+                name="subscription_date",
+                label="Subscription Date",
+                type="date",
+                field_type="date",
+                group_name="contactinformation",
+            ),
+            _request_timeout=5,
+        )
         upsert(client, ("a@example.com", {"subscription_date": "2021-03-01"}))
 
         server.define_property("subscription_date", "number")
@@ -506,55 +564,60 @@ def value_error(client, name: str, value: str) -> dict | None:
         assert body["category"] == "VALIDATION_ERROR"
         (problem,) = embedded_problems(body["message"])
         (item,) = body["errors"]
-        assert item == {"message": problem["message"], "code": problem["error"],
-                        "context": {"propertyName": [name]}}
+        assert item == {"message": problem["message"], "code": problem["error"], "context": {"propertyName": [name]}}
         return problem
     return None
 
 
-@pytest.mark.parametrize("name, value", [
-    ("signup_day", "2021-03-01"),
-    ("signup_day", "1614556800000"),  # 2021-03-01T00:00:00Z in ms
-    ("signup_day", "0"),
-    ("last_seen", "2021-03-01T12:30:00Z"),
-    ("last_seen", "1997-07-16T19:20:30.45+01:00"),
-    ("last_seen", "2021-03-01T12:30:00.123-05:00"),
-    ("last_seen", "1614601800123"),
-    ("orders", "17"),
-    ("orders", "-3.25"),
-    ("is_vip", "true"),
-    ("is_vip", "false"),
-    ("lifecyclestage", "lead"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("signup_day", "2021-03-01"),
+        ("signup_day", "1614556800000"),  # 2021-03-01T00:00:00Z in ms
+        ("signup_day", "0"),
+        ("last_seen", "2021-03-01T12:30:00Z"),
+        ("last_seen", "1997-07-16T19:20:30.45+01:00"),
+        ("last_seen", "2021-03-01T12:30:00.123-05:00"),
+        ("last_seen", "1614601800123"),
+        ("orders", "17"),
+        ("orders", "-3.25"),
+        ("is_vip", "true"),
+        ("is_vip", "false"),
+        ("lifecyclestage", "lead"),
+    ],
+)
 def test_valid_values_are_stored(typed, client, name, value):
     assert value_error(client, name, value) is None
     assert typed.contact_by_email("v@example.com")["properties"][name] == value
 
 
-@pytest.mark.parametrize("name, value, code", [
-    ("signup_day", "2021-02-30", "INVALID_DATE"),        # no such day
-    ("signup_day", "2021-3-1", "INVALID_DATE"),
-    ("signup_day", "01/03/2021", "INVALID_DATE"),
-    ("signup_day", "2021-03-01T00:00:00Z", "INVALID_DATE"),
-    ("signup_day", "1614556800", "INVALID_DATE"),        # epoch seconds
-    ("last_seen", "2021-03-01T12:30:00", "INVALID_DATETIME"),  # no zone
-    ("last_seen", "2021-03-01", "INVALID_DATETIME"),
-    ("last_seen", "2021-03-01 12:30:00Z", "INVALID_DATETIME"),
-    ("last_seen", "2021-13-01T12:30:00Z", "INVALID_DATETIME"),
-    ("last_seen", "yesterday", "INVALID_DATETIME"),
-    ("orders", "1,000", "INVALID_LONG"),
-    ("orders", "1.2.3", "INVALID_LONG"),
-    ("orders", "1 000", "INVALID_LONG"),
-    ("orders", "12abc", "INVALID_LONG"),
-    ("orders", "17\n", "INVALID_LONG"),
-    ("orders", "\u0661\u0662", "INVALID_LONG"),             # Arabic-Indic digits
-    ("signup_day", "2021-03-01\n", "INVALID_DATE"),
-    ("is_vip", "True", "INVALID_BOOLEAN"),
-    ("is_vip", "yes", "INVALID_BOOLEAN"),
-    ("is_vip", "1", "INVALID_BOOLEAN"),
-    ("lifecyclestage", "Lead", "INVALID_OPTION"),        # the label, not the value
-    ("lifecyclestage", "lead;customer", "INVALID_OPTION"),  # radio: one value only
-])
+@pytest.mark.parametrize(
+    "name, value, code",
+    [
+        ("signup_day", "2021-02-30", "INVALID_DATE"),  # no such day
+        ("signup_day", "2021-3-1", "INVALID_DATE"),
+        ("signup_day", "01/03/2021", "INVALID_DATE"),
+        ("signup_day", "2021-03-01T00:00:00Z", "INVALID_DATE"),
+        ("signup_day", "1614556800", "INVALID_DATE"),  # epoch seconds
+        ("last_seen", "2021-03-01T12:30:00", "INVALID_DATETIME"),  # no zone
+        ("last_seen", "2021-03-01", "INVALID_DATETIME"),
+        ("last_seen", "2021-03-01 12:30:00Z", "INVALID_DATETIME"),
+        ("last_seen", "2021-13-01T12:30:00Z", "INVALID_DATETIME"),
+        ("last_seen", "yesterday", "INVALID_DATETIME"),
+        ("orders", "1,000", "INVALID_LONG"),
+        ("orders", "1.2.3", "INVALID_LONG"),
+        ("orders", "1 000", "INVALID_LONG"),
+        ("orders", "12abc", "INVALID_LONG"),
+        ("orders", "17\n", "INVALID_LONG"),
+        ("orders", "\u0661\u0662", "INVALID_LONG"),  # Arabic-Indic digits
+        ("signup_day", "2021-03-01\n", "INVALID_DATE"),
+        ("is_vip", "True", "INVALID_BOOLEAN"),
+        ("is_vip", "yes", "INVALID_BOOLEAN"),
+        ("is_vip", "1", "INVALID_BOOLEAN"),
+        ("lifecyclestage", "Lead", "INVALID_OPTION"),  # the label, not the value
+        ("lifecyclestage", "lead;customer", "INVALID_OPTION"),  # radio: one value only
+    ],
+)
 def test_invalid_values_fail_the_batch(typed, client, name, value, code):
     problem = value_error(client, name, value)
     assert problem is not None
@@ -565,22 +628,24 @@ def test_invalid_values_fail_the_batch(typed, client, name, value, code):
 
 def test_value_messages_copy_hubspots_wording(typed, client):
     assert value_error(client, "signup_day", "1579179660000")["message"] == (
-        "1579179660000 is at 13:1:0.0 UTC, not midnight!")
+        "1579179660000 is at 13:1:0.0 UTC, not midnight!"
+    )
     assert value_error(client, "signup_day", "1579179690500")["message"] == (
-        "1579179690500 is at 13:1:30.5 UTC, not midnight!")
+        "1579179690500 is at 13:1:30.5 UTC, not midnight!"
+    )
     assert value_error(client, "orders", "1/1/1")["message"] == "1/1/1 was not a valid long."
 
     typed.define_property("tier", "enumeration", "radio", options=[("a", "Alpha"), ("b", "Beta")])
     assert value_error(client, "tier", "Alpha")["message"] == (
-        'Alpha was not one of the allowed options: ['
+        "Alpha was not one of the allowed options: ["
         'label: "Alpha"\nvalue: "a"\ndisplay_order: 0\nhidden: false\nread_only: false\n, '
-        'label: "Beta"\nvalue: "b"\ndisplay_order: 1\nhidden: false\nread_only: false\n]')
+        'label: "Beta"\nvalue: "b"\ndisplay_order: 1\nhidden: false\nread_only: false\n]'
+    )
     assert value_error(client, "tier", "b") is None
 
 
 def test_checkbox_takes_several_option_values(hs, client):
-    hs.define_property("flavours", "enumeration", "checkbox",
-                       options=["chocolate", "strawberry", "vanilla"])
+    hs.define_property("flavours", "enumeration", "checkbox", options=["chocolate", "strawberry", "vanilla"])
     assert value_error(client, "flavours", "chocolate;strawberry") is None
     assert hs.contact_by_email("v@example.com")["properties"]["flavours"] == "chocolate;strawberry"
     problem = value_error(client, "flavours", "chocolate;mint")
@@ -612,8 +677,13 @@ def test_read_only_and_calculated_properties_are_refused(hs, client, value):
 
 def test_empty_string_clears_any_type(typed, client):
     typed.define_property("tier", "enumeration", options=["a"])
-    values = {"signup_day": "2021-03-01", "last_seen": "2021-03-01T00:00:00Z", "orders": "5",
-              "is_vip": "true", "tier": "a"}
+    values = {
+        "signup_day": "2021-03-01",
+        "last_seen": "2021-03-01T00:00:00Z",
+        "orders": "5",
+        "is_vip": "true",
+        "tier": "a",
+    }
     upsert(client, ("v@example.com", values))
     upsert(client, ("v@example.com", {name: "" for name in values}))
     stored = typed.contact_by_email("v@example.com")["properties"]
@@ -622,14 +692,19 @@ def test_empty_string_clears_any_type(typed, client):
 
 def test_one_error_item_per_problem_per_input_and_nothing_written(typed, client):
     with pytest.raises(ApiException) as caught:
-        upsert(client,
-               ("a@example.com", {"orders": "1,5", "is_vip": "no"}),
-               ("b@example.com", {"orders": "x", "firstname": "fine"}),
-               ("c@example.com", {"orders": "3"}))
+        upsert(
+            client,
+            ("a@example.com", {"orders": "1,5", "is_vip": "no"}),
+            ("b@example.com", {"orders": "x", "firstname": "fine"}),
+            ("c@example.com", {"orders": "3"}),
+        )
     body = error_body(caught.value)
     problems = embedded_problems(body["message"])
     assert [(p["name"], p["error"]) for p in problems] == [
-        ("orders", "INVALID_LONG"), ("is_vip", "INVALID_BOOLEAN"), ("orders", "INVALID_LONG")]
+        ("orders", "INVALID_LONG"),
+        ("is_vip", "INVALID_BOOLEAN"),
+        ("orders", "INVALID_LONG"),
+    ]
     assert [(e["code"], e["context"]) for e in body["errors"]] == [
         ("INVALID_LONG", {"propertyName": ["orders"]}),
         ("INVALID_BOOLEAN", {"propertyName": ["is_vip"]}),
@@ -662,18 +737,15 @@ def test_results_are_shuffled_complete_and_carry_only_sent_properties(hs, client
     new = {result.properties["email"]: result.new for result in response.results}
     assert new == {email: i >= 20 for i, email in enumerate(emails)}
     for result in response.results:
-        assert set(result.properties) == {
-            "email", "hs_object_id", "createdate", "lastmodifieddate", "lastname"}
+        assert set(result.properties) == {"email", "hs_object_id", "createdate", "lastmodifieddate", "lastname"}
         assert result.properties["hs_object_id"] == result.id
     assert hs.contact_by_email("s00@example.com")["properties"]["city"] == "Oslo"  # still stored
 
-    data, status, _ = create(client, *[({"email": f"n{i}@example.com", "company": "C"}, None)
-                                       for i in range(30)])
+    data, status, _ = create(client, *[({"email": f"n{i}@example.com", "company": "C"}, None) for i in range(30)])
     assert status == 201
     got = [result.properties["email"] for result in data.results]
     assert sorted(got) == sorted(f"n{i}@example.com" for i in range(30)) and got != sorted(got)
-    assert set(data.results[0].properties) == {
-        "email", "hs_object_id", "createdate", "lastmodifieddate", "company"}
+    assert set(data.results[0].properties) == {"email", "hs_object_id", "createdate", "lastmodifieddate", "company"}
 
 
 # ---------------------------------------------------------------------- 207 from upsert
@@ -682,8 +754,11 @@ def test_results_are_shuffled_complete_and_carry_only_sent_properties(hs, client
 def test_upsert_207_is_deserialised_by_the_real_client(hs, client):
     hs.upsert_errors["bad@example.com"] = ("VALIDATION_ERROR", "Something about this contact")
     data, status, _ = upsert_with_info(
-        client, ("ok1@example.com", {"firstname": "A"}), ("Bad@Example.com", {"firstname": "B"}),
-        ("ok2@example.com", {"firstname": "C"}))
+        client,
+        ("ok1@example.com", {"firstname": "A"}),
+        ("Bad@Example.com", {"firstname": "B"}),
+        ("ok2@example.com", {"firstname": "C"}),
+    )
     assert status == 207
     assert type(data).__name__ == "BatchResponseSimplePublicUpsertObjectWithErrors"
     assert data.status == "COMPLETE"
@@ -713,8 +788,9 @@ def test_upsert_by_secondary_email_updates_the_owner(hs, client):
     assert stored["id"] == ann.id
     assert stored["properties"]["hs_additional_emails"] == "ann.work@example.com;ann.old@example.com"
 
-    (result,) = upsert(client, ("ann.work@example.com",
-                                {"email": "ann.work@example.com", "firstname": "Annie"})).results
+    (result,) = upsert(
+        client, ("ann.work@example.com", {"email": "ann.work@example.com", "firstname": "Annie"})
+    ).results
     assert result.id == ann.id
     assert result.new is False
     assert result.properties["email"] == "ann@example.com"
@@ -743,8 +819,7 @@ def test_upsert_by_merged_away_email_updates_the_surviving_contact(hs, client):
 
     for email in ("b@example.com", "b2@example.com"):
         (result,) = upsert(client, (email, {"lastname": email})).results
-        assert (result.id, result.new, result.properties["email"]) == (
-            ids["a@example.com"], False, "a@example.com")
+        assert (result.id, result.new, result.properties["email"]) == (ids["a@example.com"], False, "a@example.com")
     assert hs.created_count() == 2  # a and b once each, nothing since
     assert hs.created_count("b@example.com") == 1
     assert set(hs.contacts_snapshot()) == {"a@example.com"}

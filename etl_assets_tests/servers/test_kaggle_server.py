@@ -129,9 +129,12 @@ def _signed_gets(server):
 
 
 def _rpc(srv, method, **body):
-    return requests.post(f"{srv.url}/api/v1/datasets.DatasetApiService/{method}",
-                         json={"ownerSlug": OWNER, "datasetSlug": SLUG, **body}, auth=(srv.username, srv.key),
-                         allow_redirects=False)
+    return requests.post(
+        f"{srv.url}/api/v1/datasets.DatasetApiService/{method}",
+        json={"ownerSlug": OWNER, "datasetSlug": SLUG, **body},
+        auth=(srv.username, srv.key),
+        allow_redirects=False,
+    )
 
 
 def _signed_url(srv):
@@ -143,9 +146,12 @@ def _signed_url(srv):
 # Cloud Storage's answer to an expired signed URL, to the byte (api-facts-2 "Kaggle downloads").
 EXPIRED_TOKEN = re.compile(
     r"<Error><Code>ExpiredToken</Code><Message>The provided token has expired\.</Message>"
-    r"<Details>Request signature expired at: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00)</Details></Error>")
-RULES_NOT_ACCEPTED = {"code": 403,
-                      "message": "You must accept this competition's rules before you'll be able to download files."}
+    r"<Details>Request signature expired at: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00)</Details></Error>"
+)
+RULES_NOT_ACCEPTED = {
+    "code": 403,
+    "message": "You must accept this competition's rules before you'll be able to download files.",
+}
 
 
 # ---------------------------------------------------------------------- authentication
@@ -318,7 +324,8 @@ def test_resume_after_the_object_changed_restarts_from_scratch(api, server, tmp_
 
 
 def test_an_expired_url_mid_download_the_client_gives_up_keeping_the_partial_and_a_new_call_resumes(
-        api, server, tmp_path, no_backoff):
+    api, server, tmp_path, no_backoff
+):
     payload = random.Random(1).randbytes(CLIENT_CHUNK + 400_000)
     server.add_dataset(OWNER, SLUG, {"big.bin": payload})
     server.expire_next_download(CLIENT_CHUNK + 100_000)
@@ -454,7 +461,7 @@ def test_expire_next_download_cuts_the_body_then_only_a_new_url_resumes():
         srv.expire_next_download(10)
 
         with pytest.raises(requests.exceptions.RequestException):
-            requests.get(url).content
+            _ = requests.get(url).content
         resumed = requests.get(url, headers={"Range": "bytes=10-"})
         assert resumed.status_code == 400 and EXPIRED_TOKEN.fullmatch(resumed.text)
         fresh = requests.get(_signed_url(srv), headers={"Range": "bytes=10-"})
@@ -462,7 +469,11 @@ def test_expire_next_download_cuts_the_body_then_only_a_new_url_resumes():
         whole = requests.get(_signed_url(srv)).content
         assert fresh.content == whole[10:]
         assert [(r.status, r.fault) for r in _signed_gets(srv)] == [
-            (200, "expired"), (400, None), (206, None), (200, None)]
+            (200, "expired"),
+            (400, None),
+            (206, None),
+            (200, None),
+        ]
 
 
 def test_rules_not_accepted_refuse_the_download_and_a_private_dataset_every_call():

@@ -17,11 +17,11 @@ resource anew for each run), never from resource or run config, which could redi
 from __future__ import annotations
 
 import json
-from typing import Protocol, Union
+from typing import Protocol
 
 from etl_assets.errors import PermanentError
 
-Content = Union[dict, str, None]
+Content = dict | str | None
 
 
 class SecretReader(Protocol):

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import dagster as dg
-
-from etl_assets.errors import PermanentError, TransientError
+from etl_assets import settings
+from etl_assets.errors import PermanentError, reworded
 from etl_assets.resources.secret_backends import Content, parse_bundle
 
 
 class AwsSecrets:
     def __init__(self) -> None:
-        self.bundle_id = dg.EnvVar("ETL_AWS_SECRET_ID").get_value() or None
-        self.prefix = dg.EnvVar("ETL_AWS_SECRET_PREFIX").get_value() or ""
+        self.bundle_id = settings.setting(settings.AWS_SECRET_ID)
+        self.prefix = settings.setting(settings.AWS_SECRET_PREFIX) or ""
         self._client: Any = None
 
     def source(self, name: str) -> str:
@@ -40,13 +38,15 @@ class AwsSecrets:
             import boto3  # the AWS SDK loads only for this backend
             from botocore.config import Config
 
-            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-            self._client = boto3.client("secretsmanager", region_name=region,
-                                        config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+            region = settings.aws_region()
+            self._client = boto3.client(
+                "secretsmanager", region_name=region, config=Config(retries={"max_attempts": 5, "mode": "standard"})
+            )
         return self._client
 
     def _secret_string(self, secret_id: str) -> str | None:
-        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
+        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         where = f"AWS secret {secret_id!r} (aws secrets backend)"
         try:
@@ -55,11 +55,12 @@ class AwsSecrets:
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "ResourceNotFoundException":
                 return None
-            raise PermanentError(f"{where}: AWS Secrets Manager answered {code}") from None
-        except BotoConnectionError as exc:
-            raise TransientError(f"{where}: AWS Secrets Manager unreachable ({type(exc).__name__})") from None
-        except BotoCoreError as exc:  # no credentials or region, bad endpoint...: configuration, not chance
-            raise PermanentError(f"{where}: {exc}") from None
+            # transient or permanent as errors.classify says: throttling and 5xx transient, other 4xx permanent
+            raise reworded(exc, f"{where}: AWS Secrets Manager answered {code}") from None
+        except BotoConnectionError as exc:  # transient
+            raise reworded(exc, f"{where}: AWS Secrets Manager unreachable ({type(exc).__name__})") from None
+        except BotoCoreError as exc:  # no credentials or region, bad endpoint...: configuration, permanent
+            raise reworded(exc, f"{where}: {exc}") from None
         if "SecretString" not in response:
             raise PermanentError(f"{where} holds binary data; store the value as a string")
         return response["SecretString"]

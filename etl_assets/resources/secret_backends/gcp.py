@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from etl_assets import settings
-from etl_assets.errors import PermanentError, TransientError
+from etl_assets.errors import PermanentError, reworded
 from etl_assets.resources.secret_backends import Content, parse_bundle
 
 BACKEND = "gcp secrets backend"
@@ -42,8 +42,10 @@ class GcpSecrets:
         self.bundle_id = settings.setting(settings.GCP_SECRET_ID)
         self.prefix = settings.setting(settings.GCP_SECRET_PREFIX) or ""
         if self.bundle_id and self.prefix:
-            raise PermanentError(f"set {settings.GCP_SECRET_ID} (one JSON secret) or {settings.GCP_SECRET_PREFIX} "
-                                 f"(one secret per key), not both ({BACKEND})")
+            raise PermanentError(
+                f"set {settings.GCP_SECRET_ID} (one JSON secret) or {settings.GCP_SECRET_PREFIX} "
+                f"(one secret per key), not both ({BACKEND})"
+            )
         self.endpoint = settings.setting(settings.GCP_SECRETS_ENDPOINT)
         self._client: Any = None
 
@@ -81,7 +83,8 @@ class GcpSecrets:
                     credentials = AnonymousCredentials()
             try:
                 self._client = secretmanager.SecretManagerServiceClient(
-                    transport="rest", credentials=credentials, client_options=options)
+                    transport="rest", credentials=credentials, client_options=options
+                )
             except DefaultCredentialsError as exc:
                 raise PermanentError(f"no Google Application Default Credentials ({BACKEND}): {exc}") from None
         return self._client
@@ -98,27 +101,31 @@ class GcpSecrets:
             response = self.client().access_secret_version(name=version, timeout=TIMEOUT_SECONDS)
         except google.NotFound:
             return None
+        # Each error reworded here, its class (transient or permanent) as errors.classify says.
         except google.Forbidden as exc:
-            raise PermanentError(f"{where}: permission denied: the credentials need {ACCESS_PERMISSION} on it "
-                                 f"(role roles/secretmanager.secretAccessor) ({_said(exc)})") from None
+            raise reworded(
+                exc,
+                f"{where}: permission denied: the credentials need {ACCESS_PERMISSION} on it "
+                f"(role roles/secretmanager.secretAccessor) ({_said(exc)})",
+            ) from None
         except google.BadRequest as exc:
             if _status(exc) == "FAILED_PRECONDITION":  # the latest version disabled or destroyed
-                raise PermanentError(f"{where}: its latest version cannot be read ({_said(exc)}); enable it or "
-                                     "add a new version") from None
-            raise PermanentError(f"{where}: Secret Manager answered {exc.code} ({_said(exc)})") from None
-        except google.GoogleAPICallError as exc:
-            code = exc.code if isinstance(exc.code, int) else 0
-            error = TransientError if code == 429 or code >= 500 else PermanentError
-            raise error(f"{where}: Secret Manager answered {exc.code} ({_said(exc)})") from None
-        except google.RetryError as exc:  # 429/503 until the client's retry deadline
-            raise TransientError(f"{where}: Secret Manager kept failing ({type(exc.cause).__name__})") from None
-        except google_auth.RefreshError as exc:  # e.g. a deleted service account key: no retry mends it
-            raise PermanentError(f"{where}: the Application Default Credentials were refused ({exc})") from None
-        except google_auth.TransportError as exc:  # the metadata server or token endpoint unreachable
-            raise TransientError(f"{where}: could not get a token for the Application Default Credentials "
-                                 f"({type(exc).__name__})") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise TransientError(f"{where}: Secret Manager unreachable ({type(exc).__name__})") from None
+                raise reworded(
+                    exc, f"{where}: its latest version cannot be read ({_said(exc)}); enable it or add a new version"
+                ) from None
+            raise reworded(exc, f"{where}: Secret Manager answered {exc.code} ({_said(exc)})") from None
+        except google.GoogleAPICallError as exc:  # 429 and 5xx transient, other 4xx permanent
+            raise reworded(exc, f"{where}: Secret Manager answered {exc.code} ({_said(exc)})") from None
+        except google.RetryError as exc:  # 429/503 until the client's retry deadline: transient
+            raise reworded(exc, f"{where}: Secret Manager kept failing ({type(exc.cause).__name__})") from None
+        except google_auth.RefreshError as exc:  # e.g. a deleted service account key: permanent
+            raise reworded(exc, f"{where}: the Application Default Credentials were refused ({exc})") from None
+        except google_auth.TransportError as exc:  # the metadata server or token endpoint unreachable: transient
+            raise reworded(
+                exc, f"{where}: could not get a token for the Application Default Credentials ({type(exc).__name__})"
+            ) from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:  # transient
+            raise reworded(exc, f"{where}: Secret Manager unreachable ({type(exc).__name__})") from None
         return _checked_text(response, where)
 
 
@@ -128,12 +135,15 @@ def _checked_text(response: Any, where: str) -> str:
 
     payload = response.payload
     if "data_crc32c" not in payload:
-        raise PermanentError(f"{where}: the answer carries no CRC32C of the payload, so it cannot be checked; "
-                             "add a new version")
+        raise PermanentError(
+            f"{where}: the answer carries no CRC32C of the payload, so it cannot be checked; add a new version"
+        )
     data = bytes(payload.data)
     if google_crc32c.value(data) != payload.data_crc32c:
-        raise PermanentError(f"{where}: the payload does not match its CRC32C (corrupted on the way or in "
-                             f"storage); version {response.name.rsplit('/', 1)[-1]} not used")
+        raise PermanentError(
+            f"{where}: the payload does not match its CRC32C (corrupted on the way or in "
+            f"storage); version {response.name.rsplit('/', 1)[-1]} not used"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

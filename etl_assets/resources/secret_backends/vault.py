@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from etl_assets import settings
-from etl_assets.errors import PermanentError, TransientError
+from etl_assets.errors import PermanentError, TransientError, reworded
 from etl_assets.logs.redaction import register_secret
 from etl_assets.resources.secret_backends import Content
 
@@ -59,7 +60,7 @@ def _read_credential_file(variable: str, path: str) -> str:
 class VaultSecrets:
     def __init__(self) -> None:
         self.address = _required(settings.VAULT_ADDR).rstrip("/")
-        self.mount = (settings.setting(settings.VAULT_MOUNT) or "secret").strip("/")
+        self.mount = settings.value(settings.VAULT_MOUNT).strip("/")
         self.path = _required(settings.VAULT_PATH).strip("/")
         cacert = settings.setting(settings.VAULT_CACERT)
         if cacert and not Path(cacert).exists():
@@ -81,16 +82,21 @@ class VaultSecrets:
         return f"Vault KV v2 mount {self.mount!r} path {self.path!r} at {self.address}"
 
     def _check_login(self) -> None:
-        configured = [name for name in (settings.VAULT_TOKEN, settings.VAULT_TOKEN_FILE, settings.VAULT_ROLE_ID)
-                      if settings.setting(name)]
+        configured = [
+            name
+            for name in (settings.VAULT_TOKEN, settings.VAULT_TOKEN_FILE, settings.VAULT_ROLE_ID)
+            if settings.setting(name)
+        ]
         if len(configured) != 1:
             raise PermanentError(
                 f"set exactly one of {settings.VAULT_TOKEN}, {settings.VAULT_TOKEN_FILE} or {settings.VAULT_ROLE_ID} "
                 f"(with {settings.VAULT_SECRET_ID_FILE}) to log in to Vault ({BACKEND}); "
-                + (f"found {', '.join(configured)}" if configured else "none is set"))
+                + (f"found {', '.join(configured)}" if configured else "none is set")
+            )
         if self.role_id and not settings.setting(settings.VAULT_SECRET_ID_FILE):
-            raise PermanentError(f"{settings.VAULT_ROLE_ID} is set but {settings.VAULT_SECRET_ID_FILE} is not "
-                                 f"(AppRole login, {BACKEND})")
+            raise PermanentError(
+                f"{settings.VAULT_ROLE_ID} is set but {settings.VAULT_SECRET_ID_FILE} is not (AppRole login, {BACKEND})"
+            )
 
     def client(self, login_again: bool = False):
         if self._client is None or login_again:
@@ -103,11 +109,14 @@ class VaultSecrets:
             # token="" rather than None: None makes hvac read VAULT_TOKEN / ~/.vault-token by itself.
             client = hvac.Client(url=self.address, token=token or "", verify=self.verify, timeout=TIMEOUT_SECONDS)
             if self.role_id:
-                secret_id = _read_credential_file(settings.VAULT_SECRET_ID_FILE,
-                                                  settings.setting(settings.VAULT_SECRET_ID_FILE) or "")
+                secret_id = _read_credential_file(
+                    settings.VAULT_SECRET_ID_FILE, settings.setting(settings.VAULT_SECRET_ID_FILE) or ""
+                )
                 register_secret(self.role_id)
-                with self._errors(f"AppRole login (auth/approle/login with {settings.VAULT_ROLE_ID} and "
-                                  f"{settings.VAULT_SECRET_ID_FILE}) at {self.address}"):
+                with self._errors(
+                    f"AppRole login (auth/approle/login with {settings.VAULT_ROLE_ID} and "
+                    f"{settings.VAULT_SECRET_ID_FILE}) at {self.address}"
+                ):
                     response = client.auth.approle.login(role_id=self.role_id, secret_id=secret_id)
                 register_secret(response["auth"]["client_token"])
             self._client = client
@@ -128,8 +137,10 @@ class VaultSecrets:
         document = response["data"]["data"]
         metadata = response["data"].get("metadata") or {}
         if document is None:  # the latest version is deleted (raise_on_deleted_version=False returns it)
-            raise PermanentError(f"{self._described()} ({BACKEND}): its latest version {metadata.get('version')} "
-                                 f"was deleted at {metadata.get('deletion_time')}; undelete it or write a new one")
+            raise PermanentError(
+                f"{self._described()} ({BACKEND}): its latest version {metadata.get('version')} "
+                f"was deleted at {metadata.get('deletion_time')}; undelete it or write a new one"
+            )
         if not isinstance(document, dict):
             raise PermanentError(f"{self._described()} ({BACKEND}) is not a map of name/value pairs")
         # `kv put/patch KEY=@file` keeps the file's trailing newline (seen with bao 2.7): stripped, as for files.
@@ -137,7 +148,8 @@ class VaultSecrets:
 
     def _read_latest(self, client) -> dict:
         return client.secrets.kv.v2.read_secret_version(
-            path=self.path, mount_point=self.mount, raise_on_deleted_version=False)
+            path=self.path, mount_point=self.mount, raise_on_deleted_version=False
+        )
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -152,7 +164,9 @@ class VaultSecrets:
             raise error from None  # hvac's message and chain carry URLs and bodies, not needed
 
     def _translated(self, exc: Exception, what: str) -> Exception | None:
-        """hvac's and requests' exceptions as PermanentError / TransientError naming `what` and the cause.
+        """hvac's and requests' exceptions reworded, naming `what` and the cause; whether each is a
+        PermanentError or a TransientError is errors.classify's to say (503, 429, 500, 502 and an
+        unreachable server transient; 400, 401, 403, 404, 412, a TLS failure permanent).
 
         Vault's own error strings ("permission denied", "Vault is sealed") are kept: they name no value.
         """
@@ -161,26 +175,31 @@ class VaultSecrets:
 
         said = _vault_said(getattr(exc, "errors", None) or [])
         if isinstance(exc, vault.Forbidden):
-            return PermanentError(f"{what}: permission denied{said}; the token's policy needs `read` on "
-                                     f"{self.mount}/data/{self.path}, and the token must be valid")
+            return reworded(
+                exc,
+                f"{what}: permission denied{said}; the token's policy needs `read` on "
+                f"{self.mount}/data/{self.path}, and the token must be valid",
+            )
         if isinstance(exc, vault.InvalidPath):
             body_metadata = ((getattr(exc, "json", None) or {}).get("data") or {}).get("metadata") or {}
             if body_metadata.get("destroyed"):
-                return PermanentError(f"{what}: its latest version {body_metadata.get('version')} was destroyed; "
-                                      "write a new version")
-            return PermanentError(f"{what}: not found{said}: no such secret, or no KV v2 engine on that mount")
+                return reworded(
+                    exc, f"{what}: its latest version {body_metadata.get('version')} was destroyed; write a new version"
+                )
+            return reworded(exc, f"{what}: not found{said}: no such secret, or no KV v2 engine on that mount")
         if isinstance(exc, vault.VaultDown):  # 503: sealed or not ready; an operator unseals it, then a retry works
-            return TransientError(f"{what}: Vault is sealed or unavailable (503){said}")
-        if isinstance(exc, (vault.RateLimitExceeded, vault.InternalServerError, vault.BadGateway)):
-            return TransientError(f"{what}: Vault answered {type(exc).__name__}{said}")
-        if isinstance(exc, vault.VaultError):  # 400, 401, 412, 501...: a retry would only repeat it
-            return PermanentError(f"{what}: Vault answered {type(exc).__name__}{said}")
+            return reworded(exc, f"{what}: Vault is sealed or unavailable (503){said}")
+        if isinstance(exc, vault.VaultError):  # 429, 500, 502 transient; 400, 401, 412, 501... permanent
+            return reworded(exc, f"{what}: Vault answered {type(exc).__name__}{said}")
         if isinstance(exc, requests.exceptions.SSLError):  # before ConnectionError, its base class
             now = f" (now {self.verify})" if isinstance(self.verify, str) else " (unset: the system's CAs)"
-            return PermanentError(f"{what}: TLS verification of {self.address} failed; set {settings.VAULT_CACERT} "
-                                  f"to the CA certificate that signed the server's certificate{now}")
+            return reworded(
+                exc,
+                f"{what}: TLS verification of {self.address} failed; set {settings.VAULT_CACERT} "
+                f"to the CA certificate that signed the server's certificate{now}",
+            )
         if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
-            return TransientError(f"{what}: Vault unreachable ({type(exc).__name__})")
+            return reworded(exc, f"{what}: Vault unreachable ({type(exc).__name__})")
         return None
 
 
