@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup test-tools run test dev benchmark clean
+.PHONY: setup test-tools run lint test test-fast dev benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,18 @@ test-tools:
 	command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
 	command -v zip >/dev/null || { apt-get update -qq && apt-get install -y -qq zip >/dev/null; }
 
-test: setup test-tools
+# Style and types: ruff's lint and format check on everything, mypy on the package.
+lint: setup
+	$(BIN)/ruff check etl_assets etl_assets_tests benchmarks scripts
+	$(BIN)/ruff format --check etl_assets etl_assets_tests benchmarks scripts
+	$(BIN)/mypy etl_assets
+
+test: setup test-tools lint
 	$(BIN)/pytest
+
+# The pure and per-asset tests (marked `fast`): no MariaDB, server or browser, seconds not minutes.
+test-fast: setup
+	$(BIN)/pytest -m fast -q
 
 benchmark: setup
 	$(BIN)/python benchmarks/run.py
