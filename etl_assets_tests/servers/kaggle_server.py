@@ -1,7 +1,8 @@
 """A local stand-in for the Kaggle API, for tests.
 
-It models the Kaggle section of ``/work/shared/api-facts.md`` and the wire format that the real
-clients (``kaggle`` 2.2.5 on top of ``kagglesdk`` 0.1.38) speak:
+It models Kaggle's documented behaviour (statuses, bodies, the signed-URL downloads, the limits
+noted below) and the wire format that the real clients (``kaggle`` 2.2.5 on top of ``kagglesdk``
+0.1.38) speak:
 
 * RPC-style ``POST /api/v1/{Service}/{Method}`` calls with camelCase JSON bodies. That is the URL
   kagglesdk builds for every non-PROD environment; ``KAGGLE_API_ENVIRONMENT=TEST`` points it at
