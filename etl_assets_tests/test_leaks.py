@@ -35,7 +35,6 @@ from etl_assets_tests.resources.openbao import approle_credentials, openbao  # n
 from etl_assets_tests.resources.test_secrets import aws_env, moto_server  # noqa: F401 (fixtures)
 from etl_assets_tests.resources.test_secrets_gcp import gcp_secrets_server  # noqa: F401 (fixture)
 from etl_assets_tests.test_logs_datadog import datadog_intake  # noqa: F401 (fixture)
-from etl_assets_tests.test_sensors import webhook  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -390,7 +389,7 @@ def test_canaries_in_error_text_reach_no_output(
     monkeypatch.setenv("ETL_STEP_RETRIES", "0")
     monkeypatch.setenv("ETL_LOG_FILE", str(tmp_path / "logs" / "etl.jsonl"))
     shutil.copy(REPO / "dagster.yaml", Path(pipeline_env["DAGSTER_HOME"]) / "dagster.yaml")
-    url, received = webhook
+    url, received = webhook.url, webhook.received
     monkeypatch.setenv("ETL_ALERT_WEBHOOK_URL", f"{url}/{WEBHOOK_CANARY}")
     env = dict(os.environ)
 
