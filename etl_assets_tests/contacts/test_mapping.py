@@ -47,6 +47,25 @@ def test_yaml_and_json_files_give_the_same_map(tmp_path):
         ({"fields": [{"source": "A", "field": "email", "colour": "red"}]}, "unknown keys ['colour']"),
         ({"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "b", "type": "int"}]}, "type 'int'"),
         ({"columns": []}, "top-level 'fields' list"),
+        # hubspot_type: a typo, and a type without a property to have it
+        (
+            {
+                "fields": [
+                    {"source": "A", "field": "email"},
+                    {"source": "B", "field": "b", "hubspot": "b", "hubspot_type": "datetme"},
+                ]
+            },
+            "hubspot_type 'datetme' needs a 'hubspot' property and must be one of",
+        ),
+        (
+            {"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "b", "hubspot_type": "number"}]},
+            "hubspot_type 'number' needs a 'hubspot' property",
+        ),
+        # the sync's own name for the id HubSpot returned
+        (
+            {"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "hubspot_id"}]},
+            "lowercase SQL identifier",
+        ),
     ],
 )
 def test_bad_maps_fail_naming_the_problem(document, message):
