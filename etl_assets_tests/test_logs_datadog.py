@@ -10,6 +10,8 @@ import logging.config
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -277,6 +279,55 @@ def test_dagsters_logging_reconfiguration_mid_send_neither_hangs_nor_loses_lines
     messages = sorted(json.loads(entry["message"])["message"] for entry in datadog_intake.logs())
     assert messages == ["after the re-configuration", "in flight", "still queued"]
     assert datadog_intake.statuses()[:2] == [503, 503] and not _warnings(capfd.readouterr().err)
+
+
+def test_closing_under_loggings_lock_does_not_wait_for_the_thread_that_needs_it(datadog_intake):
+    """dictConfig closes handlers while holding logging's module lock; the sender thread finishing
+    its request needs that lock when urllib3 logs the answer after a cache reset. Waiting for the
+    thread there would stall every re-configuration; its batch is sent once the lock is free."""
+    handler = _handler(datadog_intake.url, datadog_intake.api_key, flush_seconds=0.05)
+    logger = _logger(handler)
+    datadog_intake.hold_answers()
+    logger.info("in flight")
+    _wait_for(lambda: datadog_intake.waiting == 1)
+    logger.info("still queued")
+    with logging._lock:  # what dictConfig holds while it closes the handlers (private, no public handle)
+        logging.getLogger("urllib3").setLevel(logging.NOTSET)  # clears the level caches, as dictConfig can
+        datadog_intake.release_answers()  # the thread gets its 202, then needs the lock to log it
+        started = time.monotonic()
+        handler.close()
+        closing = time.monotonic() - started
+    assert closing < 2
+    _wait_for(lambda: len(datadog_intake.logs()) == 2)
+    assert sorted(json.loads(entry["message"])["message"] for entry in datadog_intake.logs()) == [
+        "in flight",
+        "still queued",
+    ]
+
+
+def test_a_process_exits_only_after_the_batch_a_closed_handler_left_in_flight(datadog_intake):
+    script = f"""
+import logging
+from etl_assets.logs.datadog import DatadogLogsHandler
+handler = DatadogLogsHandler({datadog_intake.api_key!r}, {datadog_intake.url!r}, flush_seconds=0.05)
+logger = logging.Logger("exiting")
+logger.addHandler(handler)
+logger.info("in flight at exit")
+while not handler._thread or handler._pending:  # the sender thread has taken the line
+    pass
+handler.close()  # returns at once; the exit hook waits for the thread
+"""
+    datadog_intake.hold_answers()
+    child = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        _wait_for(lambda: datadog_intake.waiting == 1)
+        time.sleep(1)
+        assert child.poll() is None  # waiting for its answer, not gone with the line
+        datadog_intake.release_answers()
+        assert child.wait(timeout=20) == 0
+    finally:
+        child.kill()
+    assert [entry["message"] for entry in datadog_intake.logs()] == ["in flight at exit"]
 
 
 def test_a_bad_key_is_one_warning_and_shipping_stops(datadog_intake, capfd):

@@ -165,16 +165,19 @@ class _Rejected(Exception):
 _handlers: weakref.WeakSet = weakref.WeakSet()
 
 
+def _holding_loggings_lock() -> bool:
+    """Whether this thread holds logging's module lock, as logging.config.dictConfig does while it
+    closes the handlers (Dagster re-configures for every log manager it builds). The sender thread
+    may need that lock to finish its request (urllib3 logs each answer), so close() must not wait
+    for it then; the exit hook's close() does. `_lock` is private: without it we wait, as before."""
+    is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
+    return bool(is_owned and is_owned())
+
+
 @atexit.register
 def _send_the_rest_at_exit() -> None:
     for handler in list(_handlers):
         handler.close()
-
-
-# How long close() waits for the sender thread's request in flight before sending the rest
-# itself. Bounded, and short: Dagster closes handlers from logging.config.dictConfig, which holds
-# logging's module lock, and the thread may be waiting for that lock (urllib3 logs as it goes).
-_JOIN_SECONDS = 5.0
 
 
 class DatadogLogsHandler(logging.Handler):
@@ -220,6 +223,7 @@ class DatadogLogsHandler(logging.Handler):
         self._thread: threading.Thread | None = None
         self._thread_pid: int | None = None
         self._thread_stop: threading.Event | None = None
+        self._stopped_threads: list[threading.Thread] = []  # stopped by close(), perhaps mid-request
         self._api = None
         self._rejected_cause = ""
         _handlers.add(self)
@@ -256,22 +260,32 @@ class DatadogLogsHandler(logging.Handler):
         self._ship(everything=True, deadline=time.monotonic() + self.close_timeout)
 
     def close(self) -> None:
-        # Process exit and Dagster's logging re-configuration: stop the thread, send the rest
-        # within close_timeout. Dagster may still hand the closed handler records; `emit` then
-        # starts a new thread, and the exit hook above sends what they leave.
-        deadline = time.monotonic() + self.close_timeout
+        # Process exit and Dagster's logging re-configuration: stop the thread, let it finish its
+        # batch in flight, send the rest here. Dagster may still hand the closed handler records;
+        # `emit` then starts a new thread, and the exit hook sends what they leave.
         with self._cond:
-            thread, stop, pid = self._thread, self._thread_stop, self._thread_pid
+            thread, stop = self._thread, self._thread_stop
             self._thread = self._thread_stop = None
             if stop is not None:
                 stop.set()
+            if thread is not None and self._thread_pid == os.getpid():
+                self._stopped_threads = [t for t in self._stopped_threads if t.is_alive()] + [thread]
             self._cond.notify_all()
-        if thread is not None and thread is not threading.current_thread() and pid == os.getpid():
-            thread.join(min(_JOIN_SECONDS, max(deadline - time.monotonic(), 0)))  # its batch in flight first
-        self._ship(everything=True, deadline=deadline)
+        if not _holding_loggings_lock():
+            self._wait_for_stopped_senders()
+        self._ship(everything=True, deadline=time.monotonic() + self.close_timeout)
         if self._dropped:
             self._report(0, "the buffer was full")
         super().close()
+
+    def _wait_for_stopped_senders(self) -> None:
+        """Let the threads close() stopped finish their batches in flight (within close_timeout)."""
+        deadline = time.monotonic() + self.close_timeout
+        with self._cond:
+            threads, self._stopped_threads = self._stopped_threads, []
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(deadline - time.monotonic(), 0))
 
     # the background sender
 

@@ -94,6 +94,9 @@ class DatadogIntake:
         self.requests: list[IntakeRequest] = []
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._answering = threading.Event()  # cleared by hold_answers(): requests wait at the server
+        self._answering.set()
+        self.waiting = 0  # requests received and held
 
     # lifecycle
 
@@ -132,6 +135,13 @@ class DatadogIntake:
         with self._lock:
             self._script.extend([(status, dict(headers or {}))] * count)
 
+    def hold_answers(self) -> None:
+        """Keep the next requests in flight (received, unanswered) until `release_answers`."""
+        self._answering.clear()
+
+    def release_answers(self) -> None:
+        self._answering.set()
+
     def statuses(self) -> list[int]:
         with self._lock:
             return [request.status for request in self.requests]
@@ -154,6 +164,10 @@ class DatadogIntake:
     def _serve(self, handler: _Handler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
+        if not self._answering.is_set():
+            with self._lock:
+                self.waiting += 1
+            self._answering.wait()
         encoding = (handler.headers.get("Content-Encoding") or "").strip().lower()
         record = IntakeRequest(status=0, encoding=encoding, raw_bytes=len(raw), body=b"")
         status, payload, headers = self._answer(handler, raw, encoding, record)
