@@ -145,6 +145,29 @@ def write_csv(path: Path, rows: int, seed: int = 7, dirty: bool = True) -> None:
         writer.writerows(generate(rows, seed, dirty))
 
 
+def write_new_version(source: Path, path: Path, every: int = 100) -> dict[str, int]:
+    """`source` as its next version: of every `every` data rows one removed and ten changed (City),
+    and one new row (another email) per `every` appended: 10% changed, 1% new, 1% removed."""
+    counts = {"changed": 0, "removed": 0, "new": 0}
+    with source.open(newline="", encoding="utf-8") as reading, path.open("w", newline="", encoding="utf-8") as handle:
+        rows = csv.DictReader(reading)
+        writer = csv.DictWriter(handle, fieldnames=rows.fieldnames or COLUMNS)
+        writer.writeheader()
+        added = []
+        for number, row in enumerate(rows):
+            if number % every == 0:
+                counts["removed"] += 1
+                added.append({**row, "Email": f"new.{number}@bench.example.org"})
+                continue
+            if number % every <= 10:
+                row["City"] += " Nord"
+                counts["changed"] += 1
+            writer.writerow(row)
+        writer.writerows(added)
+        counts["new"] = len(added)
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1000)

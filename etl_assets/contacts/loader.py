@@ -3,7 +3,9 @@
 Readers of `contacts` see the previous load or the new one, never a half-written table: every
 chunk lands in `contacts_staging` first (the next chunk is prepared while the server ingests
 this one), then a single transaction applies the difference (insert new, update changed,
-delete gone, replace the reject list, log the load). On MySQL a first load, into an empty
+delete gone, replace the reject list, log the load). When `contacts` holds rows, each row is
+compared with them before staging (contacts/known.py): only new and changed rows are staged,
+and the emails no row met are staged as the contacts to delete. On MySQL a first load, into an empty
 `contacts`, swaps the staged table in with one atomic RENAME instead of copying it. A crash
 at any point leaves `contacts` as it was; a re-run converges to the same result.
 
@@ -23,11 +25,13 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
 from etl_assets import settings
 from etl_assets.contacts import schema
+from etl_assets.contacts.known import KnownContacts, read_known
 from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
 from etl_assets.contacts.records import CODE_COLUMN, HASH_COLUMN, REASON_COLUMN, ROW_COLUMN, SeenEmails, prepare_chunk
 from etl_assets.contacts.source import CsvFormat, FileScan, read_chunks, scan_file
@@ -78,6 +82,7 @@ class LoadReport:
     unchanged: int = 0
     deleted: int = 0
     rejected: int = 0
+    not_staged: int = 0  # valid rows identical to their contact, left out of staging
     contacts_after: int = 0
     skipped_identical_source: bool = False
     writer: str = ""
@@ -105,6 +110,7 @@ class LoadContext:
 class StagedChunk:
     first_row: int
     rows_read: int
+    valid_rows: int  # staged or identical to their contact
     contacts: EncodedRows
     rejected: EncodedRows
 
@@ -113,6 +119,7 @@ class StagedChunk:
         return cls(
             chunks[0].first_row,
             sum(chunk.rows_read for chunk in chunks),
+            sum(chunk.valid_rows for chunk in chunks),
             EncodedRows.joined([chunk.contacts for chunk in chunks]),
             EncodedRows.joined([chunk.rejected for chunk in chunks]),
         )
@@ -128,24 +135,35 @@ def staged_chunks(
     fmt: CsvFormat,
     scan: FileScan,
     reasons: collections.Counter,
+    known: KnownContacts | None = None,
 ) -> Iterator[StagedChunk]:
     """The CSV as rows ready for the staging tables: prepared, stamped, encoded and gathered
-    into statements of about `statement_rows` rows. Counts the rejects by code in `reasons`."""
+    into statements of about `statement_rows` rows, without the rows identical to a `known`
+    contact. Counts the rejects by code in `reasons`."""
     stamp = pa.scalar(now.isoformat(sep=" "))
 
     def encoded() -> Iterator[StagedChunk]:
         seen, first_row = SeenEmails(), 1
         for raw in read_chunks(csv_path, column_map, chunk_rows, fmt, scan):
             chunk = prepare_chunk(raw.table, column_map, raw.rows, seen)
+            valid, ids = chunk.valid, chunk.valid.column(ROW_COLUMN)
+            if known is not None:
+                # A changed row carries its contact's id, to be applied in id order; a new one its
+                # row number negated, an id no contact has.
+                comparison = known.compare(valid.column(EMAIL_FIELD), valid.column(HASH_COLUMN))
+                valid = valid.filter(comparison.differs)
+                changed_ids = comparison.ids[comparison.differs]
+                ids = pa.array(np.where(changed_ids > 0, changed_ids, -valid.column(ROW_COLUMN).to_numpy()))
             contacts = (
-                chunk.valid.add_column(0, "id", chunk.valid.column(ROW_COLUMN))
-                .append_column("first_loaded_at", pa.repeat(stamp, chunk.valid.num_rows))
-                .append_column("updated_at", pa.repeat(stamp, chunk.valid.num_rows))
+                valid.add_column(0, "id", ids)
+                .append_column("first_loaded_at", pa.repeat(stamp, valid.num_rows))
+                .append_column("updated_at", pa.repeat(stamp, valid.num_rows))
             )
             refused = raw.rejected + chunk.rejected
             reasons.update(item[CODE_COLUMN] for item in refused)
             rejected = pa.Table.from_pylist(refused, schema=REJECTED_SCHEMA)
-            yield StagedChunk(first_row, raw.records, writer.encode(contacts), writer.encode(rejected))
+            encoded_rows = writer.encode(contacts), writer.encode(rejected)
+            yield StagedChunk(first_row, raw.records, chunk.valid.num_rows, *encoded_rows)
             first_row += raw.records
 
     for group in gathered(encoded(), statement_rows, lambda chunk: chunk.rows_read):
@@ -166,7 +184,8 @@ def ensure_tables(engine: sa.Engine, column_map: ColumnMap) -> sa.MetaData:
 
 
 def _staging_tables(metadata: sa.MetaData) -> list[sa.Table]:
-    return [metadata.tables[schema.CONTACTS_STAGING], metadata.tables[schema.REJECTED_STAGING]]
+    names = (schema.CONTACTS_STAGING, schema.REJECTED_STAGING, schema.GONE_STAGING)
+    return [metadata.tables[name] for name in names]
 
 
 def _recreate_staging(engine: sa.Engine, metadata: sa.MetaData) -> None:
@@ -178,6 +197,20 @@ def _drop_staging(engine: sa.Engine, metadata: sa.MetaData) -> None:
     # Best effort: after a lost connection this fails too, and the next load recreates them.
     with contextlib.suppress(sa.exc.DBAPIError):
         metadata.drop_all(engine, tables=_staging_tables(metadata))
+
+
+def _known_contacts(engine: sa.Engine) -> KnownContacts | None:
+    """What `contacts` holds, to stage only what differs; None when it is empty (a first load)."""
+    with engine.connect() as conn:
+        if conn.execute(sa.text(f"SELECT 1 FROM {schema.CONTACTS} LIMIT 1")).first() is None:
+            return None
+        return read_known(conn)
+
+
+def _stage_gone(engine: sa.Engine, writer: StagingWriter, gone: EncodedRows) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DELETE FROM {schema.GONE_STAGING}"))  # a retry starts over
+        writer.write(conn, schema.GONE_STAGING, gone)
 
 
 def _index_staging(engine: sa.Engine) -> None:
@@ -195,47 +228,47 @@ def _previous_load_matches(conn: sa.Connection, metadata: sa.MetaData, sha: str,
     return dict(last) if count == last["contacts_after"] else None
 
 
-def _upsert_changed_sql(dialect: str, column_map: ColumnMap) -> str:
-    fields = column_map.field_names + [HASH_COLUMN, ROW_COLUMN]
-    quote = (lambda name: f"`{name}`") if dialect == "mysql" else (lambda name: f'"{name}"')
-    columns = ", ".join(quote(name) for name in fields + ["first_loaded_at", "updated_at"])
-    selected = ", ".join(f"s.{quote(name)}" for name in fields + ["first_loaded_at", "updated_at"])
-    source = (
-        f"SELECT {selected} FROM {schema.CONTACTS_STAGING} s "
-        f"LEFT JOIN {schema.CONTACTS} c ON c.{EMAIL_FIELD} = s.{EMAIL_FIELD} "
-        # Only new or changed content is written: a row that merely moved in the file keeps its
-        # source_row, so inserting one line near the top does not rewrite the whole table.
-        f"WHERE c.{EMAIL_FIELD} IS NULL OR c.{HASH_COLUMN} <> s.{HASH_COLUMN} "
-        # In email order, the unique email index fills in order instead of splitting pages at random.
-        f"ORDER BY s.{EMAIL_FIELD}"
-    )
-    updated = [name for name in fields if name != EMAIL_FIELD]
+def _quoted(dialect: str, names: list[str]) -> list[str]:
+    return [f"`{name}`" if dialect == "mysql" else f'"{name}"' for name in names]
+
+
+def _update_changed_sql(dialect: str, column_map: ColumnMap) -> str:
+    """Contacts whose staged row differs take its values. Joined on the id the row carries, so the
+    server walks `contacts` in key order; not an upsert, which on MySQL costs a failed insert and a
+    burnt auto-increment id per changed row. The email must match too: an id alone decides nothing."""
+    names = [name for name in column_map.field_names if name != EMAIL_FIELD] + [HASH_COLUMN, ROW_COLUMN, "updated_at"]
+    contacts, staging = schema.CONTACTS, schema.CONTACTS_STAGING
+    condition = f"s.{EMAIL_FIELD} = c.{EMAIL_FIELD} AND c.{HASH_COLUMN} <> s.{HASH_COLUMN}"
     if dialect == "mysql":
-        # updated_at first: MySQL applies assignments left to right, so it still sees the old hash.
-        target = f"{schema.CONTACTS}."
-        assignments = [
-            f"{target}updated_at = IF({target}{HASH_COLUMN} = VALUES({HASH_COLUMN}), "
-            f"{target}updated_at, VALUES(updated_at))"
-        ]
-        assignments += [f"{target}{quote(name)} = VALUES({quote(name)})" for name in updated]
-        return f"INSERT INTO {schema.CONTACTS} ({columns}) {source} ON DUPLICATE KEY UPDATE {', '.join(assignments)}"
-    assignments = [
-        f"updated_at = CASE WHEN {schema.CONTACTS}.{HASH_COLUMN} = excluded.{HASH_COLUMN} "
-        f"THEN {schema.CONTACTS}.updated_at ELSE excluded.updated_at END"
-    ]
-    assignments += [f"{quote(name)} = excluded.{quote(name)}" for name in updated]
-    return f"INSERT INTO {schema.CONTACTS} ({columns}) {source} ON CONFLICT({EMAIL_FIELD}) DO UPDATE SET {', '.join(assignments)}"
+        assignments = ", ".join(f"c.{name} = s.{name}" for name in _quoted(dialect, names))
+        return f"UPDATE {contacts} c JOIN {staging} s ON s.id = c.id SET {assignments} WHERE {condition}"
+    assignments = ", ".join(f"{name} = s.{name}" for name in _quoted(dialect, names))
+    return f"UPDATE {contacts} AS c SET {assignments} FROM {staging} s WHERE s.id = c.id AND {condition}"
+
+
+def _insert_new_sql(dialect: str, column_map: ColumnMap) -> str:
+    names = _quoted(dialect, column_map.field_names + [HASH_COLUMN, ROW_COLUMN, "first_loaded_at", "updated_at"])
+    return (
+        f"INSERT INTO {schema.CONTACTS} ({', '.join(names)}) SELECT {', '.join(f's.{name}' for name in names)} "
+        f"FROM {schema.CONTACTS_STAGING} s LEFT JOIN {schema.CONTACTS} c ON c.{EMAIL_FIELD} = s.{EMAIL_FIELD} "
+        # In email order, the unique email index fills in order instead of splitting pages at random.
+        f"WHERE c.{EMAIL_FIELD} IS NULL ORDER BY s.{EMAIL_FIELD}"
+    )
+
+
+def _delete_gone_sql(dialect: str) -> str:
+    gone = schema.GONE_STAGING
+    if dialect == "mysql":  # joined: a single-table DELETE ... IN (subquery) scans all of contacts there
+        return f"DELETE c FROM {schema.CONTACTS} c JOIN {gone} g ON g.id = c.id AND g.{EMAIL_FIELD} = c.{EMAIL_FIELD}"
+    return f"DELETE FROM {schema.CONTACTS} WHERE (id, {EMAIL_FIELD}) IN (SELECT id, {EMAIL_FIELD} FROM {gone})"
 
 
 def _count(conn: sa.Connection, table: str) -> int:
     return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
 
 
-# The contacts a load removes: those whose email the staged rows no longer hold.
-_GONE = (
-    f"FROM {schema.CONTACTS} c WHERE NOT EXISTS "
-    f"(SELECT 1 FROM {schema.CONTACTS_STAGING} s WHERE s.{EMAIL_FIELD} = c.{EMAIL_FIELD})"
-)
+# The contacts a load removes: those whose email no valid row of the source met.
+_GONE = f"FROM {schema.GONE_STAGING} g JOIN {schema.CONTACTS} c ON c.id = g.id AND c.{EMAIL_FIELD} = g.{EMAIL_FIELD}"
 
 
 def _check_deletions(engine: sa.Engine, rules: LoadRules) -> None:
@@ -290,29 +323,22 @@ _REJECTED_COLUMNS = ", ".join(REJECTED_SCHEMA.names)
 
 
 def _apply(load: LoadContext) -> None:
-    """Make `contacts` equal the staged rows, in one transaction."""
-    contacts, staging = schema.CONTACTS, schema.CONTACTS_STAGING
+    """Make `contacts` equal the source, in one transaction: the staged rows differ from it, the
+    gone emails left it."""
     report = load.report
-    report.applied_by = "upsert of the difference, one transaction"
+    report.applied_by = "the difference (delete, update, insert), one transaction"
+    dialect = load.engine.dialect.name
     with load.engine.begin() as conn:
-        staged, inserted, updated = conn.execute(
-            sa.text(
-                f"SELECT COUNT(*), SUM(CASE WHEN c.email IS NULL THEN 1 ELSE 0 END), "
-                f"SUM(CASE WHEN c.{HASH_COLUMN} <> s.{HASH_COLUMN} THEN 1 ELSE 0 END) "
-                f"FROM {staging} s LEFT JOIN {contacts} c ON c.email = s.email"
-            )
-        ).one()
-        report.staged, report.inserted, report.updated = int(staged), int(inserted or 0), int(updated or 0)
-        report.unchanged = report.staged - report.inserted - report.updated
-        report.deleted = int(conn.execute(sa.text(f"SELECT COUNT(*) {_GONE}")).scalar_one())
-        if report.deleted:
+        before = _count(conn, schema.CONTACTS)
+        report.staged = _count(conn, schema.CONTACTS_STAGING)
+        if conn.execute(sa.text(f"SELECT 1 FROM {schema.GONE_STAGING} LIMIT 1")).first() is not None:
             _keep_removed(conn, load)
-        conn.execute(sa.text(_upsert_changed_sql(load.engine.dialect.name, load.column_map)))
-        conn.execute(
-            sa.text(
-                f"DELETE FROM {contacts} WHERE NOT EXISTS (SELECT 1 FROM {staging} s WHERE s.email = {contacts}.email)"
-            )
-        )
+        report.deleted = conn.execute(sa.text(_delete_gone_sql(dialect))).rowcount
+        report.updated = conn.execute(sa.text(_update_changed_sql(dialect, load.column_map))).rowcount
+        report.inserted = conn.execute(sa.text(_insert_new_sql(dialect, load.column_map))).rowcount
+        report.unchanged = report.not_staged + report.staged - report.inserted - report.updated
+        # Counted, not re-read: COUNT(*) after a big change in the same transaction walks the undo log.
+        report.contacts_after = before - report.deleted + report.inserted
         conn.execute(sa.text(f"DELETE FROM {schema.REJECTED}"))
         conn.execute(
             sa.text(
@@ -320,7 +346,6 @@ def _apply(load: LoadContext) -> None:
                 f"SELECT {_REJECTED_COLUMNS} FROM {schema.REJECTED_STAGING}"
             )
         )
-        report.contacts_after = _count(conn, contacts)
         _record_load(conn, load)
 
 
@@ -396,9 +421,12 @@ def load_contacts(
     load = LoadContext(engine, metadata, column_map, run_id, scan.sha256, now, report)
     reasons: collections.Counter = collections.Counter()
     call_with_retries(lambda: _recreate_staging(engine, metadata), "creating staging tables", retry, log)
+    known = call_with_retries(lambda: _known_contacts(engine), "reading the contacts' content hashes", retry, log)
     try:
         valid = 0
-        chunks = staged_chunks(csv_path, column_map, writer, now, chunk_rows, statement_rows, rules.csv, scan, reasons)
+        chunks = staged_chunks(
+            csv_path, column_map, writer, now, chunk_rows, statement_rows, rules.csv, scan, reasons, known
+        )
         for chunk in prefetched(chunks):
 
             def stage(chunk: StagedChunk = chunk) -> None:
@@ -410,7 +438,8 @@ def load_contacts(
             call_with_retries(stage, f"staging rows {chunk.first_row}-{last_row}", retry, log)
             report.rows_read += chunk.rows_read
             report.rejected += chunk.rejected.count
-            valid += chunk.contacts.count
+            report.not_staged += chunk.valid_rows - chunk.contacts.count
+            valid += chunk.valid_rows
             progress.add(chunk.rows_read)
         if not report.rows_read:
             raise PermanentError(f"{csv_path.name} has no data rows; nothing was changed")
@@ -420,6 +449,11 @@ def load_contacts(
                 f"all {report.rows_read:,} rows of {csv_path.name} were rejected ({top}); nothing was changed"
             )
 
+        if known is not None:
+            gone = writer.encode(known.gone())
+            call_with_retries(
+                lambda: _stage_gone(staging_engine, writer, gone), "staging the removed emails", retry, log
+            )
         call_with_retries(lambda: _index_staging(engine), "indexing the staged rows", retry, log)
         call_with_retries(lambda: _check_deletions(engine, rules), "counting the contacts to delete", retry, log)
         call_with_retries(lambda: _finish(load), "applying the staged load", retry, log)

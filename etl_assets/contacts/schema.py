@@ -20,6 +20,7 @@ CONTACTS = "contacts"
 CONTACTS_STAGING = "contacts_staging"
 REJECTED = "contacts_rejected"
 REJECTED_STAGING = "contacts_rejected_staging"
+GONE_STAGING = "contacts_gone_staging"  # ids and emails of the contacts a load removes
 REMOVED = "contacts_removed"
 LOADS = "etl_loads"
 EMAIL_INDEX = f"ux_{CONTACTS}_email"
@@ -96,6 +97,13 @@ def contact_tables(column_map: ColumnMap) -> sa.MetaData:
     # No index while chunks append in key order (`id` is the source row); the email index is
     # built once, after the last chunk (see staging_email_index), much cheaper than per row.
     sa.Table(CONTACTS_STAGING, metadata, *_contact_columns(column_map), **MYSQL_TABLE_ARGS)
+    sa.Table(
+        GONE_STAGING,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column(EMAIL_FIELD, sa.String(254), nullable=False),
+        **MYSQL_TABLE_ARGS,
+    )
     for name in (REJECTED, REJECTED_STAGING):
         sa.Table(
             name,

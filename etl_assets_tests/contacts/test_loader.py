@@ -413,3 +413,37 @@ def test_a_huge_value_is_rejected_with_its_raw_values_cut_and_the_rest_loads(mar
         ).one()
     assert reason == "'Company' longer than 255 characters"
     assert len(raw) < 20_000 and json.loads(raw)["Company"].endswith("…")
+
+
+def test_a_new_version_stages_only_new_and_changed_rows_and_writes_exactly_those(target, tmp_path):
+    """10% changed, 1% new, 1% removed, one contact now rejected: only those rows are written."""
+    engine, writer = target
+    first_csv = generate_csv(tmp_path / "first.csv", 3000)
+    first = load_contacts(engine, first_csv, COLUMN_MAP, writer, "run-1", LOG, RETRY, chunk_rows=700)
+    before = table_content(engine)
+
+    frame = pd.read_csv(first_csv, dtype=str, keep_default_na=False)
+    rows_of_contacts = sorted(int(row) - 1 for row in before["source_row"])  # each contact's own row
+    changed, removed = rows_of_contacts[10:310], rows_of_contacts[400:430]
+    newly_rejected = rows_of_contacts[500]
+    frame.loc[changed, "City"] = frame.loc[changed, "City"] + " Nord"
+    frame.loc[newly_rejected, "Email"] = "not-an-email"
+    new_rows = frame.iloc[:30].copy()
+    new_rows["Email"] = [f"new{i}@example.org" for i in range(30)]
+    frame = pd.concat([frame.drop(index=removed), new_rows], ignore_index=True)
+    second_csv = tmp_path / "second.csv"
+    frame.to_csv(second_csv, index=False)
+
+    second = load_contacts(engine, second_csv, COLUMN_MAP, writer, "run-2", LOG, RETRY, chunk_rows=700)
+    assert (second.inserted, second.updated, second.deleted) == (30, 300, 31)
+    assert second.staged == 330 and second.not_staged == first.contacts_after - 300 - 31
+    assert second.unchanged == second.not_staged and second.contacts_after == first.contacts_after - 1
+    assert_table_equals_source(engine, second_csv)
+    after = table_content(engine)
+    kept = before.index.intersection(after.index)
+    untouched = [email for email in kept if before.loc[email, "content_hash"] == after.loc[email, "content_hash"]]
+    assert len(untouched) == second.unchanged
+    assert (after.loc[untouched, ["id", "updated_at"]] == before.loc[untouched, ["id", "updated_at"]]).all().all()
+    with engine.connect() as conn:
+        removed_emails = {row[0] for row in conn.execute(sa.text("SELECT email FROM contacts_removed"))}
+    assert removed_emails == set(before.index) - set(after.index) and len(removed_emails) == 31

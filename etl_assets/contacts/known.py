@@ -1,0 +1,124 @@
+"""What `contacts` holds before a load, so that only new and changed rows travel to the server.
+
+A daily load mostly repeats the last one: staging every row again and comparing in the database
+costs more than the first load did. Instead the load reads each contact's email and content hash
+(about 60 bytes a row, in bulk), compares every prepared row here, and stages only the new and
+changed ones; the emails it never met are the contacts the source lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+
+from etl_assets.contacts.mapping import EMAIL_FIELD
+from etl_assets.contacts.records import HASH_COLUMN, SeenEmails
+from etl_assets.contacts.schema import CONTACTS
+
+HASH_WIDTH = 32  # hex characters of records.content_hashes
+# Contacts per bulk read: at most 254-character emails, about 9 MB of one result value, under the
+# server's default 16 MB max_allowed_packet.
+READ_ROWS = 30_000
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A chunk's rows against `contacts`: which differ, and the id of the contact each would change."""
+
+    differs: np.ndarray  # bool per row: new, or changed content
+    ids: np.ndarray  # int64 per row: the contact's id, 0 for a new email
+
+
+class KnownContacts:
+    """Ids, emails and content hashes of `contacts`; compares the rows of a load with them and
+    remembers which known contacts the load met."""
+
+    def __init__(self, ids: np.ndarray, emails: pa.Array, hashes: np.ndarray) -> None:
+        self.ids = ids  # int64
+        self.emails = emails  # Arrow strings: a third of the memory of Python's
+        self.hashes = hashes  # dtype S32; all three aligned
+        keys = SeenEmails.keys(emails)
+        self._order = np.argsort(keys, kind="stable")
+        self._keys = keys[self._order]
+        self.met = np.zeros(len(emails), dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.emails)
+
+    def compare(self, emails: pa.Array | pa.ChunkedArray, hashes: pa.Array | pa.ChunkedArray) -> Comparison:
+        """The rows' comparison with the known contacts; rows of known emails count as met."""
+        differs, ids = np.ones(len(emails), dtype=bool), np.zeros(len(emails), dtype=np.int64)
+        if not len(self._keys):
+            return Comparison(differs, ids)
+        keys = SeenEmails.keys(emails)
+        slots = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        candidates = np.flatnonzero(self._keys[slots] == keys)
+        positions = self._order[slots[candidates]]
+        # The 64-bit key only narrows the search: the email itself decides, so no collision merges two.
+        same = pc.equal(self.emails.take(pa.array(positions)), _flat(emails).take(pa.array(candidates)))
+        same_email = same.to_numpy(zero_copy_only=False).astype(bool)
+        rows, positions = candidates[same_email], positions[same_email]
+        self.met[positions] = True
+        differs[rows] = self.hashes[positions] != _hash_bytes(hashes)[rows]
+        ids[rows] = self.ids[positions]
+        return Comparison(differs, ids)
+
+    def gone(self) -> pa.Table:
+        """Ids and emails of the known contacts no row met: those the source lost."""
+        unmet = ~self.met
+        return pa.table({"id": pa.array(self.ids[unmet]), EMAIL_FIELD: self.emails.filter(pa.array(unmet))})
+
+
+def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _hash_bytes(hashes: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.array(_flat(hashes).to_pylist(), dtype=f"S{HASH_WIDTH}")
+
+
+def read_known(conn: sa.Connection, batch_rows: int = READ_ROWS) -> KnownContacts:
+    """Every contact's id, email and content hash, in id order. On MySQL each batch comes back as
+    three long values (GROUP_CONCAT), about 8× faster than a row at a time through the driver."""
+    if conn.dialect.name != "mysql":
+        rows = conn.execute(sa.text(f"SELECT id, {EMAIL_FIELD}, {HASH_COLUMN} FROM {CONTACTS} ORDER BY id")).all()
+        return KnownContacts(
+            np.array([row[0] for row in rows], dtype=np.int64),
+            pa.array([row[1] for row in rows], pa.string()),
+            np.array([row[2] for row in rows], dtype=f"S{HASH_WIDTH}"),
+        )
+    conn.exec_driver_sql("SET SESSION group_concat_max_len = 1073741824")
+    ids: list[np.ndarray] = []
+    emails: list[pa.Array] = []
+    hashes: list[bytes] = []
+    while True:
+        count, batch_ids, batch_emails, batch_hashes = conn.execute(
+            sa.text(
+                f"SELECT COUNT(*), GROUP_CONCAT(id ORDER BY id SEPARATOR ' '), "
+                f"GROUP_CONCAT({EMAIL_FIELD} ORDER BY id SEPARATOR '\\n'), "
+                f"GROUP_CONCAT({HASH_COLUMN} ORDER BY id SEPARATOR '') FROM "
+                f"(SELECT id, {EMAIL_FIELD}, {HASH_COLUMN} FROM {CONTACTS} WHERE id > :last ORDER BY id LIMIT :rows) b"
+            ),
+            {"last": int(ids[-1][-1]) if ids else 0, "rows": batch_rows},
+        ).one()
+        if not count:
+            break
+        # Emails hold no line break (records.EMAIL_PATTERN admits none), so the split is exact.
+        batch = pc.split_pattern(pa.array([batch_emails], pa.large_string()), "\n").flatten()
+        batch_id_values = np.array(batch_ids.split(" "), dtype=np.int64)
+        if not len(batch) == len(batch_id_values) == count or len(batch_hashes) != count * HASH_WIDTH:
+            raise RuntimeError(
+                f"read {len(batch_id_values)} ids, {len(batch)} emails, {len(batch_hashes)} hash bytes for {count} contacts"
+            )
+        ids.append(batch_id_values)
+        emails.append(pc.cast(batch, pa.string()))
+        hashes.append(batch_hashes.encode("ascii"))
+    return KnownContacts(
+        np.concatenate(ids) if ids else np.empty(0, dtype=np.int64),
+        pa.concat_arrays(emails) if emails else pa.array([], pa.string()),
+        np.frombuffer(b"".join(hashes), dtype=f"S{HASH_WIDTH}"),
+    )

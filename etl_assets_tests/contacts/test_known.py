@@ -1,0 +1,83 @@
+"""Comparing a load's rows with what `contacts` holds (contacts/known.py)."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from etl_assets.contacts.known import KnownContacts, read_known
+from etl_assets.contacts.loader import ensure_tables
+from etl_assets.contacts.mapping import load_column_map
+
+
+def known(pairs: list[tuple[str, str]]) -> KnownContacts:
+    """Contacts with ids 10, 20, 30... in the order given."""
+    return KnownContacts(
+        np.arange(10, 10 * (len(pairs) + 1), 10, dtype=np.int64),
+        pa.array([email for email, _ in pairs], pa.string()),
+        np.array([h for _, h in pairs], dtype="S32"),
+    )
+
+
+def hashes(*values: str) -> pa.Array:
+    return pa.array(list(values), pa.string())
+
+
+def gone(contacts: KnownContacts) -> list[tuple[int, str]]:
+    table = contacts.gone()
+    return list(zip(table.column("id").to_pylist(), table.column("email").to_pylist()))
+
+
+H1, H2, H3 = "1" * 32, "2" * 32, "3" * 32
+
+
+@pytest.mark.fast
+def test_new_and_changed_rows_differ_identical_ones_do_not_and_the_unmet_are_gone():
+    contacts = known([("a@x.org", H1), ("b@x.org", H2), ("c@x.org", H3)])
+    first = contacts.compare(pa.array(["b@x.org", "new@x.org"]), hashes(H2, H1))
+    second = contacts.compare(pa.chunked_array([["a@x.org"]]), pa.chunked_array([[H3]]))  # a changed
+    assert first.differs.tolist() == [False, True] and first.ids.tolist() == [20, 0]
+    assert second.differs.tolist() == [True] and second.ids.tolist() == [10]
+    assert gone(contacts) == [(30, "c@x.org")]
+
+
+@pytest.mark.fast
+def test_an_email_differing_only_in_case_is_another_contact():
+    contacts = known([("a@x.org", H1)])
+    comparison = contacts.compare(pa.array(["A@x.org"]), hashes(H1))
+    assert comparison.differs.tolist() == [True] and comparison.ids.tolist() == [0]
+    assert gone(contacts) == [(10, "a@x.org")]
+
+
+@pytest.mark.fast
+def test_with_nothing_known_every_row_is_new_and_nothing_is_gone():
+    contacts = known([])
+    comparison = contacts.compare(pa.array(["a@x.org", "b@x.org"]), hashes(H1, H2))
+    assert comparison.differs.tolist() == [True, True] and comparison.ids.tolist() == [0, 0]
+    assert gone(contacts) == []
+
+
+@pytest.mark.fast
+def test_an_empty_chunk_changes_nothing():
+    contacts = known([("a@x.org", H1)])
+    assert contacts.compare(pa.array([], pa.string()), hashes()).differs.tolist() == []
+    assert gone(contacts) == [(10, "a@x.org")]
+
+
+@pytest.mark.parametrize("dialect", ["mariadb", "sqlite"])
+def test_read_known_returns_every_contact_across_batches_and_gaps_in_ids(dialect, request, tmp_path):
+    url = request.getfixturevalue("mariadb_url") if dialect == "mariadb" else f"sqlite:///{tmp_path / 'k.sqlite'}"
+    engine = sa.create_engine(url)
+    ensure_tables(engine, load_column_map(None))
+    rows = [
+        {"id": 1 + 97 * i, "source_row": i, "email": f"p{i}@x.org", "first_name": "P", "last_name": "Q",
+         "content_hash": f"{i:032x}", "first_loaded_at": "2026-01-01", "updated_at": "2026-01-01"}
+        for i in range(50)
+    ]  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO contacts ({', '.join(rows[0])}) VALUES (:{', :'.join(rows[0])})"), rows)
+        contacts = read_known(conn, batch_rows=7)
+    assert contacts.ids.tolist() == [row["id"] for row in rows]
+    assert contacts.emails.to_pylist() == [row["email"] for row in rows]
+    assert contacts.hashes.tolist() == [row["content_hash"].encode() for row in rows]
+    engine.dispose()
