@@ -29,6 +29,7 @@ TOP_KEYS = {
     "load_data",
     "step_first_load",
     "step_rerun",
+    "step_new_version",
     "step_small",
     "peak_rss",
     "hubspot",
@@ -79,7 +80,9 @@ HUBSPOT_KEYS = {
 TARGET_NAMES = [
     "first load >= 0.5x LOAD DATA",
     "first load >= 3x to_sql",
-    "unchanged re-run <= 0.2x",
+    "unchanged re-run <= 0.05x",
+    "next version <= 0.35x",
+    "next version writes only the differences",
     "peak RSS at N <= 400 MB",
     "peak RSS at N <= 1.5x at N/10",
     "HubSpot >= 90%",
@@ -160,7 +163,7 @@ def test_benchmark_smoke_run_prints_the_table_and_writes_every_figure(tmp_path):
     assert results["errors"] == {}
     assert results["table"] in table
     assert MACHINE_KEYS <= set(results["machine"]) and results["machine"]["mariadb_version"]
-    for key in ("step_first_load", "step_rerun", "step_small"):
+    for key in ("step_first_load", "step_rerun", "step_new_version", "step_small"):
         assert STEP_KEYS <= set(results[key]), (key, STEP_KEYS - set(results[key]))
     assert HUBSPOT_KEYS <= set(results["hubspot"])
     assert {"requests_sent", "status_429", "due"} <= set(results["hubspot"]["rerun"])
@@ -180,6 +183,11 @@ def test_benchmark_smoke_run_prints_the_table_and_writes_every_figure(tmp_path):
     assert first["rows_read"] == ROWS and first["inserted"] + first["rejected"] == ROWS
     assert first["writer"] == "LOAD DATA LOCAL INFILE"
     assert rerun["skipped_identical_source"] is True and rerun["inserted"] == 0
+    new_version = results["step_new_version"]
+    lines = new_version["lines"]
+    assert lines == {"changed": ROWS // 10, "new": ROWS // 100, "removed": ROWS // 100}
+    assert new_version["wrote_only_differences"] is True and new_version["inserted"] > 0
+    assert new_version["staged"] < ROWS // 5 and new_version["not_staged"] > ROWS // 2
     assert small["rows_read"] == SMALL_ROWS
     assert results["peak_rss"]["n_bytes"] > 0 and results["peak_rss"]["n10_bytes"] > 0
     hubspot = results["hubspot"]
