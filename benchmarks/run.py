@@ -36,6 +36,7 @@ import logging
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -376,14 +377,17 @@ def _get(results: dict, path: str):
 
 # (name, path of the value in the JSON, comparison, target, unit for display)
 TARGETS = [
-    ("first load >= 0.5x LOAD DATA rows/s", "step_first_load.ratio_to_load_data", ">=", 0.5, "x"),
-    ("first load >= 3x to_sql rows/s", "step_first_load.ratio_to_to_sql", ">=", 3.0, "x"),
+    ("first load >= 0.7x LOAD DATA rows/s", "step_first_load.ratio_to_load_data", ">=", 0.7, "x"),
+    ("first load >= 5x to_sql rows/s", "step_first_load.ratio_to_to_sql", ">=", 5.0, "x"),
     ("unchanged re-run <= 0.05x first load time", "step_rerun.time_ratio_to_first", "<=", 0.05, "x"),
     ("next version <= 0.35x first load time", "step_new_version.time_ratio_to_first", "<=", 0.35, "x"),
     ("next version writes only the differences", "step_new_version.wrote_only_differences", "==", True, ""),
     ("peak RSS at N <= 400 MB", "peak_rss.n_mb", "<=", 400.0, " MB"),
     ("peak RSS at N <= 1.5x at N/10", "peak_rss.ratio", "<=", 1.5, "x"),
-    ("HubSpot >= 90% of the rate-limit ceiling", "hubspot.fraction_of_ceiling", ">=", 0.9, ""),
+    ("2N rows <= 2.2x the time of N", "step_double.time_ratio_to_first", "<=", 2.2, "x"),
+    ("peak RSS at 2N <= 400 MB", "peak_rss.n2_mb", "<=", 400.0, " MB"),
+    # Within 1.07x the fastest legal time: 1 / 1.07 of the ceiling's rate.
+    ("HubSpot >= 0.935 of the ceiling", "hubspot.fraction_of_ceiling", ">=", 0.935, ""),
     ("HubSpot 0 contacts lost", "hubspot.lost", "==", 0, ""),
     ("HubSpot 0 contacts duplicated", "hubspot.duplicated", "==", 0, ""),
     ("HubSpot 0 requests on the unchanged re-run", "hubspot.rerun.requests_sent", "==", 0, ""),
@@ -391,14 +395,14 @@ TARGETS = [
 ]
 
 
-def evaluate_targets(results: dict) -> list[dict]:
+def evaluate_targets(results: dict, targets: list[tuple] | None = None) -> list[dict]:
     compare: dict[str, Callable[[float, float], bool]] = {
         ">=": lambda a, b: a >= b,
         "<=": lambda a, b: a <= b,
         "==": lambda a, b: a == b,
     }
     evaluated = []
-    for name, path, op, target, unit in TARGETS:
+    for name, path, op, target, unit in TARGETS if targets is None else targets:
         value = _get(results, path)
         passed = None if value is None else bool(compare[op](value, target))
         evaluated.append(
@@ -491,6 +495,13 @@ def render_table(results: dict) -> str:
         "peak_rss.n_mb",
     )
     row("  ratio N to N/10", _n(rss.get("ratio"), 2, "x"), "peak_rss.ratio")
+    double = results["step_double"]
+    row(
+        f"contacts_table step at 2N ({_n(double.get('rows_read'))} rows), first load",
+        f"{_n(double.get('seconds'), 1)} s = {_n(double.get('time_ratio_to_first'), 2, 'x')} the time of N",
+        "step_double.time_ratio_to_first",
+    )
+    row("  peak RSS at 2N", f"{_n(rss.get('n2_mb'), 0, ' MB')}", "peak_rss.n2_mb")
     row(
         f"hubspot_contacts, {_n(hs.get('expected'))} new contacts",
         f"{_n(hs.get('contacts_per_s'), 1)} contacts/s ({_n(hs.get('seconds'), 1)} s step; "
@@ -582,6 +593,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None, help="where the CSVs go (default: a temporary dir)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"the JSON file (default {DEFAULT_OUT})")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="whole runs, each figure then reported as min / median / max; a target is met when the median meets it",
+    )
     parser.add_argument("--log-level", default="INFO", help="progress output (default INFO)")
     args = parser.parse_args(argv)
     if args.rows < 10:
@@ -645,6 +662,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             "wrote_only_differences": None,
         },
         "step_small": {key: None for key in STEP_KEYS},
+        "step_double": {**{key: None for key in STEP_KEYS}, "time_ratio_to_first": None},
         "peak_rss": {
             "n_rows": None,
             "n_bytes": None,
@@ -656,6 +674,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             "n10_mb": None,
             "n10_baseline_mb": None,
             "n10_sampled_mb": None,
+            "n2_rows": None,
+            "n2_bytes": None,
+            "n2_mb": None,
+            "n2_baseline_mb": None,
+            "n2_sampled_mb": None,
             "ratio": None,
             "source": None,
         },
@@ -679,7 +702,12 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             return None
 
     token = uuid.uuid4().hex[:8]
-    names = {"main": f"etl_bench_{token}", "small": f"etl_bench_{token}_small", "hubspot": f"etl_bench_{token}_hs"}
+    names = {
+        "main": f"etl_bench_{token}",
+        "small": f"etl_bench_{token}_small",
+        "double": f"etl_bench_{token}_double",
+        "hubspot": f"etl_bench_{token}_hs",
+    }
     created: list[str] = []
     results["parameters"]["databases"] = list(names.values())  # created now, dropped at the end
     workdir_handle = None
@@ -700,6 +728,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
 
         csv_path, small_path = workdir / f"contacts_{args.rows}.csv", workdir / f"contacts_{args.rows // 10}.csv"
         new_version_path = workdir / f"contacts_{args.rows}_next.csv"
+        double_path = workdir / f"contacts_{2 * args.rows}.csv"
 
         def generate() -> None:
             started = time.perf_counter()
@@ -707,6 +736,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             results["csv"]["generate_seconds"] = round(time.perf_counter() - started, 2)
             generator.write_csv(small_path, args.rows // 10, args.seed, dirty=True)  # the same first rows
             results["step_new_version"]["lines"] = generator.write_new_version(csv_path, new_version_path)
+            generator.write_csv(double_path, 2 * args.rows, args.seed, dirty=True)
             results["csv"].update(
                 rows=args.rows,
                 bytes=csv_path.stat().st_size,
@@ -767,8 +797,17 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         )
         if small:
             results["step_small"].update(small)
+        double = phase(
+            "contacts_table step at 2N (child process, fresh database)",
+            lambda: run_step_child(double_path, urls["double"], "benchmark-double", args.chunk_rows),
+        )
+        if double:
+            results["step_double"].update(double)
+            if first:
+                results["step_double"]["time_ratio_to_first"] = _ratio(double["seconds"], first["seconds"])
         rss = results["peak_rss"]
-        for prefix, step in (("n", results["step_first_load"]), ("n10", results["step_small"])):
+        steps = (("n", results["step_first_load"]), ("n10", results["step_small"]), ("n2", results["step_double"]))
+        for prefix, step in steps:
             peak = step.get("peak_rss_bytes")
             rss[f"{prefix}_rows"] = step.get("rows_read")
             rss[f"{prefix}_bytes"] = peak
@@ -822,6 +861,41 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     return results, status
 
 
+def summarize(runs: list[dict]) -> dict[str, Any]:
+    """Several whole runs: each target's figure as min / median / max, judged by the median."""
+    targets = []
+    for name, path, op, target, unit in TARGETS:
+        values = [_get(results, path) for results in runs]
+        measured = [value for value in values if value is not None]
+        summary: dict[str, Any] = {"name": name, "op": op, "target": target, "unit": unit.strip(), "values": values}
+        if measured and all(isinstance(value, bool) for value in measured):
+            summary["passed"] = sum(value is True for value in measured) * 2 > len(values)
+        elif measured:
+            middle = statistics.median(measured)
+            summary.update(min=min(measured), median=middle, max=max(measured))
+            summary["passed"] = evaluate_targets({"_": {"v": middle}}, [(name, "_.v", op, target, unit)])[0]["passed"]
+        else:
+            summary["passed"] = None
+        targets.append(summary)
+    lines = [f"{len(runs)} runs; load average (1, 5, 15 min) at start and end of each:"]
+    lines += [
+        f"  run {number}: {results['machine'].get('load_average_start')} -> {results['machine'].get('load_average_end')}"
+        for number, results in enumerate(runs, 1)
+    ]
+    lines.append("")
+    header = ("target", "min", "median", "max", "result")
+    body = []
+    for t in targets:
+        shown = [_n(t.get(key), 3) for key in ("min", "median", "max")] if "median" in t else [_n(t["values"])] * 3
+        verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["passed"]]
+        body.append((f"{t['name']} ({t['op']} {t['target']:g})", *shown, verdict))
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(5)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines += [fmt.format(*header).rstrip(), fmt.format(*("-" * w for w in widths)).rstrip()]
+    lines += [fmt.format(*row).rstrip() for row in body]
+    return {"runs": runs, "targets": targets, "table": "\n".join(lines)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -830,11 +904,19 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(args.log_level.upper())
     log.propagate = False
     try:
-        results, status = run(args)
+        outcomes = [run(args) for _ in range(max(args.repeat, 1))]
     except sa.exc.OperationalError as exc:
         server = sa.make_url(args.mysql_url).render_as_string(hide_password=True)
         print(f"benchmark: cannot use the MySQL/MariaDB server at {server}: {exc.orig}", file=sys.stderr)
         return 2
+    results, status = outcomes[0]
+    if len(outcomes) > 1:
+        for each, _ in outcomes:
+            print(each["table"], end="\n\n")
+        results = summarize([each for each, _ in outcomes])
+        status = max(each_status for _, each_status in outcomes)
+        if args.strict and not all(t["passed"] for t in results["targets"]):
+            status = 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(results["table"])
