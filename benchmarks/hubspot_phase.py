@@ -54,8 +54,10 @@ HUBSPOT_KEYS = (
     "state_synced",
     "state_id_mismatch",
     "rerun",
+    "update",
 )
 RERUN_KEYS = ("requests_sent", "status_429", "seconds", "due", "client_api_calls")
+UPDATE_KEYS = ("changed", "requests_sent", "upsert_requests", "expected_batches", "exact_batches", "updated", "seconds")
 
 
 class _ThreadServer:
@@ -158,6 +160,7 @@ class _ProcessServer:
 def empty_result() -> dict[str, Any]:
     result: dict[str, Any] = {key: None for key in HUBSPOT_KEYS}
     result["rerun"] = {key: None for key in RERUN_KEYS}
+    result["update"] = {key: None for key in UPDATE_KEYS}
     return result
 
 
@@ -329,6 +332,29 @@ def run_hubspot(
             "seconds": round(_step_seconds(instance, result.run_id) or wall, 3),
             "due": metadata.get("due"),
             "client_api_calls": metadata.get("api_calls"),
+        }
+
+        # 5. One contact in ten changed (a new content hash, as a load that changed them leaves it):
+        # exactly one batch request per 100 of them.
+        with engine.begin() as conn:
+            changed = conn.execute(
+                sa.text(
+                    f"UPDATE {schema.CONTACTS} SET content_hash = MD5(CONCAT(content_hash, 'changed')) WHERE id % 10 = 0"
+                )
+            ).rowcount
+        server.call("reset_log")
+        wall = time.perf_counter()
+        result, metadata = _materialize(job, instance, key, log_level)
+        wall = time.perf_counter() - wall
+        records = server.call("records")
+        out["update"] = {
+            "changed": changed,
+            "requests_sent": len(records),
+            "upsert_requests": sum(1 for r in records if r[1].endswith("/batch/upsert")),
+            "expected_batches": -(-changed // 100),
+            "exact_batches": sum(1 for r in records if r[1].endswith("/batch/upsert")) == -(-changed // 100),
+            "updated": metadata.get("updated"),
+            "seconds": round(_step_seconds(instance, result.run_id) or wall, 3),
         }
     engine.dispose()
     return out

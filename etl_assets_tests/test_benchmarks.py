@@ -36,6 +36,7 @@ TOP_KEYS = {
     "step_double",
     "peak_rss",
     "hubspot",
+    "hubspot_second",
     "targets",
     "all_targets_passed",
     "errors",
@@ -94,6 +95,8 @@ TARGET_NAMES = [
     "HubSpot 0 contacts lost",
     "HubSpot 0 contacts duplicated",
     "HubSpot 0 requests on the unchanged re-run",
+    "HubSpot update of M/10 changed contacts: one batch per 100",
+    "HubSpot at the second limit: 0 429s",
 ]
 
 
@@ -200,9 +203,12 @@ def test_benchmark_smoke_run_prints_the_table_and_writes_every_figure(tmp_path):
     assert hubspot["lost"] == 0 and hubspot["duplicated"] == 0 and hubspot["state_id_mismatch"] == 0
     assert hubspot["upsert_requests"] == CONTACTS // 100
     assert hubspot["rerun"]["requests_sent"] == 0 and hubspot["rerun"]["due"] == 0
+    assert hubspot["update"]["changed"] == CONTACTS // 10 and hubspot["update"]["exact_batches"] is True
+    second = results["hubspot_second"]
+    assert second["rate_limit"] == 190 and second["expected"] == second["stored"] == CONTACTS
 
     # The databases it created are gone.
-    assert len(results["parameters"]["databases"]) == 4
+    assert len(results["parameters"]["databases"]) == 5
     assert existing_databases(results["parameters"]["databases"]) == set()
 
 
