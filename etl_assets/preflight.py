@@ -46,6 +46,7 @@ from etl_assets.errors import (
     is_transient,
     mysql_error_code,
 )
+from etl_assets.hubspot import modes, removals
 from etl_assets.hubspot.client import HubSpotApi, HubSpotApiError
 from etl_assets.hubspot.properties import PropertyDefinition, declared, mapping_problems
 from etl_assets.logs.redaction import redact
@@ -633,6 +634,14 @@ def hubspot_rows(
     return rows
 
 
+def sync_mode_row() -> Row:
+    """HUBSPOT_SYNC_MODE and HUBSPOT_ON_REMOVED (with the archive share) hold values the sync takes."""
+    detail = f"{modes.sync_mode()}; contacts that left the source: {removals.on_removed()}"
+    if removals.on_removed() == removals.ARCHIVE:
+        detail += f", at most {removals.max_archive_fraction():g} of this sync's contacts a run"
+    return Row("HubSpot sync mode", OK, detail)
+
+
 # --------------------------------------------------------------------------- all of it
 
 
@@ -674,5 +683,6 @@ def run_checks(
         rows.append(Row("column map", OK, f"{column_map.origin}: {len(column_map.hubspot_fields)} HubSpot properties"))
     except PermanentError as exc:
         rows.append(Row("column map", FAIL, str(exc), f"fix {settings.COLUMN_MAP}"))
+    rows += guarded("HubSpot sync mode", lambda: [sync_mode_row()])
     rows += guarded("HubSpot", lambda: hubspot_rows(hubspot, mode, column_map, quick, backend, log))
     return rows

@@ -158,6 +158,41 @@ HUBSPOT_MAX_FAILED_RATE = _hubspot(
     "0.01",
     "the `hubspot_failed_rate` check fails above this share of refused contacts",
 )
+HUBSPOT_SYNC_MODE = _hubspot(
+    "HUBSPOT_SYNC_MODE",
+    str,
+    "upsert",
+    "`upsert` creates or updates by email; `update_only` never creates (unknown emails are skipped); "
+    "`create_only` never changes an existing contact (it is skipped)",
+)
+HUBSPOT_ON_REMOVED = _hubspot(
+    "HUBSPOT_ON_REMOVED",
+    str,
+    "keep",
+    "contacts that left the source: `keep` them in HubSpot (marked `removed` in `hubspot_sync_state`) "
+    "or `archive` the ones this sync created or last wrote",
+)
+HUBSPOT_MAX_ARCHIVE_FRACTION = _hubspot(
+    "HUBSPOT_MAX_ARCHIVE_FRACTION",
+    float,
+    "0.1",
+    "a run that would archive more than this share of the contacts it wrote to HubSpot fails before "
+    "archiving any; raise it (up to 1) for one run to let a real purge through",
+)
+HUBSPOT_COMPANIES = _hubspot(
+    "HUBSPOT_COMPANIES",
+    bool,
+    "false",
+    "`true`: also sync companies (from the column map's `company: name`/`company: domain` columns) and "
+    "associate each contact with its company; `false`: those assets send nothing and say so",
+)
+HUBSPOT_COMPANY_KEY = _hubspot(
+    "HUBSPOT_COMPANY_KEY",
+    str,
+    "domain-then-name",
+    "what makes two contacts' companies one: `domain-then-name` (the website's domain, else the "
+    "normalised name), `domain` (contacts without a usable website get no company) or `name`",
+)
 
 _load = _define("Loading the source")
 COLUMN_MAP = _load("ETL_COLUMN_MAP", str, None, "path to a YAML/JSON column map (below)", shown="packaged default")

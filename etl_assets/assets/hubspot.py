@@ -1,4 +1,9 @@
-"""`hubspot_contacts`: contacts upserted into HubSpot, only those that changed since HubSpot accepted them."""
+"""`hubspot_contacts`: contacts written to HubSpot as HUBSPOT_SYNC_MODE says, only those that changed
+since HubSpot accepted them; contacts that left the source kept or archived (HUBSPOT_ON_REMOVED).
+
+Decisions live in etl_assets/hubspot/ (modes, removals, sync); this asset composes them: it plans
+the removals and applies their guard before any request, syncs, then archives.
+"""
 
 import logging
 from collections.abc import Iterator
@@ -12,10 +17,11 @@ from etl_assets.assets.contacts import contacts_table
 from etl_assets.assets.policies import step_retry_policy
 from etl_assets.contacts.mapping import ColumnMap, load_column_map
 from etl_assets.errors import PermanentError, failing_fast
-from etl_assets.hubspot import state
+from etl_assets.hubspot import modes, removals, state, writers
 from etl_assets.hubspot.client import HubSpotApi, HubSpotApiError
 from etl_assets.hubspot.outbox import max_age_days, prune_outbox, write_outbox
 from etl_assets.hubspot.properties import PropertyDefinition, PropertyWriter, declared, mapping_problems
+from etl_assets.hubspot.removals import RemovalPlan
 from etl_assets.hubspot.sync import MAX_UNMATCHED_RUNS, UNMATCHED, Pending, SyncReport, prevalidate, sync_contacts
 from etl_assets.resources.database import DatabaseResource
 from etl_assets.resources.hubspot import HubSpotResource, SyncMode
@@ -49,7 +55,57 @@ def account_properties(
     return definitions
 
 
-def _dry_run(context: dg.AssetExecutionContext, engine: sa.Engine, column_map: ColumnMap, due: int, mode: SyncMode):
+PREVIEW_ROWS = 100  # contacts listed in the metadata's archive preview; the outbox lists them all
+
+
+def _plan_removals(conn: sa.Connection, policy: str) -> RemovalPlan:
+    """What happens to the contacts that left the source; an archive the guard refuses fails here,
+    before any request."""
+    plan = removals.plan_removals(state.left_source(conn), policy)
+    if plan.archive:
+        contacts, last_load_valid = state.source_size(conn)
+        removals.check_archive(
+            len(plan.archive),
+            state.count_written(conn, removals.OURS),
+            contacts,
+            last_load_valid,
+            removals.max_archive_fraction(),
+        )
+    return plan
+
+
+def _archive_preview(plan: RemovalPlan) -> dg.MetadataValue:
+    rows = "\n".join(f"| {item.email} | {item.hubspot_id} |" for item in plan.archive[:PREVIEW_ROWS])
+    more = f"\n\n…and {len(plan.archive) - PREVIEW_ROWS:,} more" if len(plan.archive) > PREVIEW_ROWS else ""
+    return dg.MetadataValue.md(f"| email | HubSpot id |\n|---|---|\n{rows}{more}")
+
+
+def _removal_metadata(plan: RemovalPlan, policy: str, archived: int, gone: int, dry: bool) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "on_removed": policy,
+        ("would_mark_removed" if dry else "removed"): dg.MetadataValue.int(len(plan.mark_removed)),
+        "removed_before": dg.MetadataValue.int(plan.already_removed),
+    }
+    if dry:
+        metadata["would_archive"] = dg.MetadataValue.int(len(plan.archive))
+    else:
+        metadata["archived"] = dg.MetadataValue.int(archived)
+        metadata["archive_already_gone"] = dg.MetadataValue.int(gone)
+    if plan.archive:
+        metadata["archive_preview"] = _archive_preview(plan)
+    return metadata
+
+
+def _dry_run(
+    context: dg.AssetExecutionContext,
+    engine: sa.Engine,
+    column_map: ColumnMap,
+    due: int,
+    mode: SyncMode,
+    sync_mode: str,
+    removal: RemovalPlan,
+    policy: str,
+):
     folder = settings.data_dir() / "hubspot_outbox"
     days = max_age_days()
     removed = prune_outbox(folder, days)
@@ -60,30 +116,36 @@ def _dry_run(context: dg.AssetExecutionContext, engine: sa.Engine, column_map: C
     outbox = folder / f"{context.run.run_id}.jsonl"
     # Converted by the types the map declares: a dry run reads nothing from HubSpot.
     report = SyncReport(due=due)
-    batches, contacts = write_outbox(outbox, _contacts_to_send(engine, PropertyWriter(column_map), report, None))
+    to_send = _contacts_to_send(engine, PropertyWriter(column_map), report, None, sync_mode)
+    sent = write_outbox(outbox, to_send, mode=sync_mode, archive=removal.archive)
     return dg.MaterializeResult(
         metadata={
             "summary": (
-                f"Dry run: {contacts} contacts in {batches} batches written to the outbox, "
-                f"{report.failed} refused before sending; nothing was sent."
+                f"Dry run ({sync_mode}): {sent.contacts} contacts in {sent.batches} requests written to the outbox, "
+                f"{report.failed} refused before sending, {sent.skipped} would be skipped, "
+                f"{len(removal.archive)} would be archived; nothing was sent."
             ),
             **mode.metadata(),
+            "sync_mode": sync_mode,
             "outbox": dg.MetadataValue.path(str(outbox)),
-            "would_send_contacts": dg.MetadataValue.int(contacts),
-            "would_send_batches": dg.MetadataValue.int(batches),
+            "would_send_contacts": dg.MetadataValue.int(sent.contacts),
+            "would_send_batches": dg.MetadataValue.int(sent.batches),
+            "would_look_up": dg.MetadataValue.int(sent.looked_up),
+            "would_skip": dg.MetadataValue.int(sent.skipped),
             "would_refuse": dg.MetadataValue.int(report.failed),
             "due": dg.MetadataValue.int(due),
+            **_removal_metadata(removal, policy, 0, 0, dry=True),
         }
     )
 
 
-def _contacts_to_send(engine, writer: PropertyWriter, report: SyncReport, record) -> Iterator[Pending]:
+def _contacts_to_send(engine, writer: PropertyWriter, report: SyncReport, record, sync_mode: str) -> Iterator[Pending]:
     """Due contacts as HubSpot takes them; those refused before sending are recorded (unless a dry run).
 
     A property that takes none of the values stops the sync before anything of that page is
     recorded: the map or the account is wrong, not every contact.
     """
-    for page in state.due_contacts(engine, writer.column_map):
+    for page in state.due_contacts(engine, writer.column_map, modes.SKIP_REASONS.get(sync_mode)):
         accepted, refused = prevalidate(page, writer)
         throughout = writer.refused_throughout()
         if throughout:
@@ -104,7 +166,8 @@ def _contacts_to_send(engine, writer: PropertyWriter, report: SyncReport, record
     kinds={"hubspot"},
     pool="etl_assets_hubspot_sync",
     retry_policy=step_retry_policy(),
-    description="HubSpot contacts upserted by email from `contacts`; per-contact outcomes in "
+    description="HubSpot contacts written from `contacts` as HUBSPOT_SYNC_MODE says (upsert by email by "
+    "default), those that left kept or archived as HUBSPOT_ON_REMOVED says; per-contact outcomes in "
     "`hubspot_sync_state`. A dry run to a JSONL outbox when HUBSPOT_DRY_RUN=true or "
     "nothing is configured.",
 )
@@ -114,58 +177,70 @@ def hubspot_contacts(
     log = context.log
     with failing_fast("hubspot_contacts"):
         mode = hubspot.mode()
+        sync_mode, policy = modes.sync_mode(), removals.on_removed()
         log.info("HubSpot: %s (%s)", mode.name, mode.reason)
+        log.info("HubSpot sync mode: %s; contacts that left the source: %s", sync_mode, policy)
         column_map = load_column_map(settings.setting(settings.COLUMN_MAP))
         engine = database.engine
+        run_id = context.run.run_id
         state.ensure_table(engine)
         with database.exclusive(SYNC_LOCK):
             with engine.connect() as conn:
-                due = state.count_due(conn)
+                due = state.count_due(conn, modes.SKIP_REASONS.get(sync_mode))
+                removal = _plan_removals(conn, policy)
             if not mode.live:
-                return _dry_run(context, engine, column_map, due, mode)
+                return _dry_run(context, engine, column_map, due, mode, sync_mode, removal, policy)
             report = SyncReport(due=due)
             api = hubspot.open_api(log)
-            if due:
-                record = lambda outcomes: state.record_outcomes(engine, outcomes, context.run.run_id)  # noqa: E731
-                try:
+            archived = gone = 0
+            try:
+                if due:
+                    record = lambda outcomes: state.record_outcomes(engine, outcomes, run_id)  # noqa: E731
                     definitions = account_properties(api, column_map, hubspot.may_create_properties(), log)
-                    writer = PropertyWriter(column_map, definitions)
                     sync_contacts(
                         api,
-                        _contacts_to_send(engine, writer, report, record),
+                        _contacts_to_send(engine, PropertyWriter(column_map, definitions), report, record, sync_mode),
                         record,
                         report,
                         log,
                         max_in_flight=hubspot.in_flight(),
+                        send=writers.batch_sender(sync_mode, api, report),
                     )
-                except HubSpotApiError as exc:
-                    if exc.error.missing_scopes:
-                        raise PermanentError(
-                            f"HubSpot's private app lacks the scope(s) {list(exc.error.missing_scopes)} "
-                            f"({exc.error.status} {exc.error.category}); add them to the app (Settings > "
-                            "Integrations > Private apps > Scopes; the README lists every scope the sync "
-                            "uses)"
-                        ) from None
-                    if exc.error.is_auth_error:
-                        # batches in flight were recorded before the error came up: the count is exact
-                        synced = report.created + report.updated
-                        outcome = (
-                            f" after {synced:,} contacts were synced in this run; the rest stay pending "
-                            "for the next run"
-                            if synced
-                            else "; nothing was marked synced in this run"
-                        )
-                        raise PermanentError(
-                            f"HubSpot rejected the access token ({exc.error.summary()}){outcome}"
-                        ) from None
-                    raise
-            else:
-                log.info("HubSpot: every contact is in step; no requests sent")
+                else:
+                    log.info("HubSpot: every contact is in step; no contact requests sent")
+                state.mark_left(engine, removal.mark_removed, state.REMOVED, run_id)
+                if removal.archive and not report.stopped_reason:
+                    archived, gone = writers.archive(
+                        api,
+                        removal.archive,
+                        lambda done: state.mark_left(engine, [item.email for item in done], state.ARCHIVED, run_id),
+                    )
+            except HubSpotApiError as exc:
+                if exc.error.missing_scopes:
+                    raise PermanentError(
+                        f"HubSpot's private app lacks the scope(s) {list(exc.error.missing_scopes)} "
+                        f"({exc.error.status} {exc.error.category}); add them to the app (Settings > "
+                        "Integrations > Private apps > Scopes; the README lists every scope the sync "
+                        "uses)"
+                    ) from None
+                if exc.error.is_auth_error:
+                    # batches in flight were recorded before the error came up: the count is exact
+                    synced = report.created + report.updated
+                    outcome = (
+                        f" after {synced:,} contacts were synced in this run; the rest stay pending for the next run"
+                        if synced
+                        else "; nothing was marked synced in this run"
+                    )
+                    raise PermanentError(
+                        f"HubSpot rejected the access token ({exc.error.summary()}){outcome}"
+                    ) from None
+                raise
     if report.stopped_reason:
         log.warning(
-            "HubSpot sync stopped early: %s; %d contacts stay pending for the next run",
+            "HubSpot sync stopped early: %s; %d contacts stay pending for the next run%s",
             report.stopped_reason,
             report.pending,
+            f", and {len(removal.archive)} archives wait for it too" if removal.archive else "",
         )
     isolation_stopped = (
         f"isolation stopped at its cap ({report.isolation_requests} requests): {report.unisolated} "
@@ -184,13 +259,16 @@ def hubspot_contacts(
         )
     metadata: dict[str, Any] = {
         "summary": (
-            f"{report.created} created, {report.updated} updated, {report.failed} failed, "
-            f"{report.pending} pending, in {api.calls} API calls"
+            f"{report.created} created, {report.updated} updated, {report.skipped} skipped, {report.failed} failed, "
+            f"{report.pending} pending, {len(removal.mark_removed)} marked removed, {archived} archived, "
+            f"in {api.calls} API calls"
         ),
         **mode.metadata(),
+        "sync_mode": sync_mode,
         "due": dg.MetadataValue.int(report.due),
         "created": dg.MetadataValue.int(report.created),
         "updated": dg.MetadataValue.int(report.updated),
+        "skipped": dg.MetadataValue.int(report.skipped),
         "failed": dg.MetadataValue.int(report.failed),
         "pending": dg.MetadataValue.int(report.pending),
         "batches": dg.MetadataValue.int(report.batches),
@@ -204,6 +282,9 @@ def hubspot_contacts(
         "rate_limited_429": dg.MetadataValue.int(api.rate_limited),
         "retried_requests": dg.MetadataValue.int(api.retried),
     }
+    metadata.update(_removal_metadata(removal, policy, archived, gone, dry=False))
+    if report.skip_reasons:
+        metadata["skip_reasons"] = dg.MetadataValue.json(dict(report.skip_reasons))
     if report.stopped_reason:
         metadata["stopped_reason"] = report.stopped_reason
     if isolation_stopped:

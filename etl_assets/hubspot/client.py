@@ -17,8 +17,20 @@ from collections.abc import Callable
 from typing import Any
 
 from hubspot import HubSpot
+from hubspot.crm.associations.v4 import ApiException as AssociationsApiException
+from hubspot.crm.companies import ApiException as CompaniesApiException
 from hubspot.crm.contacts import ApiException as ContactsApiException
-from hubspot.crm.contacts import BatchInputSimplePublicObjectBatchInputUpsert, SimplePublicObjectBatchInputUpsert
+from hubspot.crm.contacts import (
+    BatchInputSimplePublicObjectBatchInput,
+    BatchInputSimplePublicObjectBatchInputForCreate,
+    BatchInputSimplePublicObjectBatchInputUpsert,
+    BatchInputSimplePublicObjectId,
+    BatchReadInputSimplePublicObjectId,
+    SimplePublicObjectBatchInput,
+    SimplePublicObjectBatchInputForCreate,
+    SimplePublicObjectBatchInputUpsert,
+    SimplePublicObjectId,
+)
 from hubspot.crm.properties import ApiException as PropertiesApiException
 from hubspot.crm.properties import Option, PropertyCreate
 
@@ -29,7 +41,8 @@ from etl_assets.hubspot.ratelimit import DailyLimitReached, RollingWindowLimiter
 from etl_assets.hubspot.sync import UpsertAnswer
 from etl_assets.retrying import RetrySettings, call_with_retries
 
-_API_EXCEPTIONS = (ContactsApiException, PropertiesApiException)
+# Each API module of hubspot-api-client raises its own ApiException class (same fields).
+_API_EXCEPTIONS = (ContactsApiException, PropertiesApiException, CompaniesApiException, AssociationsApiException)
 
 
 class HubSpotApi:
@@ -82,7 +95,9 @@ class HubSpotApi:
             self._token, self._client = token, HubSpot(access_token=token, host=self._base_url)
             return True
 
-    def _call(self, what: str, request: Callable[[HubSpot], tuple[Any, int, Any]]) -> Any:
+    def call(self, what: str, request: Callable[[HubSpot], tuple[Any, int, Any]]) -> Any:
+        """One request through the limiter, with retries, the token re-read on 401 and errors parsed."""
+
         def attempt() -> Any:
             waited_since = time.monotonic()
             while True:
@@ -111,29 +126,88 @@ class HubSpotApi:
 
         return call_with_retries(attempt, what, self.retry, self.log, on_retry=lambda _exc: self._count("retried"))
 
+    def batch(self, what: str, request: Callable[[HubSpot], tuple[Any, int, Any]]) -> UpsertAnswer:
+        """A batch call's results and a 207's per-input errors, as dicts."""
+        response = self.call(what, request)
+        # A 207 deserialises to the ...WithErrors model, which has `errors`; a 200/201 has none.
+        return UpsertAnswer(
+            results=[result.to_dict() for result in (getattr(response, "results", None) or [])],
+            errors=[error.to_dict() for error in (getattr(response, "errors", None) or [])],
+        )
+
     def upsert_contacts(self, inputs: list[dict]) -> UpsertAnswer:
-        """Upsert by email: HubSpot's results (id, properties, new, ...) and a 207's per-input errors, as dicts."""
+        """Upsert by email: HubSpot's results (id, properties, new, ...) and a 207's per-input errors."""
         body = BatchInputSimplePublicObjectBatchInputUpsert(
             inputs=[
                 SimplePublicObjectBatchInputUpsert(id_property="email", id=item["id"], properties=item["properties"])
                 for item in inputs
             ]
         )
-        response = self._call(
+        return self.batch(
             f"upserting {len(inputs)} contacts",
             lambda client: client.crm.contacts.batch_api.upsert_with_http_info(
                 batch_input_simple_public_object_batch_input_upsert=body, _request_timeout=self.timeout_s
             ),
         )
-        # A 207 deserialises to the ...WithErrors model, which has `errors`; a 200 has none.
-        errors = getattr(response, "errors", None) or []
-        return UpsertAnswer(
-            results=[result.to_dict() for result in (response.results or [])],
-            errors=[error.to_dict() for error in errors],
+
+    def create_contacts(self, inputs: list[dict]) -> UpsertAnswer:
+        """Create contacts ({"objectWriteTraceId", "properties"} each): with a trace id on each input,
+        HubSpot answers a failed input alone (207, errors naming the trace id)."""
+        body = BatchInputSimplePublicObjectBatchInputForCreate(
+            inputs=[
+                SimplePublicObjectBatchInputForCreate(
+                    object_write_trace_id=item["objectWriteTraceId"], properties=item["properties"], associations=[]
+                )
+                for item in inputs
+            ]
+        )
+        return self.batch(
+            f"creating {len(inputs)} contacts",
+            lambda client: client.crm.contacts.batch_api.create_with_http_info(
+                batch_input_simple_public_object_batch_input_for_create=body, _request_timeout=self.timeout_s
+            ),
+        )
+
+    def update_contacts(self, inputs: list[dict]) -> UpsertAnswer:
+        """Update contacts by HubSpot id ({"id", "properties"} each)."""
+        body = BatchInputSimplePublicObjectBatchInput(
+            inputs=[SimplePublicObjectBatchInput(id=item["id"], properties=item["properties"]) for item in inputs]
+        )
+        return self.batch(
+            f"updating {len(inputs)} contacts",
+            lambda client: client.crm.contacts.batch_api.update_with_http_info(
+                batch_input_simple_public_object_batch_input=body, _request_timeout=self.timeout_s
+            ),
+        )
+
+    def read_contacts_by_email(self, emails: list[str], properties: list[str]) -> UpsertAnswer:
+        """The contacts these emails name (as primary or secondary emails), with `properties`;
+        HubSpot leaves out the emails no contact has (a 207's errors name them)."""
+        body = BatchReadInputSimplePublicObjectId(
+            id_property="email",
+            inputs=[SimplePublicObjectId(id=email) for email in emails],
+            properties=properties,
+            properties_with_history=[],
+        )
+        return self.batch(
+            f"looking up {len(emails)} contacts by email",
+            lambda client: client.crm.contacts.batch_api.read_with_http_info(
+                batch_read_input_simple_public_object_id=body, _request_timeout=self.timeout_s
+            ),
+        )
+
+    def archive_contacts(self, ids: list[str]) -> None:
+        """Archive (HubSpot's soft delete: restorable from the recycle bin) contacts by id; 204."""
+        body = BatchInputSimplePublicObjectId(inputs=[SimplePublicObjectId(id=contact_id) for contact_id in ids])
+        self.call(
+            f"archiving {len(ids)} contacts",
+            lambda client: client.crm.contacts.batch_api.archive_with_http_info(
+                batch_input_simple_public_object_id=body, _request_timeout=self.timeout_s
+            ),
         )
 
     def contact_properties(self) -> dict[str, PropertyDefinition]:
-        response = self._call(
+        response = self.call(
             "listing contact properties",
             lambda client: client.crm.properties.core_api.get_all_with_http_info(
                 "contacts", _request_timeout=self.timeout_s
@@ -160,7 +234,7 @@ class HubSpotApi:
             group_name="contactinformation",
             options=options,
         )
-        created = self._call(
+        created = self.call(
             f"creating contact property {name}",
             lambda client: client.crm.properties.core_api.create_with_http_info(
                 "contacts", property_create=prop, _request_timeout=self.timeout_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ class HubSpotError:
     policy: str | None = None  # rate-limit policy of a 429
     missing_scopes: tuple[str, ...] = ()  # of a 403 MISSING_SCOPES
     problems: tuple[tuple[str, str], ...] = ()  # (property, code) per `errors[]` item; property "" if none
+    ids: tuple[str, ...] = ()  # the inputs a whole-batch answer names in `context.ids` (e.g. OBJECT_NOT_FOUND)
 
     @property
     def is_data_error(self) -> bool:
@@ -71,7 +73,23 @@ def parse_error(status: int, body: str | bytes | None) -> HubSpotError:
         policy=document.get("policyName"),
         missing_scopes=_required_scopes(document),
         problems=_problems(document),
+        ids=_context_ids(document),
     )
+
+
+def _context_ids(document: dict) -> tuple[str, ...]:
+    context = document.get("context")
+    ids = context.get("ids") if isinstance(context, dict) else None
+    return tuple(str(item) for item in ids) if isinstance(ids, list) else ()
+
+
+_EXISTING_ID = re.compile(r"Existing ID: (\d+)")
+
+
+def existing_id(message: str) -> str | None:
+    """The id a CONFLICT names: HubSpot's "Contact already exists. Existing ID: 123" (hubspot-api-python#51)."""
+    match = _EXISTING_ID.search(message or "")
+    return match.group(1) if match else None
 
 
 def _error_items(document: dict) -> Iterator[tuple[dict, dict]]:

@@ -4,7 +4,9 @@ A contact is due when HubSpot has never accepted it, when its content changed si
 last accepted it, or when its last attempt failed for a reason a retry can fix. A contact
 HubSpot refused for its data waits until its data changes; one whose result could not be
 matched is sent on MAX_UNMATCHED_RUNS runs, then waits too. `attempts` counts the attempts
-since HubSpot last accepted the contact.
+since HubSpot last accepted the contact. A contact the sync mode skipped (`skip_reason`) waits
+until its data changes or the mode does; one marked `removed` or `archived` (it left
+`contacts`) is due again when it comes back.
 
 The table is this module's: defined and created here (`ensure_table`), by the sync and its check.
 """
@@ -17,12 +19,16 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, sqlite
 
+from etl_assets import streams
 from etl_assets.contacts import schema
 from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
 from etl_assets.contacts.records import HASH_COLUMN
 from etl_assets.hubspot.sync import HUBSPOT_ID_FIELD, MAX_UNMATCHED_RUNS, UNMATCHED, ContactOutcome
 
 SYNC_STATE = "hubspot_sync_state"
+LAST_WRITE = "last_write"
+SKIP_REASON = "skip_reason"
+REMOVED, ARCHIVED = "removed", "archived"  # statuses of contacts that left `contacts`
 
 
 def sync_state_table(metadata: sa.MetaData | None = None) -> sa.Table:
@@ -32,10 +38,13 @@ def sync_state_table(metadata: sa.MetaData | None = None) -> sa.Table:
         sa.MetaData() if metadata is None else metadata,
         sa.Column(EMAIL_FIELD, sa.String(254), primary_key=True),
         sa.Column("hubspot_id", sa.String(32)),
-        sa.Column("status", sa.String(16), nullable=False),  # synced | failed
+        sa.Column("status", sa.String(16), nullable=False),  # synced | failed | skipped | removed | archived
         sa.Column("synced_hash", sa.CHAR(32)),  # last content HubSpot accepted
         sa.Column("attempted_hash", sa.CHAR(32), nullable=False),
-        sa.Column("last_outcome", sa.String(16), nullable=False),  # created | updated | failed
+        sa.Column("last_outcome", sa.String(16), nullable=False),  # created | updated | ... | skipped | failed
+        # the outcome of the last write HubSpot accepted from this sync: which contacts are ours to archive
+        sa.Column(LAST_WRITE, sa.String(16)),
+        sa.Column(SKIP_REASON, sa.String(32)),  # why the sync mode left the contact alone
         sa.Column("error_category", sa.String(64)),
         sa.Column("error_message", sa.Text),
         sa.Column("error_transient", sa.Boolean, nullable=False, default=False),
@@ -49,32 +58,52 @@ def sync_state_table(metadata: sa.MetaData | None = None) -> sa.Table:
 
 
 def ensure_table(engine: sa.Engine) -> None:
-    """Create `hubspot_sync_state` if it is missing."""
+    """Create `hubspot_sync_state` if it is missing; add the columns an earlier version lacked."""
     sync_state_table().create(engine, checkfirst=True)
+    with engine.connect() as conn:
+        present = {column["name"] for column in sa.inspect(conn).get_columns(SYNC_STATE)}
+    if LAST_WRITE in present:
+        return
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {SYNC_STATE} ADD COLUMN {LAST_WRITE} VARCHAR(16)"))
+        conn.execute(sa.text(f"ALTER TABLE {SYNC_STATE} ADD COLUMN {SKIP_REASON} VARCHAR(32)"))
+        # Every contact synced so far was written by this sync (its only mode was upsert).
+        conn.execute(sa.text(f"UPDATE {SYNC_STATE} SET {LAST_WRITE} = last_outcome WHERE status = 'synced'"))
 
 
+# `:skip_reason` is the reason the current mode skips for (NULL in upsert): a contact skipped for
+# it waits for its data to change; one skipped for another mode's reason is due now.
 _DUE = (
     "s.email IS NULL"
+    f" OR s.status IN ('{REMOVED}', '{ARCHIVED}')"
     " OR (s.status = 'synced' AND s.synced_hash <> c.content_hash)"
+    " OR (s.status = 'skipped' AND (s.attempted_hash <> c.content_hash"
+    f" OR :skip_reason IS NULL OR s.{SKIP_REASON} <> :skip_reason))"
     " OR (s.status = 'failed' AND (s.attempted_hash <> c.content_hash OR (s.error_transient = 1"
     f" AND (s.error_category <> '{UNMATCHED}' OR s.attempts < {MAX_UNMATCHED_RUNS}))))"
 )
 
 
-def count_due(conn: sa.Connection) -> int:
+def count_due(conn: sa.Connection, skip_reason: str | None = None) -> int:
     return int(
         conn.execute(
             sa.text(
                 f"SELECT COUNT(*) FROM {schema.CONTACTS} c LEFT JOIN {SYNC_STATE} s ON s.email = c.email WHERE {_DUE}"
-            )
+            ),
+            {"skip_reason": skip_reason},
         ).scalar_one()
     )
 
 
-def due_contacts(engine: sa.Engine, column_map: ColumnMap, page_size: int = 10_000) -> Iterator[list[dict]]:
-    """Pages of due contacts in email order (keyset pagination: bounded memory, stable under writes)."""
+def due_contacts(
+    engine: sa.Engine, column_map: ColumnMap, skip_reason: str | None = None, page_size: int = 10_000
+) -> Iterator[list[dict]]:
+    """Pages of due contacts in email order (keyset pagination: bounded memory, stable under writes).
+
+    An archived contact's id is not offered: HubSpot keeps it only in its recycle bin.
+    """
     columns = ", ".join(f"c.{name}" for name in column_map.field_names + [HASH_COLUMN])
-    columns += f", s.hubspot_id AS {HUBSPOT_ID_FIELD}"
+    columns += f", CASE WHEN s.status = '{ARCHIVED}' THEN NULL ELSE s.hubspot_id END AS {HUBSPOT_ID_FIELD}"
     query = sa.text(
         f"SELECT {columns} FROM {schema.CONTACTS} c LEFT JOIN {SYNC_STATE} s ON s.email = c.email "
         f"WHERE c.email > :after AND ({_DUE}) ORDER BY c.email LIMIT :limit"
@@ -82,7 +111,8 @@ def due_contacts(engine: sa.Engine, column_map: ColumnMap, page_size: int = 10_0
     after = ""
     while True:
         with engine.connect() as conn:
-            page = [dict(row) for row in conn.execute(query, {"after": after, "limit": page_size}).mappings()]
+            parameters = {"after": after, "limit": page_size, "skip_reason": skip_reason}
+            page = [dict(row) for row in conn.execute(query, parameters).mappings()]
         if not page:
             return
         yield page
@@ -107,63 +137,105 @@ def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict], updates: dic
     conn.execute(statement, rows)
 
 
+def _row(outcome: ContactOutcome, status: str, run_id: str, now: dt.datetime) -> dict:
+    synced = status == "synced"
+    return dict(
+        email=outcome.email,
+        hubspot_id=outcome.hubspot_id,
+        status=status,
+        synced_hash=outcome.content_hash if synced else None,
+        attempted_hash=outcome.content_hash,
+        last_outcome=outcome.outcome,
+        last_write=outcome.outcome if synced else None,
+        skip_reason=outcome.skip_reason,
+        error_category=outcome.error_category,
+        error_message=outcome.error_message,
+        error_transient=outcome.transient,
+        attempts=1 if status == "failed" else 0,
+        run_id=run_id,
+        last_attempt_at=now,
+        synced_at=now if synced else None,
+    )
+
+
+# Columns each status keeps from the row before: a failure or a skip keeps what HubSpot last
+# accepted from this sync (a failure also the id; a skip says which id, if any, it found).
+_KEPT = {
+    "synced": set(),
+    "failed": {"hubspot_id", "synced_hash", "synced_at", LAST_WRITE},
+    "skipped": {"synced_hash", "synced_at", LAST_WRITE},
+}
+
+
 def record_outcomes(engine: sa.Engine, outcomes: list[ContactOutcome], run_id: str) -> None:
-    """Store one batch's outcomes; a failure keeps the last hash and id HubSpot accepted."""
+    """Store one batch's outcomes (see `_KEPT` for what a failure or a skip keeps)."""
     if not outcomes:
         return
     table = sync_state_table()
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-    synced = [
-        dict(
-            email=o.email,
-            hubspot_id=o.hubspot_id,
-            status="synced",
-            synced_hash=o.content_hash,
-            attempted_hash=o.content_hash,
-            last_outcome=o.outcome,
-            error_category=None,
-            error_message=None,
-            error_transient=False,
-            attempts=0,
-            run_id=run_id,
-            last_attempt_at=now,
-            synced_at=now,
-        )
-        for o in outcomes
-        if o.outcome != "failed"
-    ]
-    failed = [
-        dict(
-            email=o.email,
-            hubspot_id=None,
-            status="failed",
-            synced_hash=None,
-            attempted_hash=o.content_hash,
-            last_outcome="failed",
-            error_category=o.error_category,
-            error_message=o.error_message,
-            error_transient=o.transient,
-            attempts=1,
-            run_id=run_id,
-            last_attempt_at=now,
-            synced_at=None,
-        )
-        for o in outcomes
-        if o.outcome == "failed"
-    ]
+    by_status: dict[str, list[dict]] = {}
+    for outcome in outcomes:
+        status = outcome.outcome if outcome.outcome in ("failed", "skipped") else "synced"
+        by_status.setdefault(status, []).append(_row(outcome, status, run_id, now))
     # Literal SQL, not a bound parameter: PyMySQL's executemany cannot bind in the ON DUPLICATE tail.
     attempts: sa.ColumnElement = sa.literal_column(f"{SYNC_STATE}.attempts + 1")
     with engine.begin() as conn:
-        if synced:
-            _upsert(conn, table, synced, {name: None for name in synced[0] if name != EMAIL_FIELD})
-        if failed:
-            kept = {"hubspot_id", "synced_hash", "synced_at"}
-            _upsert(
-                conn,
-                table,
-                failed,
-                {name: None for name in failed[0] if name != EMAIL_FIELD and name not in kept} | {"attempts": attempts},
+        for status, rows in by_status.items():
+            updates: dict = {name: None for name in rows[0] if name != EMAIL_FIELD and name not in _KEPT[status]}
+            if status == "failed":
+                updates["attempts"] = attempts
+            _upsert(conn, table, rows, updates)
+
+
+def mark_left(engine: sa.Engine, emails: list[str], status: str, run_id: str) -> None:
+    """Mark contacts that left `contacts` as `removed` (kept in HubSpot) or `archived`."""
+    if not emails:
+        return
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    table = sync_state_table()
+    with engine.begin() as conn:
+        for chunk in streams.batched(emails, 1000):  # bounded IN lists
+            conn.execute(
+                table.update()
+                .where(table.c.email.in_(chunk))
+                .values(status=status, last_outcome=status, run_id=run_id, last_attempt_at=now)
             )
+
+
+def source_size(conn: sa.Connection) -> tuple[int, int | None]:
+    """Rows in `contacts`, and the valid rows of the last applied load (None before any load)."""
+    contacts = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {schema.CONTACTS}")).scalar_one())
+    loads = schema.loads_table()
+    if not sa.inspect(conn).has_table(loads.name):
+        return contacts, None
+    last = conn.execute(sa.select(loads.c.rows_read, loads.c.rejected).order_by(loads.c.id.desc()).limit(1)).first()
+    return contacts, None if last is None else last.rows_read - last.rejected
+
+
+def left_source(conn: sa.Connection) -> list[dict]:
+    """The contacts of `hubspot_sync_state` no longer in `contacts` and not archived, in email order."""
+    return [
+        dict(row)
+        for row in conn.execute(
+            sa.text(
+                f"SELECT s.email, s.hubspot_id, s.status, s.{LAST_WRITE} FROM {SYNC_STATE} s WHERE s.status <> "
+                f"'{ARCHIVED}' AND NOT EXISTS (SELECT 1 FROM {schema.CONTACTS} c WHERE c.email = s.email) "
+                "ORDER BY s.email"
+            )
+        ).mappings()
+    ]
+
+
+def count_written(conn: sa.Connection, writes: tuple[str, ...]) -> int:
+    """Contacts in HubSpot (not archived) whose last accepted write from this sync was one of `writes`."""
+    table = sync_state_table()
+    return int(
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(table)
+            .where(table.c.hubspot_id.is_not(None), table.c.status != ARCHIVED, table.c[LAST_WRITE].in_(writes))
+        ).scalar_one()
+    )
 
 
 def failure_summary(conn: sa.Connection, top: int = 5) -> dict:

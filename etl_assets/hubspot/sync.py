@@ -1,12 +1,14 @@
-"""The sync itself: contacts in, HubSpot upserts out, one outcome per contact.
+"""The sync itself: contacts in, HubSpot writes out, one outcome per contact.
 
-Pure logic around an injected API object, so it is tested against the local server and
-reasoned about without one. A batch HubSpot rejects for its data is halved until the bad
-records are isolated, so every good record still goes through (one invalid email would
-otherwise sink 99 good contacts). A batch refused for a property (unknown, read-only, or of a
-type no contact's value fits) is not split, since every half would fail alike: the sync stops
-naming the property. Isolation is bounded per run by MAX_ISOLATION_REQUESTS. Results are
-matched back by what HubSpot says (see `match_answer`), not by their order.
+Upserts by default; the other modes (hubspot/writers.py) plug in their own batch write through
+`sync_contacts(send=...)` and reuse the isolation here (`write_isolating`). Pure logic around an
+injected API object, so it is tested against the local server and reasoned about without one.
+A batch HubSpot rejects for its data is halved until the bad records are isolated, so every
+good record still goes through (one invalid email would otherwise sink 99 good contacts). A
+batch refused for a property (unknown, read-only, or of a type no contact's value fits) is not
+split, since every half would fail alike: the sync stops naming the property. Isolation is
+bounded per run by MAX_ISOLATION_REQUESTS. Results are matched back by what HubSpot says (see
+`match_answer`), not by their order.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from etl_assets import settings, streams
 from etl_assets.contacts.mapping import EMAIL_FIELD
 from etl_assets.contacts.records import EMAIL_PATTERN, HASH_COLUMN, MAX_EMAIL_LENGTH
 from etl_assets.errors import PermanentError
-from etl_assets.hubspot.errors import HubSpotApiError, refused_property
+from etl_assets.hubspot.errors import HubSpotApiError, HubSpotError, refused_property
 from etl_assets.hubspot.properties import PropertyWriter, ValueRefused
 from etl_assets.hubspot.ratelimit import DailyLimitReached
 from etl_assets.logs.redaction import redact
@@ -67,7 +69,7 @@ class ContactsApi(Protocol):
 
 @dataclass(frozen=True)
 class UpsertAnswer:
-    """A batch upsert's results and, for a 207, its per-input errors (dicts: category, message, context)."""
+    """A batch call's results and, for a 207, its per-input errors (dicts: category, message, context)."""
 
     results: list[dict]
     errors: list[dict] = field(default_factory=list)
@@ -77,11 +79,12 @@ class UpsertAnswer:
 class ContactOutcome:
     email: str
     content_hash: str
-    outcome: str  # created | updated | merged | secondary_email | failed
+    outcome: str  # created | updated | merged | secondary_email | skipped | failed
     hubspot_id: str | None = None
     error_category: str | None = None
     error_message: str | None = None
     transient: bool = False
+    skip_reason: str | None = None  # of a skipped contact: hubspot/modes.py SKIP_REASONS
 
 
 @dataclass
@@ -90,6 +93,7 @@ class SyncReport:
     created: int = 0
     updated: int = 0  # merged and secondary_email included
     failed: int = 0
+    skipped: int = 0  # left alone by the sync mode, by reason in skip_reasons
     pending: int = 0
     batches: int = 0
     split_batches: int = 0
@@ -99,6 +103,7 @@ class SyncReport:
     failure_reasons: collections.Counter = field(default_factory=collections.Counter)
     # contacts HubSpot answered for under another address: merged | secondary_email
     other_address: collections.Counter = field(default_factory=collections.Counter)
+    skip_reasons: collections.Counter = field(default_factory=collections.Counter)
     _isolation_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def reserve_isolation(self, requests: int, contacts: int) -> bool:
@@ -120,6 +125,9 @@ class SyncReport:
                 self.failure_reasons[item.error_category or "UNKNOWN"] += 1
             elif item.outcome == "created":
                 self.created += 1
+            elif item.outcome == "skipped":
+                self.skipped += 1
+                self.skip_reasons[item.skip_reason] += 1
             else:
                 self.updated += 1
                 if item.outcome != "updated":
@@ -170,7 +178,24 @@ def _failed(contact: Pending, category: str, message: str, transient: bool = Fal
     )
 
 
-def _split_list(value: str | None) -> set[str]:
+def named_inputs(error: dict) -> set[str]:
+    """What a 207 error's `context` names (ids, emails, trace ids), lowercased."""
+    return {
+        str(value).lower()
+        for values in (error.get("context") or {}).values()
+        for value in (values if isinstance(values, list) else [values])
+    }
+
+
+def failed_by(contact: Pending, error: dict) -> ContactOutcome:
+    """`contact` failed as a 207's `error` says; worth sending again unless its data is at fault."""
+    category = str(error.get("category") or "UNKNOWN")
+    return _failed(
+        contact, category, redact(str(error.get("message") or "")), transient=category not in DATA_ERROR_CATEGORIES
+    )
+
+
+def split_list(value: str | None) -> set[str]:
     """HubSpot's multi-value properties (hs_additional_emails, hs_merged_object_ids): `;`-separated."""
     return {part.strip().lower() for part in (value or "").split(";") if part.strip()}
 
@@ -206,47 +231,53 @@ def match_answer(batch: list[Pending], answer: UpsertAnswer) -> tuple[list[Conta
             properties = result.get("properties") or {}
             if contact.hubspot_id and (
                 contact.hubspot_id == str(result["id"])
-                or contact.hubspot_id in _split_list(properties.get("hs_merged_object_ids"))
+                or contact.hubspot_id in split_list(properties.get("hs_merged_object_ids"))
             ):
                 take(contact, result, other_address(contact, result))
                 break
-            if contact.email in _split_list(properties.get("hs_additional_emails")):
+            if contact.email in split_list(properties.get("hs_additional_emails")):
                 take(contact, result, other_address(contact, result))
                 break
     for error in answer.errors:
-        named = {
-            str(value).lower()
-            for values in (error.get("context") or {}).values()
-            for value in (values if isinstance(values, list) else [values])
-        }
-        category = str(error.get("category") or "UNKNOWN")
+        named = named_inputs(error)
         for contact in [c for c in left if c.email in named]:
             left.remove(contact)
-            outcomes.append(
-                _failed(
-                    contact,
-                    category,
-                    redact(str(error.get("message") or "")),
-                    transient=category not in DATA_ERROR_CATEGORIES,
-                )
-            )
+            outcomes.append(failed_by(contact, error))
     if len(left) == 1 and len(unused) == 1:
         take(left[0], unused[0], other_address(left[0], unused[0]))
     return outcomes, left
 
 
-def upsert_isolating(
-    api: ContactsApi, batch: list[Pending], report: SyncReport, whole: bool = True
+# One batch written by a mode: each contact's outcome, and the contacts no result can be told to be for.
+BatchWrite = Callable[[list[Pending]], tuple[list[ContactOutcome], list[Pending]]]
+# What a contact refused on its own gets (the refusal is HubSpot's answer to a batch of one).
+LoneRefusal = Callable[[Pending, HubSpotError], ContactOutcome]
+
+
+def refused_alone(contact: Pending, error: HubSpotError) -> ContactOutcome:
+    return _failed(contact, error.category, error.message)
+
+
+def write_isolating(
+    write: BatchWrite,
+    batch: list[Pending],
+    report: SyncReport,
+    whole: bool = True,
+    lone_refusal: LoneRefusal = refused_alone,
 ) -> list[ContactOutcome]:
-    """Upsert `batch`; on a data error, halve it until the rejected records stand alone.
+    """Write `batch`; on a data error, halve it until the rejected records stand alone.
 
     A refused property stops the sync (PermanentError), judged on the `whole` batch only: a half
     whose few contacts all fail alike says nothing about the property. Contacts whose results
     cannot be told apart are sent again one by one. Past the isolation cap a refused batch's
     contacts get no outcome: they stay pending.
     """
+
+    def again(part: list[Pending]) -> list[ContactOutcome]:
+        return write_isolating(write, part, report, whole=False, lone_refusal=lone_refusal)
+
     try:
-        answer = api.upsert_contacts([contact.upsert_input() for contact in batch])
+        outcomes, unmatched = write(batch)
     except HubSpotApiError as exc:
         if not exc.error.is_data_error:
             raise
@@ -257,29 +288,35 @@ def upsert_isolating(
                 "the column map or map another property"
             ) from None
         if len(batch) == 1:
-            return [_failed(batch[0], exc.error.category, exc.error.message)]
+            return [lone_refusal(batch[0], exc.error)]
         if not report.reserve_isolation(2, len(batch)):
             return []
         report.split_batches += 1
         middle = len(batch) // 2
-        return upsert_isolating(api, batch[:middle], report, whole=False) + upsert_isolating(
-            api, batch[middle:], report, whole=False
-        )
-    outcomes, unmatched = match_answer(batch, answer)
+        return again(batch[:middle]) + again(batch[middle:])
     for contact in unmatched:
         if len(batch) > 1 and report.reserve_isolation(1, 0):
-            outcomes += upsert_isolating(api, [contact], report, whole=False)
+            outcomes += again([contact])
         else:
             outcomes.append(
                 _failed(
                     contact,
                     UNMATCHED,
-                    f"HubSpot's answer to this contact's upsert held no result that could be told to "
+                    f"HubSpot's answer to this contact's write held no result that could be told to "
                     f"be for it; it is sent again on up to {MAX_UNMATCHED_RUNS} runs",
                     transient=True,
                 )
             )
     return outcomes
+
+
+def upsert_isolating(api: ContactsApi, batch: list[Pending], report: SyncReport) -> list[ContactOutcome]:
+    """Upsert `batch` by email (the default mode), isolating refused records."""
+    return write_isolating(
+        lambda part: match_answer(part, api.upsert_contacts([contact.upsert_input() for contact in part])),
+        batch,
+        report,
+    )
 
 
 def sync_contacts(
@@ -290,13 +327,17 @@ def sync_contacts(
     log: logging.Logger,
     max_in_flight: int = settings.default_value(settings.HUBSPOT_MAX_IN_FLIGHT),
     batch_size: int = MAX_BATCH,
+    send: Callable[[list[Pending]], list[ContactOutcome]] | None = None,
 ) -> SyncReport:
     """Send every row, `max_in_flight` batches at a time; `record` runs in this thread per batch.
+
+    `send` writes one batch (in a sender thread) and returns its outcomes; by default an upsert.
 
     A DAILY rate limit stops the sync cleanly: batches in flight finish and are recorded, the
     rest stays pending for the next run. Any other error stops it the same way, then re-raises.
     """
     progress = Progress(log, "hubspot_contacts", "contacts", report.due)
+    send = send or (lambda batch: upsert_isolating(api, batch, report))
     stop_error: BaseException | None = None
     with futures.ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="hubspot") as pool:
         in_flight: dict[futures.Future, list[Pending]] = {}
@@ -322,12 +363,12 @@ def sync_contacts(
             if stop_error is not None:
                 break
             report.batches += 1
-            in_flight[pool.submit(upsert_isolating, api, batch, report)] = batch
+            in_flight[pool.submit(send, batch)] = batch
             if len(in_flight) >= max_in_flight:
                 collect(futures.wait(in_flight, return_when=futures.FIRST_COMPLETED).done)
         collect(futures.wait(in_flight).done)
 
-    report.pending = report.due - report.created - report.updated - report.failed
+    report.pending = report.due - report.created - report.updated - report.failed - report.skipped
     log.info(progress.line())
     if stop_error is not None and not isinstance(stop_error, DailyLimitReached):
         raise stop_error

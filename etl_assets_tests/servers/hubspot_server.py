@@ -15,7 +15,19 @@ Modelled:
 * ``POST /crm/v3/objects/contacts/batch/create``: 201; inputs carrying ``objectWriteTraceId`` fail
   one by one (207 with ``numErrors``/``errors``), others fail the batch (400, or 409 ``CONFLICT``
   for an email that already exists, as a primary or a secondary email).
-* Results of both come back in a shuffled order (HubSpot does not promise input order), and each
+* ``POST /crm/v3/objects/contacts/batch/read`` (by id, or ``idProperty: "email"`` matching primary
+  and secondary emails): 200, or 207 whose ``OBJECT_NOT_FOUND`` error names the ids no contact has
+  (its wording is HubSpot's as seen in client reports; the 207 shape is unverified). Results hold
+  the asked ``properties`` plus ``hs_object_id``, ``createdate`` and ``lastmodifieddate``.
+* ``POST /crm/v3/objects/contacts/batch/update`` by id: 200. An id no live contact has (unknown,
+  archived, merged away) fails the *whole* batch, 404 ``OBJECT_NOT_FOUND`` naming the ids in
+  ``context.ids``, nothing written (unverified: stricter than a 207; HubSpot may follow merged ids).
+  Changing a contact's primary email is not modelled (400).
+* ``POST /crm/v3/objects/contacts/batch/archive`` by id: 204, no body; the contacts leave the store
+  (``archived_contacts`` keeps them, as HubSpot's recycle bin does); their emails are free again.
+  An unknown or already archived id fails the whole batch like update (unverified, stricter).
+* Every batch endpoint: at most 100 inputs and no duplicate ids (400 ``VALIDATION_ERROR``).
+* Results of upsert and create come back in a shuffled order (HubSpot does not promise input order), and each
   result's ``properties`` hold only what the input sent plus ``email``, ``hs_object_id``,
   ``createdate`` and ``lastmodifieddate`` (unverified: stricter than echoing every property).
 * Values (HubSpot stores and receives every value as a string; ``""`` clears a value and passes
@@ -51,7 +63,7 @@ Modelled:
   without an answer (before or after the write was applied).
 * Everything else answers 404 ``OBJECT_NOT_FOUND``.
 
-Not modelled: search, reads, associations, archiving, property groups, string length limits.
+Not modelled: search, single-object reads, associations, property groups, string length limits.
 Contacts are keyed by lowercase primary email; for upsert the input's ``id`` is the email stored.
 """
 
@@ -80,6 +92,9 @@ __all__ = ["HubSpotServer", "RequestRecord"]
 CONTACTS_PATH = "/crm/v3/objects/contacts"
 UPSERT_PATH = f"{CONTACTS_PATH}/batch/upsert"
 CREATE_PATH = f"{CONTACTS_PATH}/batch/create"
+READ_PATH = f"{CONTACTS_PATH}/batch/read"
+UPDATE_PATH = f"{CONTACTS_PATH}/batch/update"
+ARCHIVE_PATH = f"{CONTACTS_PATH}/batch/archive"
 PROPERTIES_PATH = "/crm/v3/properties/contacts"
 
 MAX_BATCH_INPUTS = 100
@@ -450,6 +465,9 @@ _REQUIRED_SCOPES = {
     ("POST", PROPERTIES_PATH): "crm.schemas.contacts.write",
     ("POST", UPSERT_PATH): "crm.objects.contacts.write",
     ("POST", CREATE_PATH): "crm.objects.contacts.write",
+    ("POST", READ_PATH): "crm.objects.contacts.read",
+    ("POST", UPDATE_PATH): "crm.objects.contacts.write",
+    ("POST", ARCHIVE_PATH): "crm.objects.contacts.write",
 }
 
 
@@ -593,6 +611,8 @@ class HubSpotServer:
         self._secondary: dict[str, str] = {}
         # id of a merged-away contact -> id of the contact it was merged into
         self._merged_ids: dict[str, str] = {}
+        # id -> record of each archived contact (HubSpot's recycle bin)
+        self.archived_contacts: dict[str, dict] = {}
         # primary email -> {"created": n, "updated": n}: how often each contact was written
         self._write_counts: dict[str, dict[str, int]] = {}
         self.request_log: list[RequestRecord] = []
@@ -1026,7 +1046,7 @@ class HubSpotServer:
             content_type = "text/html"
             headers = dict(reply.headers)  # none of HubSpot's own headers
         else:
-            data = json.dumps(reply.body).encode("utf-8")
+            data = b"" if reply.status == 204 else json.dumps(reply.body).encode("utf-8")
             content_type = "application/json;charset=utf-8"
             headers = {**rate_headers, **reply.headers}
             correlation_id = reply.body.get("correlationId")
@@ -1059,6 +1079,12 @@ class HubSpotServer:
             return self._batch_upsert(body)
         if method == "POST" and path == CREATE_PATH:
             return self._batch_create(body)
+        if method == "POST" and path == READ_PATH:
+            return self._batch_read(body)
+        if method == "POST" and path == UPDATE_PATH:
+            return self._batch_update(body)
+        if method == "POST" and path == ARCHIVE_PATH:
+            return self._batch_archive(body)
         if method == "GET" and path == PROPERTIES_PATH:
             return _Reply(200, {"results": copy.deepcopy(list(self._properties.values()))})
         if method == "POST" and path == PROPERTIES_PATH:
@@ -1307,6 +1333,153 @@ class HubSpotServer:
             body_out.update(numErrors=len(errors), errors=errors)
             return _Reply(207, body_out)
         return _Reply(201, body_out)
+
+    def _ids_of(self, inputs: list[dict]) -> tuple[list[str] | None, _Reply | None]:
+        """Each input's ``id`` as a string; a missing one or a duplicate refuses the batch."""
+        if not all(isinstance(item.get("id"), (str, int)) and str(item["id"]).strip() for item in inputs):
+            return None, _validation_error('Invalid input JSON: every input needs an "id"')
+        ids = [str(item["id"]).strip() for item in inputs]
+        duplicates = sorted({value for value in ids if ids.count(value) > 1})
+        if duplicates:
+            return None, _validation_error(
+                f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. IDs must be unique"
+            )
+        return ids, None
+
+    def _key_of_id(self, contact_id: str) -> str | None:
+        """The store key of the live contact with that id (merged-away ids are not followed)."""
+        return next((key for key, record in self.contacts.items() if record["id"] == contact_id), None)
+
+    def _keys_of_ids(self, ids: list[str]) -> tuple[list[str] | None, _Reply | None]:
+        """The contacts the ids name; any unknown id refuses the whole batch (unverified, stricter)."""
+        keys = [self._key_of_id(contact_id) for contact_id in ids]
+        unknown = [contact_id for contact_id, key in zip(ids, keys) if key is None]
+        if unknown:
+            return None, _error(
+                404,
+                "OBJECT_NOT_FOUND",
+                "Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid "
+                "and that objects are not archived.",
+                context={"ids": unknown},
+            )
+        return [key for key in keys if key is not None], None
+
+    def _batch_read(self, body: Any) -> _Reply:
+        started = _now_iso()
+        inputs, failure = self._batch_inputs(body)
+        if failure:
+            return failure
+        assert inputs is not None
+        id_property = body.get("idProperty")
+        if id_property not in (None, "email", "hs_object_id"):
+            return _validation_error(
+                f'idProperty "{id_property}" is not supported here; this fake reads by id or "email"'
+            )
+        ids, failure = self._ids_of(inputs)
+        if failure:
+            return failure
+        assert ids is not None
+        by_email = id_property == "email"
+        if by_email:
+            ids = [value.lower() for value in ids]
+            duplicates = self._duplicates(ids)
+            if duplicates:
+                return _validation_error(
+                    f"Duplicate IDs found in batch input: [{', '.join(duplicates)}]. IDs must be unique"
+                )
+        wanted = set(body.get("properties") or []) | set(_RESULT_PROPERTIES)
+        results, missing = [], []
+        for value in ids:
+            key = self._resolve(value) if by_email else self._key_of_id(value)
+            record = self.contacts.get(key) if key else None
+            if record is None:
+                missing.append(value)
+                continue
+            result = copy.deepcopy(record)
+            result["properties"] = {name: v for name, v in record["properties"].items() if name in wanted}
+            results.append(result)
+        body_out: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": self._shuffled(results),
+            "startedAt": started,
+            "completedAt": _now_iso(),
+        }
+        if not missing:
+            return _Reply(200, body_out)
+        body_out.update(
+            numErrors=1,
+            errors=[
+                {
+                    "status": "error",
+                    "category": "OBJECT_NOT_FOUND",
+                    "message": "Could not get some CONTACT objects, they may be deleted or not exist. Check that "
+                    "ids are valid and that objects are not archived.",
+                    "context": {"ids": missing},
+                    "errors": [],
+                    "links": {},
+                }
+            ],
+        )
+        return _Reply(207, body_out)
+
+    def _batch_update(self, body: Any) -> _Reply:
+        started = _now_iso()
+        inputs, failure = self._batch_inputs(body)
+        if failure:
+            return failure
+        assert inputs is not None
+        if any(item.get("idProperty") not in (None, "hs_object_id") for item in inputs):
+            return _validation_error("idProperty is not supported here; this fake updates by id only")
+        ids, failure = self._ids_of(inputs)
+        if failure:
+            return failure
+        assert ids is not None
+        if not all(isinstance(item.get("properties", {}), dict) for item in inputs):
+            return _validation_error('Invalid input JSON: "properties" must be an object')
+        keys, failure = self._keys_of_ids(ids)
+        if failure:
+            return failure
+        assert keys is not None
+        problems = []
+        for item, key in zip(inputs, keys):
+            properties = item.get("properties") or {}
+            email = str(properties.get("email") or "").strip().lower()
+            if email and email != key:
+                return _validation_error("Changing a contact's primary email is not modelled by this fake")
+            problems += self._value_problems(properties, [email] if email else [])
+        if problems:
+            return _values_not_valid(problems)
+        results = []
+        for item, key in zip(inputs, keys):
+            properties = item.get("properties") or {}
+            record, _ = self._store(key, properties)
+            results.append(self._result(record, properties))
+        return _Reply(
+            200,
+            {"status": "COMPLETE", "results": self._shuffled(results), "startedAt": started, "completedAt": _now_iso()},
+        )
+
+    def _batch_archive(self, body: Any) -> _Reply:
+        inputs, failure = self._batch_inputs(body)
+        if failure:
+            return failure
+        assert inputs is not None
+        ids, failure = self._ids_of(inputs)
+        if failure:
+            return failure
+        assert ids is not None
+        keys, failure = self._keys_of_ids(ids)
+        if failure:
+            return failure
+        assert keys is not None
+        now = _now_iso()
+        for key in keys:
+            record = self.contacts.pop(key)
+            record.update(archived=True, archivedAt=now)
+            self.archived_contacts[record["id"]] = record
+            for secondary in [email for email, owner in self._secondary.items() if owner == key]:
+                del self._secondary[secondary]
+        return _Reply(204, {})
 
     def _create_property(self, body: Any) -> _Reply:
         if not isinstance(body, dict):

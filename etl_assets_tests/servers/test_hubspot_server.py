@@ -18,10 +18,15 @@ import urllib3
 from hubspot import HubSpot
 from hubspot.crm.contacts import (
     ApiException,
+    BatchInputSimplePublicObjectBatchInput,
     BatchInputSimplePublicObjectBatchInputForCreate,
     BatchInputSimplePublicObjectBatchInputUpsert,
+    BatchInputSimplePublicObjectId,
+    BatchReadInputSimplePublicObjectId,
+    SimplePublicObjectBatchInput,
     SimplePublicObjectBatchInputForCreate,
     SimplePublicObjectBatchInputUpsert,
+    SimplePublicObjectId,
 )
 from hubspot.crm.contacts.exceptions import ServiceException, UnauthorizedException
 from hubspot.crm.properties import ApiException as PropertiesApiException
@@ -879,3 +884,154 @@ def test_html_error_pages_have_no_hubspot_headers(hs, client, status, title):
     assert all(name in caught.value.headers for name in RATE_HEADERS)
     assert "X-HubSpot-Correlation-Id" in caught.value.headers
     assert upsert(client, ("a@example.com", {})).results[0].new is True
+
+
+# ---------------------------------------------------------------------- batch read, update, archive
+
+
+def read_by_email(client: HubSpot, *emails: str, properties=("email",)):
+    body = BatchReadInputSimplePublicObjectId(
+        id_property="email",
+        inputs=[SimplePublicObjectId(id=email) for email in emails],
+        properties=list(properties),
+        properties_with_history=[],
+    )
+    return client.crm.contacts.batch_api.read_with_http_info(body, _request_timeout=5)
+
+
+def update_by_id(client: HubSpot, *inputs: tuple[str, dict]):
+    body = BatchInputSimplePublicObjectBatchInput(
+        inputs=[SimplePublicObjectBatchInput(id=contact_id, properties=properties) for contact_id, properties in inputs]
+    )
+    return client.crm.contacts.batch_api.update_with_http_info(body, _request_timeout=5)
+
+
+def archive_ids(client: HubSpot, *ids: str):
+    body = BatchInputSimplePublicObjectId(inputs=[SimplePublicObjectId(id=contact_id) for contact_id in ids])
+    return client.crm.contacts.batch_api.archive_with_http_info(body, _request_timeout=5)
+
+
+def ids_of(hs: HubSpotServer) -> dict[str, str]:
+    return {email: record["id"] for email, record in hs.contacts_snapshot().items()}
+
+
+def test_read_by_email_finds_primary_and_secondary_emails_and_207_names_the_rest(hs, client):
+    upsert(client, ("ann@example.com", {"firstname": "Ann"}), ("bob@example.com", {"firstname": "Bob"}))
+    hs.add_secondary_email("bob@example.com", "robert@example.com")
+    data, status, _ = read_by_email(client, "ann@example.com", "robert@example.com", properties=("email", "firstname"))
+    assert status == 200
+    found = {result.properties["email"]: result for result in data.results}
+    assert set(found) == {"ann@example.com", "bob@example.com"}  # a secondary answers under the primary
+    assert found["ann@example.com"].properties["firstname"] == "Ann"
+    assert {"hs_object_id", "createdate", "lastmodifieddate"} <= set(found["ann@example.com"].properties)
+
+    data, status, _ = read_by_email(client, "ann@example.com", "nobody@example.com", "none@example.com")
+    assert status == 207
+    assert [result.properties["email"] for result in data.results] == ["ann@example.com"]
+    [error] = data.errors
+    assert error.category == "OBJECT_NOT_FOUND"
+    assert error.context == {"ids": ["nobody@example.com", "none@example.com"]}
+    assert hs.write_counts() == {
+        "ann@example.com": {"created": 1, "updated": 0},
+        "bob@example.com": {"created": 1, "updated": 0},
+    }  # reads write nothing
+
+
+def test_update_by_id_writes_and_an_unknown_id_fails_the_whole_batch(hs, client):
+    upsert(client, ("ann@example.com", {}), ("bob@example.com", {}))
+    ids = ids_of(hs)
+    data, status, _ = update_by_id(client, (ids["ann@example.com"], {"firstname": "Ann"}))
+    assert status == 200
+    [result] = data.results
+    assert result.id == ids["ann@example.com"] and result.properties["firstname"] == "Ann"
+
+    with pytest.raises(ApiException) as caught:
+        update_by_id(client, (ids["bob@example.com"], {"firstname": "Bob"}), ("999", {"firstname": "X"}))
+    assert caught.value.status == 404
+    body = error_body(caught.value)
+    assert body["category"] == "OBJECT_NOT_FOUND" and body["context"] == {"ids": ["999"]}
+    assert "firstname" not in hs.contact_by_email("bob@example.com")["properties"]  # nothing written
+    assert hs.write_counts()["ann@example.com"] == {"created": 1, "updated": 1}
+
+
+def test_update_refuses_bad_values_and_a_merged_away_id(hs, client):
+    upsert(client, ("ann@example.com", {}), ("bob@example.com", {}))
+    ids = ids_of(hs)
+    with pytest.raises(ApiException) as caught:
+        update_by_id(client, (ids["ann@example.com"], {"nope": "x"}))
+    assert caught.value.status == 400 and error_body(caught.value)["errors"][0]["code"] == "PROPERTY_DOESNT_EXIST"
+    hs.merge_contacts("ann@example.com", "bob@example.com")
+    with pytest.raises(ApiException) as caught:
+        update_by_id(client, (ids["bob@example.com"], {"firstname": "Bob"}))
+    assert caught.value.status == 404  # merged ids are not followed (unverified, stricter)
+
+
+def test_archive_is_204_frees_the_email_and_unknown_ids_fail_the_batch(hs, client):
+    upsert(client, ("ann@example.com", {}), ("bob@example.com", {}))
+    hs.add_secondary_email("bob@example.com", "robert@example.com")
+    ids = ids_of(hs)
+    data, status, _ = archive_ids(client, ids["bob@example.com"])
+    assert (data, status) == (None, 204)
+    assert set(hs.contacts_snapshot()) == {"ann@example.com"}
+    assert hs.archived_contacts[ids["bob@example.com"]]["archived"] is True
+    assert hs.contact_by_email("robert@example.com") is None  # its secondary email went with it
+
+    with pytest.raises(ApiException) as caught:
+        archive_ids(client, ids["ann@example.com"], ids["bob@example.com"])  # archived already
+    assert caught.value.status == 404 and error_body(caught.value)["context"] == {"ids": [ids["bob@example.com"]]}
+    assert "ann@example.com" in hs.contacts_snapshot()  # the whole batch refused
+
+    (created,) = upsert(client, ("bob@example.com", {})).results
+    assert created.new is True and created.id != ids["bob@example.com"]  # a new contact (unverified)
+
+
+# Each new batch endpoint called with these ids (emails for read).
+BATCH_CALLS = {
+    "read": lambda client, ids: read_by_email(client, *ids),
+    "update": lambda client, ids: update_by_id(client, *[(i, {}) for i in ids]),
+    "archive": lambda client, ids: archive_ids(client, *ids),
+}
+
+
+@pytest.mark.parametrize("endpoint", sorted(BATCH_CALLS))
+def test_every_new_batch_endpoint_takes_at_most_100_distinct_ids(hs, client, endpoint):
+    upsert(client, ("dup@example.com", {}))
+    known = "dup@example.com" if endpoint == "read" else ids_of(hs)["dup@example.com"]
+    for ids, message in (
+        ([str(i) for i in range(101)], "The maximum number of inputs supported in a batch is 100."),
+        ([known, known], "Duplicate IDs found in batch input"),
+    ):
+        with pytest.raises(ApiException) as caught:
+            BATCH_CALLS[endpoint](client, ids)
+        assert caught.value.status == 400
+        body = error_body(caught.value)
+        assert body["category"] == "VALIDATION_ERROR" and body["message"].startswith(message)
+    assert set(hs.contacts_snapshot()) == {"dup@example.com"}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "scope"),
+    [
+        ("read", "crm.objects.contacts.read"),
+        ("update", "crm.objects.contacts.write"),
+        ("archive", "crm.objects.contacts.write"),
+    ],
+)
+def test_new_endpoints_need_their_scope_and_count_against_the_rolling_window(endpoint, scope):
+    probe = ["a@example.com"] if endpoint == "read" else ["1"]
+    with HubSpotServer(rate_limit=2, interval_ms=60_000) as server:
+        client = make_client(server)
+        server.scopes = {"crm.objects.contacts.write", "crm.objects.contacts.read"} - {scope}
+        with pytest.raises(ApiException) as caught:
+            BATCH_CALLS[endpoint](client, probe)
+        assert caught.value.status == 403
+        assert error_body(caught.value)["errors"][0]["context"]["requiredGranularScopes"] == [scope]
+        server.scopes = None
+        for _ in range(2):  # the 403 counted nothing: these two fill the window (207 read, 404 unknown id)
+            try:
+                BATCH_CALLS[endpoint](client, probe)
+            except ApiException as exc:
+                assert exc.status == 404
+        with pytest.raises(ApiException) as caught:
+            BATCH_CALLS[endpoint](client, probe)
+        assert caught.value.status == 429
