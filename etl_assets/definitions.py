@@ -1,10 +1,14 @@
-"""The code location: the preflight and three assets, their checks, the jobs, the schedule, the alert sensor."""
+"""The code location: the preflight, the assets (companies opt-in), their checks, the jobs, schedule and sensor."""
 
 import dagster as dg
 
-from etl_assets.assets import contacts_table, hubspot_contacts, kaggle_dataset
-from etl_assets.assets.preflight import preflight_checks
-from etl_assets.checks import contacts_reject_rate, hubspot_failed_rate
+from etl_assets.assets import PIPELINE
+from etl_assets.checks import (
+    contacts_reject_rate,
+    hubspot_companies_failed_rate,
+    hubspot_contact_companies_failed_rate,
+    hubspot_failed_rate,
+)
 from etl_assets.jobs import daily_etl, preflight_job
 from etl_assets.logs.handlers import json_console_logger
 from etl_assets.resources.database import DatabaseResource
@@ -17,8 +21,13 @@ from etl_assets.sensors import run_failure_alert
 secrets = SecretsResource()
 
 defs = dg.Definitions(
-    assets=[preflight_checks, kaggle_dataset, contacts_table, hubspot_contacts],
-    asset_checks=[contacts_reject_rate, hubspot_failed_rate],
+    assets=PIPELINE,
+    asset_checks=[
+        contacts_reject_rate,
+        hubspot_failed_rate,
+        hubspot_companies_failed_rate,
+        hubspot_contact_companies_failed_rate,
+    ],
     jobs=[daily_etl, preflight_job],
     schedules=[daily_etl_schedule()],
     sensors=[run_failure_alert],

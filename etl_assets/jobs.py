@@ -1,10 +1,9 @@
-"""`daily_etl`: the preflight, then all three assets and their checks, in dependency order;
+"""`daily_etl`: the preflight, then every asset and their checks, in dependency order;
 `preflight`: the checks alone, moving no data."""
 
 import dagster as dg
 
-from etl_assets.assets import contacts_table, hubspot_contacts, kaggle_dataset
-from etl_assets.assets.preflight import preflight_checks
+from etl_assets.assets import PIPELINE, preflight_checks
 
 # Run-level tag the deployment's run coordinator limits to one run at a time.
 HUBSPOT_SYNC_TAG = "etl_assets/hubspot_sync"
@@ -15,9 +14,11 @@ _LOGGERS: dict[str, dict] = {"console": {}}
 
 daily_etl = dg.define_asset_job(
     name="daily_etl",
-    selection=dg.AssetSelection.assets(preflight_checks, kaggle_dataset, contacts_table, hubspot_contacts),
+    # The company assets always run; with HUBSPOT_COMPANIES off (read when the run starts) they send nothing.
+    selection=dg.AssetSelection.assets(*PIPELINE),
     tags={HUBSPOT_SYNC_TAG: "true"},
-    description="Preflight (quick) → Kaggle → contacts table → HubSpot, once.",
+    description="Preflight (quick) → Kaggle → contacts table → HubSpot contacts (and, if enabled, companies and "
+    "their associations), once.",
     # kaggle_dataset depends on preflight_checks (assets/kaggle.py), so a failed preflight stops the run
     # before any data moves; quick: see etl_assets.preflight.
     config={"loggers": _LOGGERS, "ops": {"preflight_checks": {"config": {"quick": True}}}},

@@ -50,14 +50,24 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ASSETS = ("preflight_checks", "kaggle_dataset", "contacts_table", "hubspot_contacts")
+ASSETS = (
+    "preflight_checks",
+    "kaggle_dataset",
+    "contacts_table",
+    "hubspot_contacts",
+    "hubspot_companies",
+    "hubspot_contact_companies",
+)
 LINEAGE = {
     ("preflight_checks", "kaggle_dataset"),
     ("kaggle_dataset", "contacts_table"),
     ("contacts_table", "hubspot_contacts"),
+    ("contacts_table", "hubspot_companies"),
+    ("hubspot_contacts", "hubspot_contact_companies"),
+    ("hubspot_companies", "hubspot_contact_companies"),
 }
 DOCS = REPO / "docs"
-VIEWPORT = {"width": 1920, "height": 1000}  # wide enough for four full-size nodes in a row
+VIEWPORT = {"width": 2400, "height": 1000}  # wide enough for five full-size nodes in a row
 UI_TIMEOUT_MS = 30_000
 RUN_TIMEOUT_MS = 180_000
 

@@ -1,7 +1,8 @@
 """The column map: which source column becomes which contact field and HubSpot property.
 
 Loaded from `ETL_COLUMN_MAP` (YAML or JSON) or the packaged default for the "customers"
-CSV shape. A bad map fails before any data moves, naming the entry at fault.
+CSV shape. A bad map fails before any data moves, naming the entry at fault. `company: name`
+and `company: domain` mark the columns the company sync reads (etl_assets/hubspot/companies_keys.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ EMAIL_FIELD = "email"
 FIELD_TYPES = ("string", "date")
 # HubSpot's property types (etl_assets.hubspot.properties converts values to each).
 HUBSPOT_TYPES = ("string", "number", "date", "datetime", "enumeration", "bool")
+# What a column tells the company sync: the company's name, or its website (whose domain is kept).
+COMPANY_ROLES = ("name", "domain")
 # Columns the tables add around the mapped fields; a mapped field may not take these names.
 # `hubspot_id` is the name the sync gives the id HubSpot returned (hubspot/sync.py).
 RESERVED_FIELDS = {"id", "content_hash", "source_row", "first_loaded_at", "updated_at", "hubspot_id"}
@@ -38,6 +41,7 @@ class FieldSpec:
     required: bool = False
     type: str = "string"
     max_length: int = 255
+    company: str | None = None  # one of COMPANY_ROLES: the column names the contact's company
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,18 @@ class ColumnMap:
     def hubspot_fields(self) -> list[FieldSpec]:
         return [spec for spec in self.fields if spec.hubspot]
 
+    def company_field(self, role: str) -> str | None:
+        """The field marked `company: <role>`, if any."""
+        return next((spec.field for spec in self.fields if spec.company == role), None)
+
     def fingerprint(self) -> str:
-        """Changes whenever the mapping changes what is stored or sent."""
-        text = json.dumps([spec.__dict__ for spec in self.fields], sort_keys=True)
+        """Changes whenever the mapping changes what is stored or sent.
+
+        `company` is left out: it changes what the company sync reads, not what `contacts` holds,
+        so marking a column reloads nothing.
+        """
+        specs = [{k: v for k, v in spec.__dict__.items() if k != "company"} for spec in self.fields]
+        text = json.dumps(specs, sort_keys=True)
         return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
@@ -93,6 +106,11 @@ def _field_spec(entry: Any, position: int, origin: str) -> FieldSpec:
         )
     if not 1 <= int(spec.max_length) <= 2000:
         raise PermanentError(f"{where}: max_length must be between 1 and 2000")
+    if spec.company is not None and (spec.company not in COMPANY_ROLES or spec.type != "string"):
+        raise PermanentError(
+            f"{where}: company {spec.company!r} must be one of {COMPANY_ROLES} (the company's name or its "
+            "website column), on a string field"
+        )
     return spec
 
 
@@ -100,7 +118,7 @@ def parse_column_map(document: Any, origin: str) -> ColumnMap:
     if not isinstance(document, dict) or not isinstance(document.get("fields"), list):
         raise PermanentError(f"{origin}: expected a top-level 'fields' list")
     specs = tuple(_field_spec(entry, i, origin) for i, entry in enumerate(document["fields"]))
-    for attribute in ("field", "source", "hubspot"):
+    for attribute in ("field", "source", "hubspot", "company"):
         values = [getattr(spec, attribute) for spec in specs if getattr(spec, attribute)]
         duplicates = sorted({value for value in values if values.count(value) > 1})
         if duplicates:

@@ -6,6 +6,10 @@ counting from the reply can never let the server see more than the limit, howeve
 client thread sends or a slow network delivers; a small margin covers clock granularity. The
 limiter learns from HubSpot's headers (a lower `X-HubSpot-RateLimit-Max`, `Remaining` near
 zero) and a 429 pauses every sender, by `Retry-After` when given, else for a whole window.
+
+The account's window is shared by every step that calls HubSpot (contacts, companies,
+associations), each with a limiter of its own, maybe in a process of its own: `persist_to` makes
+them one window through a small file in the data dir (see there).
 """
 
 from __future__ import annotations
@@ -15,8 +19,16 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
-from etl_assets import settings
+from etl_assets import files, settings
+
+SHARED_WINDOW_FILE = "hubspot_rate_window"
+
+
+def shared_window_path() -> Path:
+    """The file every HubSpot step's limiter shares its recent replies through."""
+    return settings.data_dir() / SHARED_WINDOW_FILE
 
 
 class DailyLimitReached(Exception):
@@ -34,13 +46,15 @@ class RollingWindowLimiter:
         margin_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        wall: Callable[[], float] = time.time,
     ):
         if max_requests < 1 or interval_s <= 0:
             raise ValueError("the rate limit needs max_requests >= 1 and interval_s > 0")
         self.max_requests = max_requests
         self.window_s = interval_s + margin_s
         self._max_window_s = interval_s + max(margin_s, 2.0)
-        self._clock, self._sleep = clock, sleep
+        self._clock, self._sleep, self._wall = clock, sleep, wall
+        self._ledger: Path | None = None
         self._replies: collections.deque[float] = collections.deque()  # reply times, oldest first
         self._in_flight = 0
         self._paused_until = 0.0
@@ -75,6 +89,34 @@ class RollingWindowLimiter:
             with self._lock:
                 self._in_flight -= 1
                 self._replies.append(self._clock())
+                if self._ledger is not None:
+                    with open(self._ledger, "a", encoding="ascii") as ledger:  # made 0600 by persist_to
+                        ledger.write(f"{self._wall():.6f}\n")
+
+    def persist_to(self, path: Path) -> None:
+        """Share the window with the HubSpot steps before and after this one, through `path`.
+
+        Takes in the replies `path` records from the last window (a step that starts right after
+        another waits for what that one spent), then appends each reply's time to it. Times are
+        wall-clock, the one clock separate processes share. The steps that call HubSpot hold one
+        pool (`etl_assets_hubspot_sync`, one step at a time: dagster.yaml), so one writes at a time.
+        Attaching twice to the same file is a no-op.
+        """
+        with self._lock:
+            if self._ledger == path:
+                return
+            now, wall = self._clock(), self._wall()
+            try:
+                lines = path.read_text(encoding="ascii").split()
+            except (FileNotFoundError, UnicodeDecodeError):
+                lines = []
+            recent = sorted(
+                t for t in (_as_float(line) for line in lines) if t is not None and wall - t < self.window_s
+            )
+            self._replies = collections.deque(sorted([*self._replies, *(now - (wall - t) for t in recent)]))
+            with files.open_private(path, "w", encoding="ascii") as ledger:  # kept short: the last window only
+                ledger.writelines(f"{t:.6f}\n" for t in recent)
+            self._ledger = path
 
     def observe(self, headers: Mapping[str, str] | None) -> None:
         """Adopt a stricter limit than configured when HubSpot reports one."""
@@ -102,6 +144,13 @@ class RollingWindowLimiter:
             self._paused_until = max(self._paused_until, self._clock() + pause)
             self.window_s = min(self.window_s + self.MARGIN_STEP_S, self._max_window_s)
         return pause
+
+
+def _as_float(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:  # a line cut short by a crash
+        return None
 
 
 def _as_int(value: str | None) -> int | None:

@@ -10,7 +10,7 @@ import dagster as dg
 from etl_assets import settings
 from etl_assets.errors import PermanentError
 from etl_assets.hubspot.client import HubSpotApi
-from etl_assets.hubspot.ratelimit import RollingWindowLimiter
+from etl_assets.hubspot.ratelimit import RollingWindowLimiter, shared_window_path
 from etl_assets.resources.secrets import BACKEND_VARIABLE, SecretsResource
 
 LIVE = "live"
@@ -97,6 +97,7 @@ class HubSpotResource(dg.ConfigurableResource):
             max_requests=self.rate_limit or settings.int_setting(settings.HUBSPOT_RATE_LIMIT),
             interval_s=self.rate_interval_ms / 1000,
         )
+        limiter.persist_to(shared_window_path())  # one window with the other HubSpot steps of the account
         # A token rotated mid-sync reaches the sync through a read past the secrets cache.
         return HubSpotApi(
             token,

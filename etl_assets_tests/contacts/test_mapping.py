@@ -61,6 +61,31 @@ def test_yaml_and_json_files_give_the_same_map(tmp_path):
             {"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "b", "hubspot_type": "number"}]},
             "hubspot_type 'number' needs a 'hubspot' property",
         ),
+        # company: a typo, a role marked twice, a date column
+        (
+            {"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "b", "company": "nmae"}]},
+            "fields[1]: company 'nmae' must be one of",
+        ),
+        (
+            {
+                "fields": [
+                    {"source": "A", "field": "email"},
+                    {"source": "B", "field": "b", "company": "name"},
+                    {"source": "C", "field": "c", "company": "name"},
+                ]
+            },
+            "company names used twice: ['name']",
+        ),
+        (
+            {
+                "fields": [
+                    {"source": "A", "field": "email"},
+                    {"source": "B", "field": "b", "type": "date", "company": "domain"},
+                ]
+            },
+            "website column., on a string field",
+        ),
+        ({"fields": [{"source": "A", "field": "email", "compnay": "name"}]}, "unknown keys ['compnay']"),
         # the sync's own name for the id HubSpot returned
         (
             {"fields": [{"source": "A", "field": "email"}, {"source": "B", "field": "hubspot_id"}]},
@@ -79,3 +104,13 @@ def test_unreadable_map_names_the_variable_and_path(tmp_path):
     (tmp_path / "broken.yaml").write_text("fields: [unclosed")
     with pytest.raises(PermanentError, match="not valid YAML/JSON"):
         load_column_map(str(tmp_path / "broken.yaml"))
+
+
+def test_the_default_map_marks_the_company_name_and_website_without_changing_the_fingerprint():
+    column_map = load_column_map(None)
+    assert (column_map.company_field("name"), column_map.company_field("domain")) == ("company", "website")
+    unmarked = parse_column_map(
+        {"fields": [{k: v for k, v in spec.__dict__.items() if k != "company"} for spec in column_map.fields]}, "x"
+    )
+    assert unmarked.company_field("name") is None
+    assert unmarked.fingerprint() == column_map.fingerprint()  # marking a column reloads nothing
