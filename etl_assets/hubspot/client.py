@@ -10,7 +10,9 @@ ApiException when it gives up, so the retry loop is ours: 429s wait on the share
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -23,12 +25,10 @@ from hubspot.crm.contacts import ApiException as ContactsApiException
 from hubspot.crm.contacts import (
     BatchInputSimplePublicObjectBatchInput,
     BatchInputSimplePublicObjectBatchInputForCreate,
-    BatchInputSimplePublicObjectBatchInputUpsert,
     BatchInputSimplePublicObjectId,
     BatchReadInputSimplePublicObjectId,
     SimplePublicObjectBatchInput,
     SimplePublicObjectBatchInputForCreate,
-    SimplePublicObjectBatchInputUpsert,
     SimplePublicObjectId,
 )
 from hubspot.crm.properties import ApiException as PropertiesApiException
@@ -41,7 +41,14 @@ from etl_assets.hubspot.ratelimit import DailyLimitReached, RollingWindowLimiter
 from etl_assets.hubspot.sync import UpsertAnswer
 from etl_assets.retrying import RetrySettings, call_with_retries
 
+
 # Each API module of hubspot-api-client raises its own ApiException class (same fields).
+def _snake_keys(item: dict) -> dict:
+    """HubSpot's camelCase top-level keys (`createdAt`, `objectWriteTraceId`) as the models name them."""
+    return {_CAMEL_HUMP.sub("_", key).lower(): value for key, value in item.items()}
+
+
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _API_EXCEPTIONS = (ContactsApiException, PropertiesApiException, CompaniesApiException, AssociationsApiException)
 
 
@@ -126,27 +133,33 @@ class HubSpotApi:
 
         return call_with_retries(attempt, what, self.retry, self.log, on_retry=lambda _exc: self._count("retried"))
 
-    def batch(self, what: str, request: Callable[[HubSpot], tuple[Any, int, Any]]) -> UpsertAnswer:
-        """A batch call's results and a 207's per-input errors, as dicts."""
-        response = self.call(what, request)
-        # A 207 deserialises to the ...WithErrors model, which has `errors`; a 200/201 has none.
+    def batch(self, what: str, request: Callable[..., Any]) -> UpsertAnswer:
+        """A batch call's results and a 207's per-input errors, as dicts with the snake_case keys
+        the client's models would give. `request(client, **raw)` passes `raw` to the endpoint: the
+        JSON is read here instead of into the client's models, which took about half of a
+        request's CPU and so, under the GIL, set the pace of a sync instead of the rate limit."""
+
+        def raw(client: HubSpot) -> tuple[Any, int, Any]:
+            response = request(client, _preload_content=False)
+            return json.loads(response.data or b"{}"), response.status, response.headers
+
+        answer = self.call(what, raw)
         return UpsertAnswer(
-            results=[result.to_dict() for result in (getattr(response, "results", None) or [])],
-            errors=[error.to_dict() for error in (getattr(response, "errors", None) or [])],
+            results=[_snake_keys(result) for result in answer.get("results") or []],
+            errors=[_snake_keys(error) for error in answer.get("errors") or []],
         )
 
     def upsert_contacts(self, inputs: list[dict]) -> UpsertAnswer:
         """Upsert by email: HubSpot's results (id, properties, new, ...) and a 207's per-input errors."""
-        body = BatchInputSimplePublicObjectBatchInputUpsert(
-            inputs=[
-                SimplePublicObjectBatchInputUpsert(id_property="email", id=item["id"], properties=item["properties"])
-                for item in inputs
-            ]
-        )
+        # The JSON body as HubSpot takes it, not the client's models: building and serialising
+        # those cost a third of a batch's CPU on the sync's busiest path.
+        body = {
+            "inputs": [{"idProperty": "email", "id": item["id"], "properties": item["properties"]} for item in inputs]
+        }
         return self.batch(
             f"upserting {len(inputs)} contacts",
-            lambda client: client.crm.contacts.batch_api.upsert_with_http_info(
-                batch_input_simple_public_object_batch_input_upsert=body, _request_timeout=self.timeout_s
+            lambda client, **raw: client.crm.contacts.batch_api.upsert_with_http_info(
+                batch_input_simple_public_object_batch_input_upsert=body, _request_timeout=self.timeout_s, **raw
             ),
         )
 
@@ -163,8 +176,8 @@ class HubSpotApi:
         )
         return self.batch(
             f"creating {len(inputs)} contacts",
-            lambda client: client.crm.contacts.batch_api.create_with_http_info(
-                batch_input_simple_public_object_batch_input_for_create=body, _request_timeout=self.timeout_s
+            lambda client, **raw: client.crm.contacts.batch_api.create_with_http_info(
+                batch_input_simple_public_object_batch_input_for_create=body, _request_timeout=self.timeout_s, **raw
             ),
         )
 
@@ -175,8 +188,8 @@ class HubSpotApi:
         )
         return self.batch(
             f"updating {len(inputs)} contacts",
-            lambda client: client.crm.contacts.batch_api.update_with_http_info(
-                batch_input_simple_public_object_batch_input=body, _request_timeout=self.timeout_s
+            lambda client, **raw: client.crm.contacts.batch_api.update_with_http_info(
+                batch_input_simple_public_object_batch_input=body, _request_timeout=self.timeout_s, **raw
             ),
         )
 
@@ -191,8 +204,8 @@ class HubSpotApi:
         )
         return self.batch(
             f"looking up {len(emails)} contacts by email",
-            lambda client: client.crm.contacts.batch_api.read_with_http_info(
-                batch_read_input_simple_public_object_id=body, _request_timeout=self.timeout_s
+            lambda client, **raw: client.crm.contacts.batch_api.read_with_http_info(
+                batch_read_input_simple_public_object_id=body, _request_timeout=self.timeout_s, **raw
             ),
         )
 

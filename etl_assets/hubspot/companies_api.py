@@ -61,8 +61,8 @@ class CrmObjectsApi:
         )
         return self.api.batch(
             f"creating {len(inputs)} companies",
-            lambda client: client.crm.companies.batch_api.create_with_http_info(
-                batch_input_simple_public_object_batch_input_for_create=body, _request_timeout=self.api.timeout_s
+            lambda client, **raw: client.crm.companies.batch_api.create_with_http_info(
+                batch_input_simple_public_object_batch_input_for_create=body, _request_timeout=self.api.timeout_s, **raw
             ),
         )
 
@@ -75,8 +75,8 @@ class CrmObjectsApi:
         )
         return self.api.batch(
             f"updating {len(inputs)} companies",
-            lambda client: client.crm.companies.batch_api.update_with_http_info(
-                batch_input_simple_public_object_batch_input=body, _request_timeout=self.api.timeout_s
+            lambda client, **raw: client.crm.companies.batch_api.update_with_http_info(
+                batch_input_simple_public_object_batch_input=body, _request_timeout=self.api.timeout_s, **raw
             ),
         )
 
@@ -95,11 +95,12 @@ class CrmObjectsApi:
         )
         return self.api.batch(
             f"associating {len(pairs)} contacts with companies",
-            lambda client: client.crm.associations.v4.batch_api.create_with_http_info(
+            lambda client, **raw: client.crm.associations.v4.batch_api.create_with_http_info(
                 "contacts",
                 "companies",
                 batch_input_public_association_multi_post=body,
                 _request_timeout=self.api.timeout_s,
+                **raw,
             ),
         )
 

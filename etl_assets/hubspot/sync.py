@@ -338,34 +338,56 @@ def sync_contacts(
     """
     progress = Progress(log, "hubspot_contacts", "contacts", report.due)
     send = send or (lambda batch: upsert_isolating(api, batch, report))
+    # Batches read ahead of the senders: a sender that frees never waits for this thread to record
+    # an answer and read the next batch, so the limiter alone sets the pace.
+    queued_at_most = 2 * max_in_flight
     stop_error: BaseException | None = None
+    stopping = threading.Event()  # set by the first sender that fails: queued batches stay unsent
+
+    def send_unless_stopping(batch: list[Pending]) -> list[ContactOutcome] | None:
+        if stopping.is_set():
+            return None
+        try:
+            return send(batch)
+        except BaseException:
+            stopping.set()
+            raise
+
     with futures.ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="hubspot") as pool:
-        in_flight: dict[futures.Future, list[Pending]] = {}
+        in_flight: dict[futures.Future, list[Pending]] = {}  # submitted: sending or waiting for a sender
 
         def collect(done: Iterable[futures.Future]) -> None:
             nonlocal stop_error
             for future in done:
-                batch = in_flight.pop(future)
+                batch = in_flight[future]
                 try:
                     outcomes = future.result()
                 except DailyLimitReached as exc:
                     report.stopped_reason = f"HubSpot daily limit reached: {exc}"
                     stop_error = stop_error or exc
-                    continue
                 except BaseException as exc:  # noqa: BLE001 - re-raised after in-flight batches are recorded
                     stop_error = stop_error or exc
-                    continue
-                record(outcomes)
-                report.add(outcomes)
-                progress.add(len(batch))
+                else:
+                    if outcomes is None:  # not sent: the sync was stopping
+                        report.batches -= 1
+                    else:
+                        record(outcomes)  # an interrupt here leaves the batch in `in_flight`: recorded below
+                        report.add(outcomes)
+                        progress.add(len(batch))
+                del in_flight[future]
 
-        for batch in batched(contacts, batch_size):
-            if stop_error is not None:
-                break
-            report.batches += 1
-            in_flight[pool.submit(send, batch)] = batch
-            if len(in_flight) >= max_in_flight:
-                collect(futures.wait(in_flight, return_when=futures.FIRST_COMPLETED).done)
+        try:
+            for batch in batched(contacts, batch_size):
+                if stop_error is not None:
+                    break
+                report.batches += 1
+                in_flight[pool.submit(send_unless_stopping, batch)] = batch
+                if len(in_flight) >= queued_at_most:
+                    collect(futures.wait(in_flight, return_when=futures.FIRST_COMPLETED).done)
+        except BaseException as exc:  # the run terminated (Dagster's interrupt), or reading the contacts failed
+            stop_error = stop_error or exc
+            stopping.set()
+        # Always: what HubSpot may have applied is recorded, so the next run does not send it again.
         collect(futures.wait(in_flight).done)
 
     report.pending = report.due - report.created - report.updated - report.failed - report.skipped

@@ -146,3 +146,23 @@ def test_chaos_10k_contacts_arrive_exactly_once_within_the_rate_limit():
     assert first_429 is not None and drops > 0 and errors > 0
     assert busiest <= 100, f"{busiest} requests in one 10 s window after the first 429"
     print(f"chaos: {elapsed:.1f}s, {api.calls} calls, {errors} 5xx, {drops} drops, busiest window {busiest}")
+
+
+def test_an_interrupted_sync_records_every_batch_hubspot_accepted_and_sends_no_more():
+    """A run terminated mid-sync (Dagster raises its interrupt in this thread): the batches in flight
+    finish and are recorded, so the next run sends none of them again; queued ones stay unsent."""
+    rows = pending([contact(i) for i in range(2000)])
+
+    def interrupted_after(count: int):
+        for number, row in enumerate(rows):
+            if number == count:
+                raise KeyboardInterrupt  # as the run worker's signal handler does
+            yield row
+
+    recorded: list = []
+    with HubSpotServer(existing_properties=["source_customer_id", "subscription_date"], latency=0.3) as server:
+        with pytest.raises(KeyboardInterrupt):
+            sync_contacts(api_for(server), interrupted_after(1200), recorded.extend, SyncReport(due=2000), LOG)
+        accepted = set(server.contacts_snapshot())
+    assert accepted and {outcome.email for outcome in recorded} == accepted
+    assert len(accepted) <= 1200 and all(outcome.outcome == "created" for outcome in recorded)
