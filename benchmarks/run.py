@@ -386,8 +386,7 @@ TARGETS = [
     ("peak RSS at N <= 1.5x at N/10", "peak_rss.ratio", "<=", 1.5, "x"),
     ("2N rows <= 2.2x the time of N", "step_double.time_ratio_to_first", "<=", 2.2, "x"),
     ("peak RSS at 2N <= 400 MB", "peak_rss.n2_mb", "<=", 400.0, " MB"),
-    # Within 1.07x the fastest legal time: 1 / 1.07 of the ceiling's rate.
-    ("HubSpot >= 0.935 of the ceiling", "hubspot.fraction_of_ceiling", ">=", 0.935, ""),
+    ("HubSpot step within 1.07x the fastest legal time", "hubspot.ratio_to_fastest_legal", "<=", 1.07, "x"),
     ("HubSpot 0 contacts lost", "hubspot.lost", "==", 0, ""),
     ("HubSpot 0 contacts duplicated", "hubspot.duplicated", "==", 0, ""),
     ("HubSpot 0 requests on the unchanged re-run", "hubspot.rerun.requests_sent", "==", 0, ""),
@@ -509,7 +508,13 @@ def render_table(results: dict) -> str:
         f"{_n(hs.get('contacts_per_s'), 1)} contacts/s ({_n(hs.get('seconds'), 1)} s step; "
         f"ceiling {_n(hs.get('ceiling_contacts_per_s'))}/s)",
     )
-    row("  fraction of the ceiling", _n(hs.get("fraction_of_ceiling"), 3), "hubspot.fraction_of_ceiling")
+    row(
+        "  against the fastest legal time",
+        f"{_n(hs.get('ratio_to_fastest_legal'), 3, 'x')} of {_n(hs.get('fastest_legal_seconds'), 1)} s (the upserts "
+        f"alone); {_n(hs.get('fastest_legal_all_requests_seconds'), 1)} s for all {_n(hs.get('requests_sent'))} "
+        f"requests; {_n(hs.get('fraction_of_ceiling'), 3)} of the ceiling's rate",
+        "hubspot.ratio_to_fastest_legal",
+    )
     row(
         "  requests sent (upserts + other)",
         f"{_n(hs.get('requests_sent'))} ({_n(hs.get('upsert_requests'))} + {_n(hs.get('other_requests'))}); "

@@ -91,7 +91,7 @@ TARGET_NAMES = [
     "peak RSS at N <= 1.5x at N/10",
     "2N rows <= 2.2x",
     "peak RSS at 2N <= 400 MB",
-    "HubSpot >= 0.935 of the ceiling",
+    "HubSpot step within 1.07x the fastest legal time",
     "HubSpot 0 contacts lost",
     "HubSpot 0 contacts duplicated",
     "HubSpot 0 requests on the unchanged re-run",
