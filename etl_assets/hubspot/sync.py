@@ -384,11 +384,13 @@ def sync_contacts(
                 in_flight[pool.submit(send_unless_stopping, batch)] = batch
                 if len(in_flight) >= queued_at_most:
                     collect(futures.wait(in_flight, return_when=futures.FIRST_COMPLETED).done)
+            while in_flight:
+                collect(futures.wait(in_flight, return_when=futures.FIRST_COMPLETED).done)
         except BaseException as exc:  # the run terminated (Dagster's interrupt), or reading the contacts failed
             stop_error = stop_error or exc
             stopping.set()
-        # Always: what HubSpot may have applied is recorded, so the next run does not send it again.
-        collect(futures.wait(in_flight).done)
+            # What HubSpot may have applied is recorded, so the next run does not send it again.
+            collect(futures.wait(in_flight).done)
 
     report.pending = report.due - report.created - report.updated - report.failed - report.skipped
     log.info(progress.line())

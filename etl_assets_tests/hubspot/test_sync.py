@@ -1,6 +1,8 @@
 """The sync against the local HubSpot server, through the real hubspot-api-client."""
 
+import _thread
 import logging
+import threading
 import time
 
 import pytest
@@ -166,3 +168,32 @@ def test_an_interrupted_sync_records_every_batch_hubspot_accepted_and_sends_no_m
         accepted = set(server.contacts_snapshot())
     assert accepted and {outcome.email for outcome in recorded} == accepted
     assert len(accepted) <= 1200 and all(outcome.outcome == "created" for outcome in recorded)
+
+
+@pytest.mark.parametrize("after_s", [0.0, 0.4, 0.8, 1.3])
+def test_a_termination_at_any_point_records_exactly_what_hubspot_accepted(after_s):
+    """Dagster terminates a step by interrupting its main thread (`_thread.interrupt_main`), which may
+    be waiting for answers, recording, or past the last batch: whatever HubSpot accepted is recorded.
+    Ten batches at 1 s a request, four at a time: the interrupt lands between 1 s and 2.3 s."""
+    rows = pending([contact(i) for i in range(988)])
+    recorded: list = []
+    syncing = threading.Event()
+    with HubSpotServer(existing_properties=["source_customer_id", "subscription_date"], latency=1.0) as server:
+
+        def terminate() -> None:
+            while len(server.contacts_snapshot()) < 400:
+                time.sleep(0.02)
+            time.sleep(after_s)
+            if syncing.is_set():  # never into the test itself
+                _thread.interrupt_main()
+
+        threading.Thread(target=terminate, daemon=True).start()
+        syncing.set()
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                sync_contacts(api_for(server), iter(rows), recorded.extend, SyncReport(due=988), LOG)
+            finally:
+                syncing.clear()
+        time.sleep(1.2)  # a request the server still held is applied when it wakes
+        accepted = set(server.contacts_snapshot())
+    assert {outcome.email for outcome in recorded} == accepted
