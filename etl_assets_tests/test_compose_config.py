@@ -29,7 +29,18 @@ COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_TEST = ROOT / "docker-compose.test.yml"
 DEPLOY_INSTANCE = ROOT / "deploy" / "dagster.yaml"
 DEPLOY_WORKSPACE = ROOT / "deploy" / "workspace.yaml"
-SERVICES = {"mysql", "postgres", "user_code", "webserver", "daemon", "run_janitor"}
+SERVICES = {"mysql", "postgres", "user_code", "webserver", "daemon", "run_janitor", "docker_proxy"}
+# Who may reach the Docker API (through docker_proxy): the launcher (daemon), UI termination
+# (webserver) and the janitor. Nobody else is on its network.
+DOCKER_API_CLIENTS = {"webserver", "daemon", "run_janitor"}
+# The Docker API's network (internal) is joined only by them and the proxy.
+NETWORKS = {
+    "webserver": {"etl", "docker_api"},
+    "daemon": {"etl", "docker_api"},
+    "run_janitor": {"docker_api"},
+    "docker_proxy": {"docker_api"},
+}
+SOCKET_GID = "4242"  # any explicit group id: the compose file has no default for it
 # The package's secrets (the settings registry's), and the databases' own passwords.
 SECRETS = settings.SECRETS | {"MYSQL_ROOT_PASSWORD", "DAGSTER_PG_PASSWORD"}
 # Variables the package reads that compose deliberately does not pass to run containers.
@@ -51,18 +62,24 @@ def _docker_compose() -> str:
     return exe
 
 
-def compose_config(*files: Path, env: dict[str, str] | None = None) -> dict:
-    args = [_docker_compose(), "--env-file", str(ROOT / ".env.example")]
+def compose_config(*files: Path, env: dict[str, str] | None = None, env_file: Path | None = None) -> dict:
+    result = _run_compose_config(*files, env=env, env_file=env_file)
+    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
+    return yaml.safe_load(result.stdout)
+
+
+def _run_compose_config(
+    *files: Path, env: dict[str, str] | None = None, env_file: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    args = [_docker_compose(), "--env-file", str(env_file or ROOT / ".env.example")]
     for file in files:
         args += ["-f", str(file)]
     # Only what the test chooses: no developer .env / shell settings leak in.
     clean_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL")}
-    clean_env.update(env or {})
-    result = subprocess.run(
+    clean_env.update({"DOCKER_SOCKET_GID": SOCKET_GID} if env is None else env)
+    return subprocess.run(
         [*args, "config"], cwd=ROOT, env=clean_env, capture_output=True, text=True, timeout=120, check=False
     )
-    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
-    return yaml.safe_load(result.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +97,69 @@ def test_compose_file_is_valid_and_complete(config):
     assert set(config["secrets"]) == SECRETS
     for name, service in config["services"].items():
         assert "healthcheck" in service, f"{name} has no healthcheck"
-        assert list(service["networks"]) == ["etl"], name
+        expected = NETWORKS.get(name, {"etl"})
+        assert set(service["networks"]) == expected, name
     assert config["networks"]["etl"]["name"] == "etl_assets_network"
+    assert config["networks"]["docker_api"]["internal"] is True
+
+
+def _mounts_socket(service: dict) -> bool:
+    for volume in service.get("volumes", []):
+        target = volume["target"] if isinstance(volume, dict) else str(volume).split(":")[1]
+        source = volume.get("source", "") if isinstance(volume, dict) else str(volume).split(":")[0]
+        if target.endswith(".sock") or source.endswith(".sock"):
+            return True
+    return False
+
+
+def test_only_the_proxy_mounts_the_docker_socket(config):
+    """The engine's socket is root on the host: one filtering proxy holds it, no one else."""
+    services = config["services"]
+    holders = {name for name, service in services.items() if _mounts_socket(service)}
+    assert holders == {"docker_proxy"}
+    with_groups = {name: service["group_add"] for name, service in services.items() if "group_add" in service}
+    assert with_groups == {"docker_proxy": [SOCKET_GID]}
+    for name in DOCKER_API_CLIENTS:
+        assert services[name]["environment"]["DOCKER_HOST"] == "tcp://docker_proxy:2375", name
+        assert services[name]["depends_on"]["docker_proxy"]["condition"] == "service_healthy", name
+    for name in set(services) - DOCKER_API_CLIENTS:
+        assert "DOCKER_HOST" not in services[name].get("environment", {}), name
+    proxy = services["docker_proxy"]
+    assert proxy["image"].startswith("haproxy:"), "docker_proxy runs the official haproxy image"
+    assert any(
+        str(v).startswith(str(ROOT / "docker" / "docker_proxy"))
+        or (isinstance(v, dict) and v.get("source", "").endswith("haproxy.cfg"))
+        for v in proxy["volumes"]
+    )
+
+
+def test_the_socket_group_has_no_default(tmp_path):
+    """Without DOCKER_SOCKET_GID compose refuses to start rather than handing out group 0."""
+    assert ":-0}" not in COMPOSE.read_text(encoding="utf-8")
+    env_file = tmp_path / "no-gid.env"
+    env_file.write_text("", encoding="utf-8")
+    result = _run_compose_config(COMPOSE, env={}, env_file=env_file)
+    assert result.returncode != 0
+    assert "DOCKER_SOCKET_GID" in result.stderr
+
+
+def test_run_containers_cannot_reach_the_proxy(config, instance):
+    """Runs join only the launcher's network, which the proxy is not on."""
+    assert instance["run_launcher"]["config"]["network"] == config["networks"]["etl"]["name"]
+    assert "etl" not in config["services"]["docker_proxy"]["networks"]
+    assert "docker_api" not in config["services"]["user_code"]["networks"]
+
+
+def test_proxy_allows_only_the_launchers_and_the_janitors_calls():
+    """docker/docker_proxy/haproxy.cfg: an allow-list, ending in a blanket 403."""
+    cfg = (ROOT / "docker" / "docker_proxy" / "haproxy.cfg").read_text(encoding="utf-8")
+    rules = [line.strip() for line in cfg.splitlines() if line.strip().startswith("http-request")]
+    assert rules[-1] == "http-request deny deny_status 403"
+    allowed = " ".join(rule for rule in rules if rule.startswith("http-request allow"))
+    for acl in ("p_ping", "p_create", "p_start", "p_inspect", "p_list", "p_remove"):
+        assert acl in allowed, acl
+    for forbidden in ("exec", "images", "volumes", "networks", "build"):
+        assert f"/{forbidden}" not in cfg.split("frontend", 1)[1], forbidden
 
 
 def test_official_images_and_mysql_local_infile(config):
@@ -150,7 +228,8 @@ def test_every_variable_name_in_the_package_is_in_the_settings_registry():
         for path in (ROOT / "etl_assets").rglob("*.py")
         for name in pattern.findall(path.read_text(encoding="utf-8"))
     }
-    assert not quoted - set(settings.REGISTRY), "add these to etl_assets/settings.py"
+    hubspot_constants = {"HUBSPOT_DEFINED"}  # an association category of HubSpot's API, not a variable
+    assert not quoted - set(settings.REGISTRY) - hubspot_constants, "add these to etl_assets/settings.py"
 
 
 def test_instance_config_is_valid_dagster_config(instance):

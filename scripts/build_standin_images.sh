@@ -5,6 +5,7 @@
 #   python:3.11-slim, python:3.11-slim-bookworm   Debian bookworm + Debian's Python 3.11
 #   etl-standin/mysql:8.4                          Debian's MariaDB behind the mysql image's entrypoint contract
 #   etl-standin/postgres:16                        Debian's PostgreSQL behind the postgres image's entrypoint contract
+#   etl-standin/haproxy:3.0                        Debian's HAProxy with the haproxy image's contract (docker_proxy)
 #
 # Each stand-in is a debootstrap'ed root filesystem (cached as a tarball under
 # $ETL_STANDIN_CACHE, default /var/cache/etl_assets) imported into the engine,
@@ -14,7 +15,7 @@
 # same recipe key), so it takes seconds.  Needs root and DOCKER_HOST pointing at
 # the engine (scripts/container_engine.sh).
 #
-# Usage: scripts/build_standin_images.sh [python] [mysql] [postgres]   (default: all)
+# Usage: scripts/build_standin_images.sh [python] [mysql] [postgres] [haproxy]   (default: all)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,11 +41,13 @@ declare -A PACKAGES=(
     [python]="python3 python3-venv python3-pip ca-certificates"
     [mysql]="mariadb-server mariadb-client ca-certificates"
     [postgres]="postgresql postgresql-client ca-certificates"
+    [haproxy]="haproxy ca-certificates"
 )
 declare -A TAGS=(
     [python]="python:3.11-slim python:3.11-slim-bookworm"
     [mysql]="etl-standin/mysql:8.4"
     [postgres]="etl-standin/postgres:16"
+    [haproxy]="etl-standin/haproxy:3.0"
 )
 
 key_of() {  # recipe key of a rootfs: what goes into it
@@ -170,7 +173,7 @@ build_standin() {
 
 T0=$(now)
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(python mysql postgres)
+[ ${#targets[@]} -gt 0 ] || targets=(python mysql postgres haproxy)
 for n in "${targets[@]}"; do
     [ -n "${PACKAGES[$n]:-}" ] || { log "unknown stand-in: $n"; exit 2; }
     build_standin "$n"

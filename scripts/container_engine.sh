@@ -164,9 +164,12 @@ else
     fi
     log "podman service up (pid $(cat "$PIDFILE"))"
 fi
-# Non-root containers that start run containers (Dagster's daemon) reach the
-# socket through its group: compose passes DOCKER_SOCKET_GID as a group_add.
-if getent group docker >/dev/null; then chgrp docker "$SOCK"; fi
+# The one container that holds the socket (docker_proxy, a non-root HAProxy)
+# reaches it through its group: compose passes DOCKER_SOCKET_GID as a group_add.
+# A group of its own, never root's: group 0 would give that container more
+# than the socket.
+getent group docker >/dev/null || groupadd --system docker
+chgrp docker "$SOCK"
 chmod 0660 "$SOCK"
 
 if alive "$PUMP_PIDFILE" "health-pump"; then

@@ -11,7 +11,13 @@
 #     by DockerRunLauncher (labelled with the run id, the run's
 #     docker/container_id tag, exit 0, not a compose service); MySQL in the
 #     stack holds the contacts; the HubSpot fake received them
-#  7. tear everything down (containers, volumes, network) -- also on failure
+#  7. least privilege: only docker_proxy mounts the engine's socket, and the
+#     proxy answers 403 to what the launcher and the janitor do not need
+#  8. faults (scripts/stack_faults.py, one timed step each): cancel mid-sync,
+#     crash (docker kill) under a load, daemon restart with a queue, MySQL
+#     restart under a load
+#  9. upgrade: a second user-code tag, `dagster instance migrate`, a run in it
+# 10. tear everything down (containers, volumes, networks) -- also on failure
 #
 # Idempotent: leftovers of an interrupted run are removed first.  Timings go to
 # $ETL_STACK_ARTIFACTS/timings.log (default test-artifacts/stack/), with the
@@ -55,7 +61,7 @@ teardown() {
     docker ps -aq --filter "label=dagster/run_id" | xargs -r docker rm -f >/dev/null 2>&1 || true
     compose down -v --remove-orphans -t 10 >/dev/null 2>&1 || true
     docker rm -f etl_assets_user_code >/dev/null 2>&1 || true
-    docker network rm "$NETWORK" >/dev/null 2>&1 || true
+    docker network rm "$NETWORK" etl_assets_docker_api >/dev/null 2>&1 || true
     for v in etl_assets_mysql_data etl_assets_postgres_data etl_assets_data etl_assets_dagster_storage; do
         docker volume rm -f "$v" >/dev/null 2>&1 || true
     done
@@ -312,3 +318,39 @@ fi
 step_done
 
 echo "  run $RUN_ID: SUCCESS; contacts in MySQL: $contacts; in HubSpot fake: $hs_contacts" | tee -a "$TIMINGS"
+
+# --- 7.-9. least privilege, faults, upgrade (scripts/stack_faults.py) ------------------
+export ETL_STACK_WEB_PORT="$WEB_PORT"
+faults() { python3 "$ROOT/scripts/stack_faults.py" "$@" --url "$GRAPHQL_URL"; }
+
+step "docker API only through the proxy"
+faults proxy || fail "Docker API least privilege (see above)"
+step_done
+
+step "fault: cancel mid-sync"
+faults cancel || fail "run terminated during hubspot_contacts (see above)"
+step_done
+
+step "fault: crash under a load"
+faults crash || fail "run container killed under a load (see above)"
+step_done
+
+step "fault: daemon restart, queue"
+faults queue || fail "daemon restart with a queue (see above)"
+step_done
+
+step "fault: mysql restart under a load"
+faults mysql-restart || fail "MySQL restart under a load (see above)"
+step_done
+
+# The next version of the user code: the same Dockerfile, told apart by a label.
+NEW_USER_CODE_IMAGE=etl-assets-user-code:0.1.1
+step "upgrade: build $NEW_USER_CODE_IMAGE"
+docker build -q -f docker/Dockerfile.user_code --build-arg "PYTHON_IMAGE=${PYTHON_IMAGE:-python:3.11-slim-bookworm}" \
+    --label org.etl-assets.stack-test-version=0.1.1 -t "$NEW_USER_CODE_IMAGE" . >"$ART/build-upgrade.log" 2>&1 \
+    || { tail -n 40 "$ART/build-upgrade.log"; fail "build of $NEW_USER_CODE_IMAGE failed"; }
+step_done
+
+step "upgrade: migrate, switch, run"
+faults upgrade --new-image "$NEW_USER_CODE_IMAGE" || fail "upgrade to $NEW_USER_CODE_IMAGE (see above)"
+step_done

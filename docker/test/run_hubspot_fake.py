@@ -7,9 +7,12 @@ containers, so its HTTP server class is re-bound to 0.0.0.0:$HUBSPOT_FAKE_PORT
 
 A second, test-only port ($HUBSPOT_FAKE_ADMIN_PORT, default 8081) reports what
 the fake received, for the stack test to assert on:
-    GET /health  -> {"ok": true}
-    GET /state   -> {"contacts": N, "emails": [...], "requests": N, "upsert_requests": N,
-                     "statuses": {"200": N, ...}}
+    GET /health   -> {"ok": true}
+    GET /state    -> {"contacts": N, "emails": [...], "requests": N, "upsert_requests": N,
+                      "statuses": {"200": N, ...}, "created": N, "latency": S}
+    GET /writes   -> {"<email>": {"created": n, "updated": n}, ...}: every write applied, per contact
+    POST /latency {"seconds": S} -> the fake answers every API request S seconds late
+                     (scripts/stack_faults.py slows a sync down to cancel it halfway)
 The bearer token the fake accepts comes from $HUBSPOT_FAKE_TOKEN_FILE (the same
 compose secret the pipeline reads) or $HUBSPOT_FAKE_TOKEN.
 """
@@ -59,7 +62,32 @@ def main() -> int:
     fake = hubspot_server.HubSpotServer(token=_token()).start()
 
     class Admin(BaseHTTPRequestHandler):
+        def _reply(self, body: object) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:  # noqa: N802 - stdlib name
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                payload = json.loads(self.rfile.read(length) or b"{}")
+                seconds = float(payload["seconds"])
+            except (ValueError, KeyError, TypeError):
+                self.send_error(400, 'expected {"seconds": <number>}')
+                return
+            if self.path != "/latency" or not 0 <= seconds <= 60:
+                self.send_error(404 if self.path != "/latency" else 400)
+                return
+            fake.latency = seconds
+            self._reply({"latency": fake.latency})
+
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            if self.path == "/writes":
+                self._reply(fake.write_counts())
+                return
             if self.path == "/health":
                 body = {"ok": True, "port": fake.port}
             elif self.path == "/state":
@@ -71,16 +99,13 @@ def main() -> int:
                     "requests": len(records),
                     "upsert_requests": fake.count_requests("/batch/upsert"),
                     "statuses": dict(Counter(str(r.status) for r in records)),
+                    "created": fake.created_count(),
+                    "latency": fake.latency,
                 }
             else:
                 self.send_error(404)
                 return
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self._reply(body)
 
         def log_message(self, format, *args) -> None:  # noqa: A002
             pass
