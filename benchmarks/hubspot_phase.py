@@ -269,8 +269,15 @@ def run_hubspot(
         instance = dg.DagsterInstance.ephemeral()
         key = dg.AssetKey("hubspot_contacts")
 
+        def materialized() -> tuple[float, dict, list]:
+            """The asset once more: its step's seconds, its metadata, the requests the server logged."""
+            server.call("reset_log")
+            wall = time.perf_counter()
+            result, metadata = _materialize(job, instance, key, log_level)
+            wall = time.perf_counter() - wall
+            return _step_seconds(instance, result.run_id) or wall, metadata, server.call("records")
+
         # 2. The first sync: every contact is new.
-        server.call("reset_log")
         log.info(
             "hubspot: syncing %d contacts at %d requests per %.1fs (ceiling %.0f contacts/s, server in a %s)",
             len(expected),
@@ -279,11 +286,7 @@ def run_hubspot(
             out["ceiling_contacts_per_s"],
             server_mode,
         )
-        wall = time.perf_counter()
-        result, metadata = _materialize(job, instance, key, log_level)
-        wall = time.perf_counter() - wall
-        seconds = _step_seconds(instance, result.run_id) or wall
-        records = server.call("records")  # (time, path, status, inputs)
+        seconds, metadata, records = materialized()  # records: (time, path, status, inputs)
         upserts = [r for r in records if r[1].endswith("/batch/upsert")]
         out["seconds"] = round(seconds, 3)
         out["contacts_per_s"] = round(len(expected) / seconds, 1) if seconds else None
@@ -333,15 +336,11 @@ def run_hubspot(
         out["state_id_mismatch"] = sum(1 for email, hubspot_id in state if id_by_email.get(email) != hubspot_id)
 
         # 4. Again, nothing changed: no request at all.
-        server.call("reset_log")
-        wall = time.perf_counter()
-        result, metadata = _materialize(job, instance, key, log_level)
-        wall = time.perf_counter() - wall
-        records = server.call("records")
+        seconds, metadata, records = materialized()
         out["rerun"] = {
             "requests_sent": len(records),
             "status_429": sum(1 for r in records if r[2] == 429),
-            "seconds": round(_step_seconds(instance, result.run_id) or wall, 3),
+            "seconds": round(seconds, 3),
             "due": metadata.get("due"),
             "client_api_calls": metadata.get("api_calls"),
         }
@@ -354,11 +353,7 @@ def run_hubspot(
                     f"UPDATE {schema.CONTACTS} SET content_hash = MD5(CONCAT(content_hash, 'changed')) WHERE id % 10 = 0"
                 )
             ).rowcount
-        server.call("reset_log")
-        wall = time.perf_counter()
-        result, metadata = _materialize(job, instance, key, log_level)
-        wall = time.perf_counter() - wall
-        records = server.call("records")
+        seconds, metadata, records = materialized()
         out["update"] = {
             "changed": changed,
             "requests_sent": len(records),
@@ -366,7 +361,7 @@ def run_hubspot(
             "expected_batches": -(-changed // 100),
             "exact_batches": sum(1 for r in records if r[1].endswith("/batch/upsert")) == -(-changed // 100),
             "updated": metadata.get("updated"),
-            "seconds": round(_step_seconds(instance, result.run_id) or wall, 3),
+            "seconds": round(seconds, 3),
         }
     engine.dispose()
     return out
