@@ -421,8 +421,8 @@ def load_contacts(
     load = LoadContext(engine, metadata, column_map, run_id, scan.sha256, now, report)
     reasons: collections.Counter = collections.Counter()
     call_with_retries(lambda: _recreate_staging(engine, metadata), "creating staging tables", retry, log)
-    known = call_with_retries(lambda: _known_contacts(engine), "reading the contacts' content hashes", retry, log)
     try:
+        known = call_with_retries(lambda: _known_contacts(engine), "reading the contacts' content hashes", retry, log)
         valid = 0
         chunks = staged_chunks(
             csv_path, column_map, writer, now, chunk_rows, statement_rows, rules.csv, scan, reasons, known
