@@ -81,3 +81,17 @@ def test_read_known_returns_every_contact_across_batches_and_gaps_in_ids(dialect
     assert contacts.emails.to_pylist() == [row["email"] for row in rows]
     assert contacts.hashes.tolist() == [row["content_hash"].encode() for row in rows]
     engine.dispose()
+
+
+def test_an_email_with_a_tab_written_by_hand_fails_the_read_instead_of_shifting_fields(mariadb_url):
+    """The loader never stores one (the email pattern admits no whitespace), but a table edited by hand
+    may: the bulk read must refuse it rather than pair an id with the wrong email or hash."""
+    engine = sa.create_engine(mariadb_url)
+    ensure_tables(engine, load_column_map(None))
+    row = {"id": 1, "source_row": 1, "email": "a\tb@x.org", "first_name": "P", "last_name": "Q",
+           "content_hash": "0" * 32, "first_loaded_at": "2026-01-01", "updated_at": "2026-01-01"}  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO contacts ({', '.join(row)}) VALUES (:{', :'.join(row)})"), row)
+        with pytest.raises(RuntimeError, match="malformed or missing rows"):
+            read_known(conn)
+    engine.dispose()
