@@ -22,6 +22,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,7 @@ DELIMITERS = {
     "\\t": "\t",
     "pipe": "|",
 }
+_QUOTE_BYTE = b'"'
 _DETECTED = (",", ";", "\t")  # in order of preference on a tie
 
 
@@ -115,45 +117,54 @@ def _decode_error(path: Path, fmt: CsvFormat, offset: int, byte: int | None, lin
 
 def scan_file(path: Path, fmt: CsvFormat = CsvFormat()) -> FileScan:
     """In one read: the SHA-256, the line and blank-line counts, whether any quote or over-long line
-    occurs, and proof that the whole file decodes (else an error naming the byte offset and line)."""
+    occurs, and proof that the whole file decodes (else an error naming the byte offset and line).
+
+    The digest of each block runs in a second thread (hashlib lets go of the GIL) while this one
+    finds the line ends; an ASCII block of a UTF-8 file needs no decoding to prove it valid."""
     digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder(fmt.encoding)()
-    breaks = quotes = longest = offset = blank = 0
+    breaks = longest = offset = blank = 0
+    quotes = False
     last_break, last_byte = -1, 0
     wide = fmt.encoding.startswith(("utf-16", "utf-32"))  # a line end is not one byte there: no blank count
-    with path.open("rb") as handle:
+    with path.open("rb") as handle, ThreadPoolExecutor(1) as hasher:
+        hashed = hasher.submit(lambda: None)
         for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+            hashed.result()
+            hashed = hasher.submit(digest.update, block)
             pending = decoder.getstate()[0]  # the start of a character the last block cut
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as exc:
-                position = exc.start - len(pending)  # in this block
-                line = breaks + block.count(b"\n", 0, max(position, 0)) + 1
-                raise _decode_error(path, fmt, offset + position, (pending + block)[exc.start], line) from None
+            if not (fmt.is_utf8 and not pending and block.isascii()):
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    position = exc.start - len(pending)  # in this block
+                    line = breaks + block.count(b"\n", 0, max(position, 0)) + 1
+                    raise _decode_error(path, fmt, offset + position, (pending + block)[exc.start], line) from None
             # Lines end at \n, \r\n or a lone \r, as both parsers read them.
             bytes_ = np.frombuffer(block, dtype=np.uint8)
-            ends = np.flatnonzero((bytes_ == 10) | (bytes_ == 13))
+            ends = np.flatnonzero((bytes_ | 7) == 15)  # 8-15: the line ends and a few rare controls
+            ends = ends[(bytes_[ends] == 10) | (bytes_[ends] == 13)]
             if len(ends):
+                line_feed = bytes_[ends] == 10
+                before = np.where(ends > 0, bytes_[ends - 1], last_byte)
+                crlf = line_feed & (before == 13)  # one line end in two bytes, maybe across two blocks
+                breaks += len(ends) - int(np.count_nonzero(crlf))
                 gaps = np.diff(ends + offset, prepend=last_break)  # each line's length + 1
                 longest = max(longest, int(gaps.max()))
                 # An empty line ends right after the previous line end, unless it is the \n of a \r\n.
                 if not wide:
-                    before = np.where(ends > 0, bytes_[ends - 1], last_byte)
-                    blank += int(np.count_nonzero((gaps == 1) & ~((bytes_[ends] == 10) & (before == 13))))
+                    blank += int(np.count_nonzero((gaps == 1) & ~crlf))
                 last_break = offset + int(ends[-1])
-            breaks += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
-            if last_byte == 13 and block[0] == 10:  # a \r\n the previous block cut in two
-                breaks -= 1
             last_byte = block[-1]
-            quotes += block.count(b'"')
+            quotes = quotes or _QUOTE_BYTE in block
             offset += len(block)
+        hashed.result()
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         raise _decode_error(path, fmt, offset - len(decoder.getstate()[0]), None, breaks + 1) from None
     longest = max(longest, offset - 1 - last_break)
     lines = breaks + (1 if offset and last_break != offset - 1 else 0)
-    return FileScan(digest.hexdigest(), max(lines - 1, 0), quotes > 0, longest, blank)
+    return FileScan(digest.hexdigest(), max(lines - 1, 0), quotes, longest, blank)
 
 
 # ----------------------------------------------------------------------------- the header

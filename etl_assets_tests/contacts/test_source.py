@@ -327,3 +327,18 @@ def test_a_line_end_cut_by_a_read_block_counts_once(tmp_path, tail):
     assert text[(1 << 20) - 1] == tail[0]
     scan = scan_file(write(tmp_path, "cut.csv", text))
     assert (scan.data_lines, scan.blank_lines, scan.rows) == (3, 1, 2)
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_a_character_cut_by_a_read_block_is_decoded_across_it(tmp_path, complete):
+    """The ASCII shortcut must not skip a block that completes (or fails to complete) a character
+    the previous block cut: here the second block is plain ASCII after the first byte of an é."""
+    head = f"{HEADER}\n{row('a', company='x' * 100_000)}\n" * 10
+    first = (head.encode() + b"y" * (1 << 20))[: (1 << 20) - 1] + "é".encode()[:1]
+    text = first + ("é".encode()[1:] if complete else b"") + f",tail\n{row('b')}\n".encode()
+    path = write(tmp_path, "cut.csv", text)
+    if complete:
+        assert scan_file(path).sha256 == hashlib.sha256(text).hexdigest()
+    else:
+        with pytest.raises(PermanentError, match=f"byte 0xc3 at offset {(1 << 20) - 1:,}"):
+            scan_file(path)
