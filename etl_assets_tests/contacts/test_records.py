@@ -107,6 +107,25 @@ def test_duplicates_keep_the_first_valid_row_within_and_across_chunks():
     assert second.rejected[0]["reason"] == "duplicate email, first seen at source row 1"
 
 
+def test_seen_emails_find_the_first_row_across_many_runs():
+    """Chunks of keys with repeats within and across chunks, against a plain dict; a tiny run cap
+    so that runs are merged, capped and searched side by side."""
+    seen, reference = SeenEmails(), {}
+    seen.RUN_CAP = 40
+    generator = np.random.default_rng(3)
+    first_row = 1
+    for size in [7, 1, 13, 30, 30, 2, 50, 9, 25, 64, 3, 17] * 3:
+        keys = generator.integers(0, 300, size)
+        rows = np.arange(first_row, first_row + size)
+        expected = []
+        for key, row in zip(keys.tolist(), rows.tolist()):
+            expected.append(reference.setdefault(key, row))
+        assert seen.claim(keys, rows).tolist() == expected
+        first_row += size
+    sizes = [len(run_keys) for run_keys, _ in seen._runs]
+    assert sum(sizes) == len(reference) and max(sizes) <= 40 and len(sizes) > 3
+
+
 def test_content_hash_is_stable_and_sensitive():
     frame = pa.table({"email": ["a@x.com", "a@x.com", "a@x.com"], "name": ["Ann", None, ""]})
     hashes = content_hashes(frame, ["email", "name"]).to_pylist()
