@@ -41,8 +41,9 @@ from etl_assets.progress import Progress
 from etl_assets.retrying import RetrySettings, call_with_retries
 from etl_assets.streams import gathered, prefetched
 
-# Rows prepared at a time: bigger chunks are no faster and cost ~3 KB of peak memory a row.
-DEFAULT_CHUNK_ROWS = 10_000
+# Rows prepared at a time: bigger chunks are no faster and cost ~3 KB of peak memory a row (at 2M
+# rows, 10,000 a chunk peaked 25 MB higher than 5,000, in the same time).
+DEFAULT_CHUNK_ROWS = 5_000
 # Rows written by one staging statement (about 6 MB of TSV): fewer, bigger statements save
 # per-statement commits, about 1 s in 15 at a million rows.
 STATEMENT_ROWS = 50_000
