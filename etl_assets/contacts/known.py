@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from etl_assets.contacts.mapping import EMAIL_FIELD
 from etl_assets.contacts.records import HASH_COLUMN, SeenEmails
 from etl_assets.contacts.schema import CONTACTS
+from etl_assets.contacts.staging import character_data
 
 HASH_WIDTH = 32  # hex characters of records.content_hashes
 # Contacts per bulk read: at most 254-character emails, about 9 MB of one result value, under the
@@ -78,7 +79,13 @@ def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def _hash_bytes(hashes: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    return np.array(_flat(hashes).to_pylist(), dtype=f"S{HASH_WIDTH}")
+    """Content hashes as fixed-width bytes: straight from Arrow's character buffer when every one
+    has the usual width (no Python object a hash), else one by one."""
+    hashes = _flat(hashes)
+    lengths = pc.min_max(pc.binary_length(hashes)).as_py()
+    if hashes.null_count or lengths != {"min": HASH_WIDTH, "max": HASH_WIDTH}:
+        return np.array(hashes.to_pylist(), dtype=f"S{HASH_WIDTH}")
+    return np.frombuffer(character_data(hashes), dtype=f"S{HASH_WIDTH}")
 
 
 def read_known(conn: sa.Connection, batch_rows: int = READ_ROWS) -> KnownContacts:
@@ -93,7 +100,10 @@ def read_known(conn: sa.Connection, batch_rows: int = READ_ROWS) -> KnownContact
             np.array([row[2] for row in rows], dtype=f"S{HASH_WIDTH}"),
         )
     conn.exec_driver_sql("SET SESSION group_concat_max_len = 1073741824")
-    batches: list[pa.ListArray] = []
+    # Each batch is taken apart at once: its split text holds ~3x the bytes of the arrays kept.
+    ids: list[np.ndarray] = []
+    emails: list[pa.Array] = []
+    hashes: list[np.ndarray] = []
     last_id = 0
     while True:
         count, top, text = conn.execute(
@@ -112,15 +122,14 @@ def read_known(conn: sa.Connection, batch_rows: int = READ_ROWS) -> KnownContact
         fields = pc.split_pattern(lines, "\t")
         if len(fields) != count or pc.min(pc.list_value_length(fields)).as_py() != 3:
             raise RuntimeError(f"read {len(fields)} malformed or missing rows for {count} contacts")
-        batches.append(fields)
+        ids.append(pc.cast(pc.list_element(fields, 0), pa.int64()).to_numpy())
+        hashes.append(_hash_bytes(pc.list_element(fields, 1)))
+        emails.append(pc.cast(pc.list_element(fields, 2), pa.string()))
         last_id = int(top)
-    if not batches:
+    if not ids:
         return KnownContacts(
             np.empty(0, dtype=np.int64), pa.array([], pa.string()), np.empty(0, dtype=f"S{HASH_WIDTH}")
         )
-    fields = pa.chunked_array(batches)
-    ids = pc.cast(pc.list_element(fields, 0), pa.int64()).to_numpy()
-    order = np.argsort(ids, kind="stable")
-    emails = pc.cast(pc.list_element(fields, 2), pa.string()).combine_chunks().take(pa.array(order))
-    hashes = np.array(pc.list_element(fields, 1).to_pylist(), dtype=f"S{HASH_WIDTH}")[order]
-    return KnownContacts(ids[order], emails, hashes)
+    all_ids = np.concatenate(ids)
+    order = np.argsort(all_ids, kind="stable")
+    return KnownContacts(all_ids[order], pa.concat_arrays(emails).take(pa.array(order)), np.concatenate(hashes)[order])

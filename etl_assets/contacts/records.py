@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 
@@ -129,6 +130,9 @@ def _first_failure(checks: list[_Check], rows: int) -> np.ndarray:
     return first
 
 
+_KEY_SLICE = 1 << 16
+
+
 class SeenEmails:
     """The first valid source row of every email so far, across chunks.
 
@@ -146,7 +150,9 @@ class SeenEmails:
 
     @staticmethod
     def keys(emails: pa.ChunkedArray | pa.Array) -> np.ndarray:
-        return np.fromiter(map(hash, emails.to_pylist()), dtype=np.int64, count=len(emails))
+        # A slice at a time: a million emails as Python strings at once would cost ~70 MB.
+        slices = (emails.slice(start, _KEY_SLICE).to_pylist() for start in range(0, len(emails), _KEY_SLICE))
+        return np.fromiter(map(hash, itertools.chain.from_iterable(slices)), dtype=np.int64, count=len(emails))
 
     def claim(self, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The row of each key's first occurrence (an earlier chunk's, else this chunk's first),

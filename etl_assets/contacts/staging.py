@@ -66,7 +66,7 @@ class StagingWriter(Protocol):
     def write(self, conn: sa.Connection, table: str, rows: EncodedRows) -> None: ...
 
 
-def _character_data(strings: pa.Array | pa.ChunkedArray) -> bytes:
+def character_data(strings: pa.Array | pa.ChunkedArray) -> bytes:
     """All of a string array's values back to back: Arrow keeps them so, in one buffer."""
     if isinstance(strings, pa.ChunkedArray):
         strings = strings.combine_chunks()
@@ -86,7 +86,7 @@ def to_load_data_tsv(rows: pa.Table) -> bytes:
     columns, quoting = [], "none"
     for column in rows.columns:
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            data = _character_data(column)
+            data = character_data(column)
             for raw, replacement in _TSV_ESCAPES:
                 if raw.encode() in data:  # rare: a byte search over the whole column decides
                     column = pc.replace_substring(column, raw, replacement)

@@ -64,6 +64,13 @@ def test_an_empty_chunk_changes_nothing():
     assert gone(contacts) == [(10, "a@x.org")]
 
 
+@pytest.mark.fast
+def test_a_hash_of_another_width_differs_without_shifting_the_others():
+    contacts = known([("a@x.org", H1), ("b@x.org", H2)])
+    comparison = contacts.compare(pa.array(["a@x.org", "b@x.org"]), hashes("abc", H2))
+    assert comparison.differs.tolist() == [True, False] and comparison.ids.tolist() == [10, 20]
+
+
 @pytest.mark.parametrize("dialect", ["mariadb", "sqlite"])
 def test_read_known_returns_every_contact_across_batches_and_gaps_in_ids(dialect, request, tmp_path):
     url = request.getfixturevalue("mariadb_url") if dialect == "mariadb" else f"sqlite:///{tmp_path / 'k.sqlite'}"
@@ -74,6 +81,7 @@ def test_read_known_returns_every_contact_across_batches_and_gaps_in_ids(dialect
          "content_hash": f"{i:032x}", "first_loaded_at": "2026-01-01", "updated_at": "2026-01-01"}
         for i in range(50)
     ]  # fmt: skip
+    rows[3]["content_hash"] = "abc"  # edited by hand: its batch is read one hash at a time, still aligned
     with engine.begin() as conn:
         conn.execute(sa.text(f"INSERT INTO contacts ({', '.join(rows[0])}) VALUES (:{', :'.join(rows[0])})"), rows)
         contacts = read_known(conn, batch_rows=7)
