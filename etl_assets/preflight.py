@@ -11,7 +11,8 @@ One table (check | result | what to change), built from what the resources answe
 - **database**: the login; on MySQL/MariaDB the privileges the loader uses, tried on a scratch
   table (see `probe_privileges`), and `local_infile`; on SQLite, that the file's folder is writable.
 - **HubSpot**: the mode (live or dry run, and why); live: the token, the scopes, and every mapped
-  property (exists with a compatible type and writable, or will be created).
+  property (exists with a compatible type and writable, or will be created). The listing of the
+  properties is stored for the sync to reuse (hubspot/property_cache.py), never failing a check.
 
 Each row is ok, warn, fail or skipped. A fail fails the step naming every failed check; when the
 only failures are ones a retry may fix (Kaggle 503, database unreachable) the error is a
@@ -27,6 +28,7 @@ request in all.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import tempfile
@@ -46,7 +48,7 @@ from etl_assets.errors import (
     is_transient,
     mysql_error_code,
 )
-from etl_assets.hubspot import modes, removals
+from etl_assets.hubspot import modes, property_cache, removals
 from etl_assets.hubspot.client import HubSpotApi, HubSpotApiError
 from etl_assets.hubspot.properties import PropertyDefinition, declared, mapping_problems
 from etl_assets.logs.redaction import redact
@@ -565,6 +567,28 @@ def schema_write_row(created: Sequence[str]) -> Row:
     )
 
 
+def store_listing(
+    database: DatabaseResource | None,
+    api: HubSpotApi,
+    column_map: ColumnMap | None,
+    definitions: Mapping[str, PropertyDefinition] | None,
+    listed_at: dt.datetime,
+    log: logging.Logger,
+) -> None:
+    """Store the listing when the sync could reuse it (property_cache). A side effect only, that never
+    fails the preflight: a database problem is its rows' to report, a bad setting the sync's."""
+    if database is None or column_map is None or definitions is None:
+        return
+    try:
+        listing = property_cache.Listing(dict(definitions), listed_at)
+        if property_cache.why_not_reuse(listing, column_map, property_cache.max_age_seconds(), listed_at):
+            return  # the sync lists the properties again whatever is stored
+        property_cache.ensure_table(database.engine)
+        property_cache.store(database.engine, api.account_key, column_map, definitions, listed_at)
+    except Exception as exc:  # noqa: BLE001 - the sync lists the properties itself then
+        log.warning("Preflight: the property listing was not stored for the sync (%s)", type(exc).__name__)
+
+
 def hubspot_rows(
     hubspot: HubSpotResource,
     mode: SyncMode | None,
@@ -572,7 +596,9 @@ def hubspot_rows(
     quick: bool,
     backend: str | None,
     log: logging.Logger,
+    database: DatabaseResource | None,
 ) -> list[Row]:
+    """`database` (None when its checks failed) keeps the properties' listing for the sync to reuse."""
     if mode is None:
         return [Row("HubSpot mode", SKIPPED, "unknown: the token could not be read (see its secret's row)")]
     rows = [Row("HubSpot mode", OK, f"{mode.name} ({mode.reason})")]
@@ -580,12 +606,14 @@ def hubspot_rows(
         return rows + [Row("HubSpot token, scopes, properties", SKIPPED, "dry run: nothing is sent to HubSpot")]
     api: HubSpotApi = hubspot.open_api(log)
     token = "HubSpot token"
+    listed_at = property_cache.now()
     try:
         # Needs crm.schemas.contacts.read: the one request that checks the token, the read scope and the properties.
         definitions = api.contact_properties()
         read_error = None
     except HubSpotApiError as exc:
         definitions, read_error = None, exc
+    store_listing(database, api, column_map, definitions, listed_at, log)
     if read_error is not None and not read_error.error.missing_scopes:
         return rows + [
             Row(
@@ -675,7 +703,9 @@ def run_checks(
     else:
         rows += kaggle_rows(kaggle, ref, quick, log)
 
-    rows += guarded("database login", lambda: database_rows(database, log))
+    database_checks = guarded("database login", lambda: database_rows(database, log))
+    rows += database_checks
+    usable_database = database if not failures(database_checks) else None
 
     column_map: ColumnMap | None = None
     try:
@@ -684,5 +714,5 @@ def run_checks(
     except PermanentError as exc:
         rows.append(Row("column map", FAIL, str(exc), f"fix {settings.COLUMN_MAP}"))
     rows += guarded("HubSpot sync mode", lambda: [sync_mode_row()])
-    rows += guarded("HubSpot", lambda: hubspot_rows(hubspot, mode, column_map, quick, backend, log))
+    rows += guarded("HubSpot", lambda: hubspot_rows(hubspot, mode, column_map, quick, backend, log, usable_database))
     return rows

@@ -152,6 +152,13 @@ HUBSPOT_CREATE_PROPERTIES = _hubspot(
     "true",
     "create custom contact properties the column map names and the account lacks; `false` fails the run naming them",
 )
+HUBSPOT_PROPERTIES_MAX_AGE_SECONDS = _hubspot(
+    "HUBSPOT_PROPERTIES_MAX_AGE_SECONDS",
+    int,
+    "900",
+    "the sync reuses a listing of the contact properties stored at most this long ago (the preflight's, "
+    "say) instead of listing them again; `0` lists them every run",
+)
 HUBSPOT_MAX_FAILED_RATE = _hubspot(
     "HUBSPOT_MAX_FAILED_RATE",
     float,

@@ -292,6 +292,24 @@ def test_daily_etl_with_a_failing_preflight_moves_no_data(hubspot_env, mariadb_u
     assert hubspot_env.count_requests("/batch/upsert") == 0
 
 
+def test_the_preflight_stores_a_listing_the_sync_can_reuse_and_never_fails_for_it(
+    hubspot_env, mariadb_url, monkeypatch
+):
+    hubspot_env.define_property("source_customer_id", "string")
+    hubspot_env.define_property("subscription_date", "date")
+    monkeypatch.setenv("HUBSPOT_PROPERTIES_MAX_AGE_SECONDS", "soon")  # the sync's to refuse, not the preflight's
+    refused, refused_table = run_preflight()
+    assert refused.success
+    assert "hubspot_property_definitions" not in sa.inspect(sa.create_engine(mariadb_url)).get_table_names()
+
+    monkeypatch.delenv("HUBSPOT_PROPERTIES_MAX_AGE_SECONDS")
+    result, table = run_preflight()
+    assert result.success and table == refused_table  # storing changes nothing in the report
+    with sa.create_engine(mariadb_url).connect() as conn:
+        [stored] = conn.execute(sa.text("SELECT definitions FROM hubspot_property_definitions")).scalars()
+    assert '"source_customer_id"' in stored and '"createdate"' not in stored  # the mapped properties only
+
+
 # --------------------------------------------------------------------------- database
 
 

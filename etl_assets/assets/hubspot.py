@@ -16,9 +16,10 @@ from etl_assets import settings
 from etl_assets.assets.contacts import contacts_table
 from etl_assets.assets.policies import step_retry_policy
 from etl_assets.contacts.mapping import ColumnMap, load_column_map
-from etl_assets.errors import PermanentError, failing_fast
-from etl_assets.hubspot import modes, removals, state, writers
+from etl_assets.errors import PermanentError, TransientError, failing_fast
+from etl_assets.hubspot import modes, property_cache, removals, state, writers
 from etl_assets.hubspot.client import HubSpotApi, HubSpotApiError
+from etl_assets.hubspot.errors import PropertyRefused
 from etl_assets.hubspot.outbox import max_age_days, prune_outbox, write_outbox
 from etl_assets.hubspot.properties import PropertyDefinition, PropertyWriter, declared, mapping_problems
 from etl_assets.hubspot.removals import RemovalPlan
@@ -53,6 +54,48 @@ def account_properties(
                 missing.name, spec.hubspot_label or spec.source, missing.type
             )
     return definitions
+
+
+def current_properties(
+    api: HubSpotApi, engine: sa.Engine, column_map: ColumnMap, create: bool, max_age_s: int, log: logging.Logger
+) -> tuple[dict[str, PropertyDefinition], property_cache.Listing | None]:
+    """The mapped properties' definitions, and the stored listing they came from (None: listed now).
+
+    A stored listing `property_cache.why_not_reuse` accepts costs no request; otherwise the
+    properties are listed (and created) by `account_properties`, and the result is stored.
+    """
+    at = property_cache.now()
+    listing = property_cache.stored(engine, api.account_key) if max_age_s else None
+    reason = property_cache.why_not_reuse(listing, column_map, max_age_s, at)
+    if listing is not None and reason is None:
+        log.info(
+            "HubSpot: property definitions from the listing of %s UTC, %.0f s old; no request",
+            listing.listed_at,
+            listing.age_seconds(at),
+        )
+        return listing.definitions, listing
+    log.info("HubSpot: listing the contact properties (%s)", reason)
+    definitions = account_properties(api, column_map, create, log)
+    property_cache.store(engine, api.account_key, column_map, definitions, at)
+    return definitions, None
+
+
+def _refused_after_listing(
+    exc: PropertyRefused, engine: sa.Engine, api: HubSpotApi, reused: property_cache.Listing | None
+) -> Exception:
+    """What a refused property fails the step with, once the stored listing is dropped.
+
+    The property may have changed in HubSpot since the listing: the next attempt lists again. When
+    the sync used a stored listing, that attempt is the step's retry (HubSpot's current definitions
+    may fix it, or name the problem); after a fresh listing the refusal stands.
+    """
+    property_cache.forget(engine, api.account_key)
+    if reused is None:
+        return exc
+    return TransientError(
+        f"{exc}; the sync used the stored property listing of {reused.listed_at} UTC, now dropped: "
+        "the step's retry lists the properties again"
+    )
 
 
 PREVIEW_ROWS = 100  # contacts listed in the metadata's archive preview; the outbox lists them all
@@ -150,7 +193,7 @@ def _contacts_to_send(engine, writer: PropertyWriter, report: SyncReport, record
         throughout = writer.refused_throughout()
         if throughout:
             name, code, values = throughout
-            raise PermanentError(
+            raise PropertyRefused(
                 f"HubSpot property {name!r} takes none of the {values} values it was given ({code}): change the "
                 f"column map ({writer.column_map.origin}) or the property in HubSpot; hubspot_sync_state is unchanged"
             )
@@ -178,12 +221,14 @@ def hubspot_contacts(
     with failing_fast("hubspot_contacts"):
         mode = hubspot.mode()
         sync_mode, policy = modes.sync_mode(), removals.on_removed()
+        properties_max_age = property_cache.max_age_seconds()
         log.info("HubSpot: %s (%s)", mode.name, mode.reason)
         log.info("HubSpot sync mode: %s; contacts that left the source: %s", sync_mode, policy)
         column_map = load_column_map(settings.setting(settings.COLUMN_MAP))
         engine = database.engine
         run_id = context.run.run_id
         state.ensure_table(engine)
+        property_cache.ensure_table(engine)
         with database.exclusive(SYNC_LOCK):
             with engine.connect() as conn:
                 due = state.count_due(conn, modes.SKIP_REASONS.get(sync_mode))
@@ -193,10 +238,13 @@ def hubspot_contacts(
             report = SyncReport(due=due)
             api = hubspot.open_api(log)
             archived = gone = 0
+            reused: property_cache.Listing | None = None
             try:
                 if due:
                     record = lambda outcomes: state.record_outcomes(engine, outcomes, run_id)  # noqa: E731
-                    definitions = account_properties(api, column_map, hubspot.may_create_properties(), log)
+                    definitions, reused = current_properties(
+                        api, engine, column_map, hubspot.may_create_properties(), properties_max_age, log
+                    )
                     sync_contacts(
                         api,
                         _contacts_to_send(engine, PropertyWriter(column_map, definitions), report, record, sync_mode),
@@ -215,6 +263,8 @@ def hubspot_contacts(
                         removal.archive,
                         lambda done: state.mark_left(engine, [item.email for item in done], state.ARCHIVED, run_id),
                     )
+            except PropertyRefused as exc:
+                raise _refused_after_listing(exc, engine, api, reused) from None
             except HubSpotApiError as exc:
                 if exc.error.missing_scopes:
                     raise PermanentError(

@@ -10,6 +10,7 @@ ApiException when it gives up, so the retry loop is ours: 429s wait on the share
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -76,6 +77,11 @@ class HubSpotApi:
         self.calls = 0
         self.rate_limited = 0
         self.retried = 0
+
+    @property
+    def account_key(self) -> str:
+        """Names the account (API base and token) without holding the secret: a rotated token names another."""
+        return hashlib.sha256(f"{self._base_url}\n{self._token}".encode()).hexdigest()[:32]
 
     def _count(self, attribute: str) -> None:
         with self._counter_lock:

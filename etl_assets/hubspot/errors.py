@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from etl_assets.errors import PermanentError
 from etl_assets.logs.redaction import redact
 
 DATA_ERROR_STATUSES = {400, 409}  # the batch's content is at fault, not the transport
@@ -47,6 +48,11 @@ class HubSpotApiError(Exception):
     def __init__(self, error: HubSpotError):
         super().__init__(error.summary())
         self.error = error
+
+
+class PropertyRefused(PermanentError):
+    """A mapped property refused whatever the contact (unknown, read-only, or no value fits its type):
+    the column map or the account is wrong, or the definitions the sync used are out of date."""
 
 
 def parse_error(status: int, body: str | bytes | None) -> HubSpotError:

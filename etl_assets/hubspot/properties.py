@@ -70,6 +70,11 @@ class PropertyDefinition:
     def multiple(self) -> bool:
         return self.field_type == "checkbox"
 
+    @property
+    def checks_options(self) -> bool:
+        """A dropdown whose options are checked here (owners and pipelines keep theirs elsewhere)."""
+        return self.type == "enumeration" and not self.external_options
+
 
 class ValueRefused(ValueError):
     """A value the target property's type cannot take; `code` is HubSpot's name for the error."""
@@ -137,7 +142,7 @@ def to_hubspot(value: Any, definition: PropertyDefinition) -> str:
         return _number(value)
     if kind == "bool":
         return _bool(value)
-    if kind == "enumeration" and not definition.external_options:
+    if definition.checks_options:
         return _enumeration(value, definition)
     return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else str(value)
 

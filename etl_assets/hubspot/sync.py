@@ -25,8 +25,7 @@ from typing import Protocol, TypeVar
 from etl_assets import settings, streams
 from etl_assets.contacts.mapping import EMAIL_FIELD
 from etl_assets.contacts.records import EMAIL_PATTERN, HASH_COLUMN, MAX_EMAIL_LENGTH
-from etl_assets.errors import PermanentError
-from etl_assets.hubspot.errors import HubSpotApiError, HubSpotError, refused_property
+from etl_assets.hubspot.errors import HubSpotApiError, HubSpotError, PropertyRefused, refused_property
 from etl_assets.hubspot.properties import PropertyWriter, ValueRefused
 from etl_assets.hubspot.ratelimit import DailyLimitReached
 from etl_assets.logs.redaction import redact
@@ -267,7 +266,7 @@ def write_isolating(
 ) -> list[ContactOutcome]:
     """Write `batch`; on a data error, halve it until the rejected records stand alone.
 
-    A refused property stops the sync (PermanentError), judged on the `whole` batch only: a half
+    A refused property stops the sync (PropertyRefused), judged on the `whole` batch only: a half
     whose few contacts all fail alike says nothing about the property. Contacts whose results
     cannot be told apart are sent again one by one. Past the isolation cap a refused batch's
     contacts get no outcome: they stay pending.
@@ -283,7 +282,7 @@ def write_isolating(
             raise
         refused = refused_property(exc.error, len(batch)) if whole else None
         if refused:
-            raise PermanentError(
+            raise PropertyRefused(
                 f"HubSpot refuses property {refused[0]!r} for every contact ({refused[1]}): remove it from "
                 "the column map or map another property"
             ) from None

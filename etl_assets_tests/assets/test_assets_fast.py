@@ -27,6 +27,8 @@ STANDARD = ["email", "firstname", "lastname", "company", "city", "country", "pho
 class InProcessContacts:
     """What the sync asks of HubSpotApi, kept in a dict: property definitions and batch upserts."""
 
+    account_key = "in-process"
+
     def __init__(self, properties: dict[str, PropertyDefinition]):
         self.properties = properties
         self.contacts: dict[str, dict] = {}

@@ -55,7 +55,7 @@ Modelled:
 * 207 multi-status upserts (``upsert_errors``): the named inputs fail, the others are written
   (HubSpot documents 207 only for batch create; 207 from upsert is unverified).
 * ``GET``/``POST /crm/v3/properties/contacts`` and ``GET /crm/v3/properties/contacts/{name}``;
-  tests define or replace properties with ``define_property``.
+  tests define or replace properties with ``define_property`` and delete them with ``delete_property``.
 * Bearer-token auth (401 ``INVALID_AUTHENTICATION``) and token rotation (``rotate_token``), missing
   scopes (403), a rolling-window and a daily rate limit with HubSpot's ``X-HubSpot-RateLimit-*``
   headers and 429 ``RATE_LIMIT`` bodies, and faults: random or scripted 5xx (JSON from HubSpot, or
@@ -788,6 +788,11 @@ class HubSpotServer:
                 calculated=calculated,
                 external_options=external_options,
             )
+
+    def delete_property(self, name: str) -> None:
+        """Delete a contact property, as someone in HubSpot's settings would."""
+        with self._lock:
+            del self._properties[name]
 
     def add_secondary_email(self, primary_email: str, secondary_email: str) -> None:
         """Give the contact with ``primary_email`` another address (``hs_additional_emails``)."""
