@@ -520,6 +520,11 @@ def render_table(results: dict) -> str:
         f"{_n(hs.get('requests_sent'))} ({_n(hs.get('upsert_requests'))} + {_n(hs.get('other_requests'))}); "
         f"most in one window {_n(hs.get('max_requests_in_window'))}",
     )
+    row(
+        "  before the step (the preflight's listing)",
+        f"{_n(hs.get('setup_requests'))} requests, then the load of M rows; "
+        f"waited {_n(hs.get('waited_for_window_seconds'), 1)} s more for them to leave the window",
+    )
     row("  429s received", _n(hs.get("status_429")), "hubspot.status_429")
     row(
         "  lost (expected - stored)",
