@@ -101,6 +101,11 @@ def test_first_load_rerun_changes_and_deletes(target, tmp_path):
         engine, SAMPLE_CSV, COLUMN_MAP, writer, "run-2", LOG, RETRY, chunk_rows=300, statement_rows=600
     )
     assert again.skipped_identical_source and again.unchanged == 988 and again.contacts_after == 988
+    with engine.begin() as conn:  # as the loader's own message suggests, to have it recreated
+        conn.execute(sa.text("DROP TABLE contacts"))
+    anew = load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, writer, "run-2b", LOG, RETRY, chunk_rows=300)
+    assert not anew.skipped_identical_source and anew.inserted == 988
+    assert_table_equals_source(engine, SAMPLE_CSV)
 
     changed_csv = tmp_path / "changed.csv"
     frame = pd.read_csv(SAMPLE_CSV, dtype=str, keep_default_na=False)
