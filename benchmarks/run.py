@@ -79,6 +79,7 @@ STEP_KEYS = (
     "contacts_after",
     "writer",
     "skipped_identical_source",
+    "apply_seconds",
     "report_seconds",
     "seconds",
     "rows_per_s",
@@ -484,6 +485,10 @@ def render_table(results: dict) -> str:
         f"({_n(nv.get('staged'))} staged: {_n(nv.get('inserted'))} inserted, {_n(nv.get('updated'))} updated; "
         f"{_n(nv.get('deleted'))} deleted, {_n(nv.get('not_staged'))} left out as unchanged)",
         "step_new_version.time_ratio_to_first",
+    )
+    row(
+        "  of which the database applying the difference",
+        f"{_n(nv.get('apply_seconds'), 2)} s (delete, update, insert, keep the removed; one transaction)",
     )
     row("  wrote only the differences", _n(nv.get("wrote_only_differences")), "step_new_version.wrote_only_differences")
     row(

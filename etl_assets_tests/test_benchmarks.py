@@ -58,6 +58,7 @@ STEP_KEYS = {
     "contacts_after",
     "writer",
     "skipped_identical_source",
+    "apply_seconds",
     "seconds",
     "rows_per_s",
     "peak_rss_bytes",
@@ -196,6 +197,7 @@ def test_benchmark_smoke_run_prints_the_table_and_writes_every_figure(tmp_path):
     assert lines == {"changed": ROWS // 10, "new": ROWS // 100, "removed": ROWS // 100}
     assert new_version["wrote_only_differences"] is True and new_version["inserted"] > 0
     assert new_version["staged"] < ROWS // 5 and new_version["not_staged"] > ROWS // 2
+    assert 0 < new_version["apply_seconds"] < new_version["report_seconds"]
     assert small["rows_read"] == SMALL_ROWS and results["step_double"]["rows_read"] == 2 * ROWS
     assert results["peak_rss"]["n_bytes"] > 0 and results["peak_rss"]["n10_bytes"] > 0
     hubspot = results["hubspot"]

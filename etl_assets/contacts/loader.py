@@ -89,6 +89,7 @@ class LoadReport:
     skipped_identical_source: bool = False
     writer: str = ""
     applied_by: str = ""  # how the staged rows reached `contacts`
+    apply_seconds: float = 0.0  # of `seconds`: the database applying the staged rows (or swapping them in)
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -479,7 +480,9 @@ def load_contacts(
             )
         call_with_retries(lambda: _index_staging(engine), "indexing the staged rows", retry, log)
         call_with_retries(lambda: _check_deletions(engine, rules), "counting the contacts to delete", retry, log)
+        applying = progress.elapsed
         call_with_retries(lambda: _finish(load), "applying the staged load", retry, log)
+        report.apply_seconds = round(progress.elapsed - applying, 3)
     finally:
         _drop_staging(engine, metadata)
     report.seconds = round(progress.elapsed, 3)
