@@ -57,6 +57,11 @@ def sync_state_table(metadata: sa.MetaData | None = None) -> sa.Table:
     )
 
 
+# One Table object for the per-batch statements, so SQLAlchemy compiles each of them once, not
+# once a batch (a fresh Table is a fresh cache key).
+_SYNC_STATE_TABLE = sync_state_table()
+
+
 def ensure_table(engine: sa.Engine) -> None:
     """Create `hubspot_sync_state` if it is missing; add the columns an earlier version lacked."""
     sync_state_table().create(engine, checkfirst=True)
@@ -171,7 +176,7 @@ def record_outcomes(engine: sa.Engine, outcomes: list[ContactOutcome], run_id: s
     """Store one batch's outcomes (see `_KEPT` for what a failure or a skip keeps)."""
     if not outcomes:
         return
-    table = sync_state_table()
+    table = _SYNC_STATE_TABLE
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     by_status: dict[str, list[dict]] = {}
     for outcome in outcomes:
