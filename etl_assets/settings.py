@@ -145,7 +145,12 @@ HUBSPOT_RATE_LIMIT = _hubspot(
     "requests per 10 s the sync keeps under (190 Pro/Enterprise, 250 with the "
     "capacity pack); lowered automatically when HubSpot's `X-HubSpot-RateLimit-Max` says so",
 )
-HUBSPOT_MAX_IN_FLIGHT = _hubspot("HUBSPOT_MAX_IN_FLIGHT", int, "4", "batch requests in flight at once")
+HUBSPOT_MAX_IN_FLIGHT = _hubspot(
+    "HUBSPOT_MAX_IN_FLIGHT",
+    int,
+    "8",
+    "batch requests in flight at once, so that a window's requests go out in a burst",
+)
 HUBSPOT_CREATE_PROPERTIES = _hubspot(
     "HUBSPOT_CREATE_PROPERTIES",
     bool,

@@ -191,7 +191,7 @@ def test_a_termination_at_any_point_records_exactly_what_hubspot_accepted(after_
         syncing.set()
         with pytest.raises(KeyboardInterrupt):
             try:
-                sync_contacts(api_for(server), iter(rows), recorded.extend, SyncReport(due=988), LOG)
+                sync_contacts(api_for(server), iter(rows), recorded.extend, SyncReport(due=988), LOG, max_in_flight=4)
             finally:
                 syncing.clear()
         time.sleep(1.2)  # a request the server still held is applied when it wakes
