@@ -48,7 +48,7 @@ from etl_assets.errors import (
     is_transient,
     mysql_error_code,
 )
-from etl_assets.hubspot import modes, property_cache, removals
+from etl_assets.hubspot import companies_state, modes, property_cache, removals
 from etl_assets.hubspot.client import HubSpotApi, HubSpotApiError
 from etl_assets.hubspot.properties import PropertyDefinition, declared, mapping_problems
 from etl_assets.logs.redaction import redact
@@ -606,7 +606,7 @@ def hubspot_rows(
         return rows + [Row("HubSpot token, scopes, properties", SKIPPED, "dry run: nothing is sent to HubSpot")]
     api: HubSpotApi = hubspot.open_api(log)
     token = "HubSpot token"
-    listed_at = property_cache.now()
+    listed_at = companies_state.now()
     try:
         # Needs crm.schemas.contacts.read: the one request that checks the token, the read scope and the properties.
         definitions = api.contact_properties()

@@ -17,7 +17,7 @@ from etl_assets.assets.contacts import contacts_table
 from etl_assets.assets.policies import step_retry_policy
 from etl_assets.contacts.mapping import ColumnMap, load_column_map
 from etl_assets.errors import PermanentError, TransientError, failing_fast
-from etl_assets.hubspot import modes, property_cache, removals, state, writers
+from etl_assets.hubspot import companies_state, modes, property_cache, removals, state, writers
 from etl_assets.hubspot.client import HubSpotApi, HubSpotApiError
 from etl_assets.hubspot.errors import PropertyRefused
 from etl_assets.hubspot.outbox import max_age_days, prune_outbox, write_outbox
@@ -64,7 +64,7 @@ def current_properties(
     A stored listing `property_cache.why_not_reuse` accepts costs no request; otherwise the
     properties are listed (and created) by `account_properties`, and the result is stored.
     """
-    at = property_cache.now()
+    at = companies_state.now()
     listing = property_cache.stored(engine, api.account_key) if max_age_s else None
     reason = property_cache.why_not_reuse(listing, column_map, max_age_s, at)
     if listing is not None and reason is None:

@@ -58,10 +58,6 @@ def ensure_table(engine: sa.Engine) -> None:
     definitions_table().create(engine, checkfirst=True)
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-
-
 def max_age_seconds() -> int:
     """HUBSPOT_PROPERTIES_MAX_AGE_SECONDS: how old a stored listing the sync reuses; 0 never."""
     seconds = settings.int_setting(settings.HUBSPOT_PROPERTIES_MAX_AGE_SECONDS)
