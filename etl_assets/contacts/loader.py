@@ -1,8 +1,9 @@
 """Loading a contacts CSV into the database: staged, then applied in one step.
 
-Readers of `contacts` see the previous load or the new one, never a half-written table: every
-chunk lands in `contacts_staging` first (the next chunk is prepared while the server ingests
-this one), then a single transaction applies the difference (insert new, update changed,
+Readers of `contacts` see the previous load or the new one, never a half-written table: the
+rows land in `contacts_staging` first, streamed as one statement while the next chunk is
+prepared (on MariaDB, the server then builds the table and its email index once, by sorting),
+then a single transaction applies the difference (insert new, update changed,
 delete gone, replace the reject list, log the load). When `contacts` holds rows, each row is
 compared with them before staging (contacts/known.py): only new and changed rows are staged,
 and the emails no row met are staged as the contacts to delete. On MySQL a first load, into an empty
@@ -21,8 +22,8 @@ import collections
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,13 +41,13 @@ from etl_assets.contacts.staging import EncodedRows, StagingWriter
 from etl_assets.errors import PermanentError
 from etl_assets.progress import Progress
 from etl_assets.retrying import RetrySettings, call_with_retries
-from etl_assets.streams import gathered, prefetched
+from etl_assets.streams import prefetched
 
 # Rows prepared at a time: bigger chunks are no faster and cost ~3 KB of peak memory a row (at 2M
 # rows, 10,000 a chunk peaked 25 MB higher than 5,000, in the same time).
 DEFAULT_CHUNK_ROWS = 5_000
-# Rows written by one staging statement (about 6 MB of TSV): fewer, bigger statements save
-# per-statement commits, about 1 s in 15 at a million rows.
+# Rejected rows gathered into one statement: they are written beside the contacts' stream, on a
+# second connection, and one statement per chunk would cost a commit per chunk.
 STATEMENT_ROWS = 50_000
 REJECTED_SCHEMA = pa.schema(
     [
@@ -117,16 +118,6 @@ class StagedChunk:
     contacts: EncodedRows
     rejected: EncodedRows
 
-    @classmethod
-    def joined(cls, chunks: list[StagedChunk]) -> StagedChunk:
-        return cls(
-            chunks[0].first_row,
-            sum(chunk.rows_read for chunk in chunks),
-            sum(chunk.valid_rows for chunk in chunks),
-            EncodedRows.joined([chunk.contacts for chunk in chunks]),
-            EncodedRows.joined([chunk.rejected for chunk in chunks]),
-        )
-
 
 def staged_chunks(
     csv_path: Path,
@@ -134,43 +125,36 @@ def staged_chunks(
     writer: StagingWriter,
     now: dt.datetime,
     chunk_rows: int,
-    statement_rows: int,
     fmt: CsvFormat,
     scan: FileScan,
     reasons: collections.Counter,
     known: KnownContacts | None = None,
 ) -> Iterator[StagedChunk]:
-    """The CSV as rows ready for the staging tables: prepared, stamped, encoded and gathered
-    into statements of about `statement_rows` rows, without the rows identical to a `known`
-    contact. Counts the rejects by code in `reasons`."""
+    """The CSV as rows ready for the staging tables: prepared, stamped and encoded, without the
+    rows identical to a `known` contact. Counts the rejects by code in `reasons`."""
     stamp = pa.scalar(now.isoformat(sep=" "))
-
-    def encoded() -> Iterator[StagedChunk]:
-        seen, first_row = SeenEmails(), 1
-        for raw in read_chunks(csv_path, column_map, chunk_rows, fmt, scan):
-            chunk = prepare_chunk(raw.table, column_map, raw.rows, seen)
-            valid, ids = chunk.valid, chunk.valid.column(ROW_COLUMN)
-            if known is not None:
-                # A changed row carries its contact's id, to be applied in id order; a new one its
-                # row number negated, an id no contact has.
-                comparison = known.compare(valid.column(EMAIL_FIELD), valid.column(HASH_COLUMN))
-                valid = valid.filter(comparison.differs)
-                changed_ids = comparison.ids[comparison.differs]
-                ids = pa.array(np.where(changed_ids > 0, changed_ids, -valid.column(ROW_COLUMN).to_numpy()))
-            contacts = (
-                valid.add_column(0, "id", ids)
-                .append_column("first_loaded_at", pa.repeat(stamp, valid.num_rows))
-                .append_column("updated_at", pa.repeat(stamp, valid.num_rows))
-            )
-            refused = raw.rejected + chunk.rejected
-            reasons.update(item[CODE_COLUMN] for item in refused)
-            rejected = pa.Table.from_pylist(refused, schema=REJECTED_SCHEMA)
-            encoded_rows = writer.encode(contacts), writer.encode(rejected)
-            yield StagedChunk(first_row, raw.records, chunk.valid.num_rows, *encoded_rows)
-            first_row += raw.records
-
-    for group in gathered(encoded(), statement_rows, lambda chunk: chunk.rows_read):
-        yield StagedChunk.joined(group)
+    seen, first_row = SeenEmails(), 1
+    for raw in read_chunks(csv_path, column_map, chunk_rows, fmt, scan):
+        chunk = prepare_chunk(raw.table, column_map, raw.rows, seen)
+        valid, ids = chunk.valid, chunk.valid.column(ROW_COLUMN)
+        if known is not None:
+            # A changed row carries its contact's id, to be applied in id order; a new one its
+            # row number negated, an id no contact has.
+            comparison = known.compare(valid.column(EMAIL_FIELD), valid.column(HASH_COLUMN))
+            valid = valid.filter(comparison.differs)
+            changed_ids = comparison.ids[comparison.differs]
+            ids = pa.array(np.where(changed_ids > 0, changed_ids, -valid.column(ROW_COLUMN).to_numpy()))
+        contacts = (
+            valid.add_column(0, "id", ids)
+            .append_column("first_loaded_at", pa.repeat(stamp, valid.num_rows))
+            .append_column("updated_at", pa.repeat(stamp, valid.num_rows))
+        )
+        refused = raw.rejected + chunk.rejected
+        reasons.update(item[CODE_COLUMN] for item in refused)
+        rejected = pa.Table.from_pylist(refused, schema=REJECTED_SCHEMA)
+        encoded_rows = writer.encode(contacts), writer.encode(rejected)
+        yield StagedChunk(first_row, raw.records, chunk.valid.num_rows, *encoded_rows)
+        first_row += raw.records
 
 
 def ensure_tables(engine: sa.Engine, column_map: ColumnMap) -> sa.MetaData:
@@ -191,9 +175,12 @@ def _staging_tables(metadata: sa.MetaData) -> list[sa.Table]:
     return [metadata.tables[name] for name in names]
 
 
-def _recreate_staging(engine: sa.Engine, metadata: sa.MetaData) -> None:
+def _recreate_staging(engine: sa.Engine, metadata: sa.MetaData, email_index: bool) -> None:
     metadata.drop_all(engine, tables=_staging_tables(metadata))
     metadata.create_all(engine, tables=_staging_tables(metadata))
+    if email_index:
+        with engine.begin() as conn:
+            conn.execute(schema.staging_email_index(engine.dialect.name))
 
 
 def _drop_staging(engine: sa.Engine, metadata: sa.MetaData) -> None:
@@ -210,10 +197,72 @@ def _known_contacts(engine: sa.Engine) -> KnownContacts | None:
         return read_known(conn)
 
 
+def _stage_source(
+    load: LoadContext,
+    writer: StagingWriter,
+    staging_engine: sa.Engine,
+    chunks: Callable[[], Iterator[StagedChunk]],
+    statement_rows: int,
+    progress: Progress,
+) -> int:
+    """Stage the source into fresh staging tables; returns its valid rows.
+
+    The contacts go as one statement, so in one transaction: the server takes them while the next
+    chunk is prepared, and on MariaDB builds the table and its email index once, at the commit.
+    The rejects go beside them on a second connection, `statement_rows` at a time. A failure
+    anywhere rolls the contacts back, and a retry starts over from the first row.
+    """
+    report = load.report
+    report.rows_read = report.rejected = report.not_staged = 0
+    valid = 0
+    rejects: list[EncodedRows] = []
+    _recreate_staging(load.engine, load.metadata, writer.indexes_while_loading(load.engine.dialect))
+    with (
+        contextlib.ExitStack() as stack,
+        staging_engine.begin() as conn,
+        ThreadPoolExecutor(1, thread_name_prefix="rejects") as beside_thread,
+    ):
+        # A streaming statement holds its connection until the last row: the rejects need another,
+        # and a thread of their own, so the last ones are written while the server ends the stream.
+        beside_conn = stack.enter_context(staging_engine.begin()) if writer.streams else conn
+        written: Future | None = None
+
+        def write_rejects() -> None:
+            nonlocal written
+            parts = rejects.copy()
+            rejects.clear()
+            if not writer.streams:  # the same connection, between two of its statements
+                writer.write(beside_conn, schema.REJECTED_STAGING, parts)
+                return
+            if written is not None:
+                written.result()  # one write at a time; a failed one stops the stream
+            written = beside_thread.submit(writer.write, beside_conn, schema.REJECTED_STAGING, parts)
+
+        def contacts() -> Iterator[EncodedRows]:
+            nonlocal valid
+            for chunk in prefetched(chunks()):
+                yield chunk.contacts
+                report.rows_read += chunk.rows_read
+                report.rejected += chunk.rejected.count
+                report.not_staged += chunk.valid_rows - chunk.contacts.count
+                valid += chunk.valid_rows
+                if chunk.rejected.count:
+                    rejects.append(chunk.rejected)
+                if sum(part.count for part in rejects) >= statement_rows:
+                    write_rejects()
+                progress.add(chunk.rows_read)
+            write_rejects()
+
+        writer.write(conn, schema.CONTACTS_STAGING, contacts())
+        if written is not None:
+            written.result()
+    return valid
+
+
 def _stage_gone(engine: sa.Engine, writer: StagingWriter, gone: EncodedRows) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text(f"DELETE FROM {schema.GONE_STAGING}"))  # a retry starts over
-        writer.write(conn, schema.GONE_STAGING, gone)
+        writer.write(conn, schema.GONE_STAGING, [gone])
 
 
 def _index_staging(engine: sa.Engine) -> None:
@@ -444,27 +493,19 @@ def load_contacts(
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     load = LoadContext(engine, metadata, column_map, run_id, scan.sha256, now, report)
     reasons: collections.Counter = collections.Counter()
-    call_with_retries(lambda: _recreate_staging(engine, metadata), "creating staging tables", retry, log)
     try:
         known = call_with_retries(lambda: _known_contacts(engine), "reading the contacts' content hashes", retry, log)
-        valid = 0
-        chunks = staged_chunks(
-            csv_path, column_map, writer, now, chunk_rows, statement_rows, rules.csv, scan, reasons, known
+
+        def chunks() -> Iterator[StagedChunk]:
+            reasons.clear()  # a retry counts again from the start
+            return staged_chunks(csv_path, column_map, writer, now, chunk_rows, rules.csv, scan, reasons, known)
+
+        valid = call_with_retries(
+            lambda: _stage_source(load, writer, staging_engine, chunks, statement_rows, progress),
+            "staging the source rows",
+            retry,
+            log,
         )
-        for chunk in prefetched(chunks):
-
-            def stage(chunk: StagedChunk = chunk) -> None:
-                with staging_engine.begin() as conn:
-                    writer.write(conn, schema.CONTACTS_STAGING, chunk.contacts)
-                    writer.write(conn, schema.REJECTED_STAGING, chunk.rejected)
-
-            last_row = chunk.first_row + chunk.rows_read - 1
-            call_with_retries(stage, f"staging rows {chunk.first_row}-{last_row}", retry, log)
-            report.rows_read += chunk.rows_read
-            report.rejected += chunk.rejected.count
-            report.not_staged += chunk.valid_rows - chunk.contacts.count
-            valid += chunk.valid_rows
-            progress.add(chunk.rows_read)
         if not report.rows_read:
             raise PermanentError(f"{csv_path.name} has no data rows; nothing was changed")
         if not valid:

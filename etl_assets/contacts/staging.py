@@ -1,10 +1,10 @@
 """Writing prepared chunks into the staging tables, by the fastest path the server allows.
 
-MySQL/MariaDB with `local_infile` on: `LOAD DATA LOCAL INFILE` from a temporary TSV file,
-the server's own bulk path, on a StagingConnection, which sends the server that file and no
-other. Anywhere else: multi-row INSERTs. Both use INSERT IGNORE semantics on the staging
-key, so a chunk retried after a dropped connection (which may or may not have committed) is
-written exactly once.
+MySQL/MariaDB with `local_infile` on: `LOAD DATA LOCAL INFILE`, the server's own bulk path, fed
+straight from memory on a StagingConnection, which sends the server those rows and no file. All
+the parts one `write` gets travel as one statement, so one transaction: on a MariaDB that builds
+an empty table by sorting (`sorted_bulk_build`), the table and every index of it are then built
+once, at the commit. Anywhere else: multi-row INSERTs, in one transaction too.
 
 Each writer splits its work in two: `encode` (CPU only, so the loader can run it for the next
 chunk while the server ingests this one) and `write` (the database round trip).
@@ -13,10 +13,10 @@ chunk while the server ingests this one) and `write` (the database round trip).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
-import os
-import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,10 +26,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from pymysql.connections import Connection, MySQLResult
-from pymysql.err import MySQLError
+from pymysql.constants import CR
+from pymysql.err import MySQLError, OperationalError
 from pymysql.protocol import LoadLocalPacketWrapper
 
 from etl_assets.errors import PermanentError
+
+# Bytes of rows a LOAD DATA LOCAL packet carries (PyMySQL sends files in 16 KiB packets).
+_PACKET_BYTES = 1 << 16
 
 # Backslash escapes LOAD DATA reads back. Arrow's CSV writer refuses tabs and line ends in
 # unquoted values, and refuses the double quote unless it quotes every string value: it does
@@ -60,10 +64,29 @@ class EncodedRows:
 
 class StagingWriter(Protocol):
     name: str
+    streams: bool  # whether `write` holds its connection until the last part is sent
 
     def encode(self, rows: pa.Table) -> EncodedRows: ...
 
-    def write(self, conn: sa.Connection, table: str, rows: EncodedRows) -> None: ...
+    def write(self, conn: sa.Connection, table: str, parts: Iterable[EncodedRows]) -> None:
+        """All `parts` (rows of the same columns) into `table`, in one statement where the path allows."""
+        ...
+
+    def indexes_while_loading(self, dialect: sa.Dialect) -> bool:
+        """Whether a table this writer fills from empty is best indexed before it is filled."""
+        ...
+
+
+def sorted_bulk_build(dialect: sa.Dialect) -> bool:
+    """Whether the server builds a table one transaction fills from empty by sorting, each index
+    at once, when that statement runs without unique and foreign key checks: MariaDB's bulk insert
+    (MDEV-24621), whose LOAD DATA abort (MDEV-34703) is fixed from 10.11.11, 11.4.5 and 11.7.2.
+    A duplicate key still fails, at the commit. MySQL has no such path: there, `unique_checks=0` lets
+    the change buffer skip the check, so it is never turned off."""
+    if dialect.name != "mysql" or not getattr(dialect, "is_mariadb", False):
+        return False
+    version = tuple(dialect.server_version_info or ())
+    return version >= (11, 7, 2) or (11, 4, 5) <= version < (11, 5) or (10, 11, 11) <= version < (10, 12)
 
 
 def character_data(strings: pa.Array | pa.ChunkedArray) -> bytes:
@@ -99,30 +122,32 @@ def to_load_data_tsv(rows: pa.Table) -> bytes:
 
 
 class StagingConnection(Connection):
-    """A PyMySQL connection with LOAD DATA LOCAL on that sends only the file LoadDataWriter named.
+    """A PyMySQL connection with LOAD DATA LOCAL on that sends the server only the rows
+    LoadDataWriter streams, under the name it gave them.
 
     PyMySQL alone sends whatever file a server's LOCAL INFILE request names: a rogue or
-    intercepting server could ask for any file the run can read.
+    intercepting server could ask for any file the run can read. This one reads no file at all.
     """
 
-    local_file: str | None = None  # set by LoadDataWriter while its statement runs
+    local_stream: tuple[str, Iterable[bytes]] | None = None  # set by LoadDataWriter while its statement runs
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs, local_infile=True)
 
-    def check_local_file(self, requested: bytes) -> None:
-        """Refuse a LOCAL INFILE request for any file but the one named."""
-        if self.local_file is None or requested != self.local_file.encode(self.encoding):
+    def rows_named(self, requested: bytes) -> Iterable[bytes]:
+        """The rows streamed under the name the server asked for; refused for any other name."""
+        if self.local_stream is None or requested != self.local_stream[0].encode(self.encoding):
             name = requested.decode(errors="replace")
             raise PermanentError(
                 f"the database server asked for the local file {name!r}, which the loader "
                 "did not name; refused (a rogue or intercepting server?)"
             )
+        return self.local_stream[1]
 
     def _read_query_result(self, unbuffered: bool = False) -> int:
-        # PyMySQL's own (1.1), with a result that checks the file name: PyMySQL has no hook for it.
+        # PyMySQL's own (1.1), with a result that streams the named rows: PyMySQL has no hook for it.
         self._result = None
-        result = _OneFileResult(self)
+        result = _StreamedRowsResult(self)
         if unbuffered:
             result.init_unbuffered_query()
         else:
@@ -133,75 +158,91 @@ class StagingConnection(Connection):
         return result.affected_rows
 
 
-class _OneFileResult(MySQLResult):
+class _StreamedRowsResult(MySQLResult):
     connection: StagingConnection
 
     def _read_load_local_packet(self, first_packet) -> None:
         conn = self.connection
         try:
-            conn.check_local_file(LoadLocalPacketWrapper(first_packet).filename)
-        except PermanentError:
-            # Answer with an empty file, as PyMySQL does for a file it cannot open, so the
-            # session stays in step with the server.
-            conn.write_packet(b"")
-            with contextlib.suppress(MySQLError):
+            for piece in conn.rows_named(LoadLocalPacketWrapper(first_packet).filename):
+                view = memoryview(piece)
+                for start in range(0, len(view), _PACKET_BYTES):
+                    conn.write_packet(view[start : start + _PACKET_BYTES])
+        except BaseException:
+            # End the file, as PyMySQL does for a file it cannot open, so the session stays in
+            # step with the server (a lost connection fails here too); the caller's transaction
+            # then rolls back whatever the server took.
+            with contextlib.suppress(MySQLError, OSError):
+                conn.write_packet(b"")
                 conn._read_packet()
             raise
-        super()._read_load_local_packet(first_packet)
+        conn.write_packet(b"")
+        ok_packet = conn._read_packet()
+        if not ok_packet.is_ok_packet():
+            raise OperationalError(CR.CR_COMMANDS_OUT_OF_SYNC, "Commands Out of Sync")
+        self._read_ok_packet(ok_packet)
 
 
 @contextlib.contextmanager
-def _sending(conn: sa.Connection, path: str) -> Iterator[None]:
-    """Let a StagingConnection send `path` to the server while the block runs."""
+def _streaming(conn: sa.Connection, name: str, pieces: Iterable[bytes]) -> Iterator[None]:
+    """Let a StagingConnection send `pieces` to the server, as the file `name`, while the block runs."""
     dbapi: Any = conn.connection.dbapi_connection  # a StagingConnection (see DatabaseResource.staging_engine)
-    dbapi.local_file = path
+    dbapi.local_stream = (name, pieces)
     try:
         yield
     finally:
-        dbapi.local_file = None
+        dbapi.local_stream = None
 
 
 class LoadDataWriter:
     name = "LOAD DATA LOCAL INFILE"
+    streams = True
 
     def encode(self, rows: pa.Table) -> EncodedRows:
         return EncodedRows(rows.column_names, rows.num_rows, [to_load_data_tsv(rows)])
 
-    def write(self, conn: sa.Connection, table: str, rows: EncodedRows) -> None:
-        if not rows.count:
+    def write(self, conn: sa.Connection, table: str, parts: Iterable[EncodedRows]) -> None:
+        parts = iter(parts)
+        first = next(parts, None)
+        if first is None:
             return
-        column_list = ", ".join(f"`{name}`" for name in rows.columns)
-        fd, path = tempfile.mkstemp(prefix="etl_stage_", suffix=".tsv")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.writelines(rows.payload)
-            with _sending(conn, path):
-                conn.exec_driver_sql(
-                    f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE `{table}` CHARACTER SET utf8mb4 "
-                    f"FIELDS TERMINATED BY '\\t' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '\\\\' "
-                    f"LINES TERMINATED BY '\\n' ({column_list})",
-                    (path,),
-                )
-        finally:
-            os.unlink(path)
+        column_list = ", ".join(f"`{name}`" for name in first.columns)
+        # No unique checks for the statement where the server then sorts instead (see sorted_bulk_build).
+        bulk = "SET STATEMENT unique_checks=0, foreign_key_checks=0 FOR " if sorted_bulk_build(conn.dialect) else ""
+        name = f"etl-rows-{uuid.uuid4().hex}.tsv"  # only a name: no such file is read or written
+        pieces = (piece for part in itertools.chain([first], parts) for piece in part.payload)
+        with _streaming(conn, name, pieces):
+            conn.exec_driver_sql(
+                f"{bulk}LOAD DATA LOCAL INFILE %s INTO TABLE `{table}` CHARACTER SET utf8mb4 "
+                f"FIELDS TERMINATED BY '\\t' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '\\\\' "
+                f"LINES TERMINATED BY '\\n' ({column_list})",
+                (name,),
+            )
+
+    def indexes_while_loading(self, dialect: sa.Dialect) -> bool:
+        return sorted_bulk_build(dialect)
 
 
 class InsertWriter:
     name = "multi-row INSERT"
+    streams = False
 
     def encode(self, rows: pa.Table) -> EncodedRows:
         return EncodedRows(
             rows.column_names, rows.num_rows, list(zip(*(column.to_pylist() for column in rows.columns)))
         )
 
-    def write(self, conn: sa.Connection, table: str, rows: EncodedRows) -> None:
-        if not rows.count:
-            return
-        prefix = "INSERT OR IGNORE" if conn.dialect.name == "sqlite" else "INSERT IGNORE"
+    def write(self, conn: sa.Connection, table: str, parts: Iterable[EncodedRows]) -> None:
         quote = conn.dialect.identifier_preparer.quote
-        columns = ", ".join(quote(name) for name in rows.columns)
-        marks = ", ".join(["%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"] * len(rows.columns))
-        conn.exec_driver_sql(f"{prefix} INTO {quote(table)} ({columns}) VALUES ({marks})", rows.payload)
+        mark = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
+        for rows in parts:
+            if rows.count:
+                columns = ", ".join(quote(name) for name in rows.columns)
+                marks = ", ".join([mark] * len(rows.columns))
+                conn.exec_driver_sql(f"INSERT INTO {quote(table)} ({columns}) VALUES ({marks})", rows.payload)
+
+    def indexes_while_loading(self, dialect: sa.Dialect) -> bool:
+        return False  # row by row, an index grows faster from a sorted build afterwards
 
 
 def choose_writer(engine: sa.Engine, log: logging.Logger) -> StagingWriter:

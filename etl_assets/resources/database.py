@@ -88,7 +88,8 @@ class DatabaseResource(dg.ConfigurableResource):
     @property
     def staging_engine(self) -> sa.Engine:
         """For the loader's staging writes only. On MySQL its connections answer a LOAD DATA LOCAL
-        request, and only for the file the loader named (StagingConnection); elsewhere `engine`."""
+        request, and only with the rows the loader streams under the name it gave (StagingConnection);
+        elsewhere `engine`."""
         if self._staging_engine is None:
             main = self.engine
             self._staging_engine = self._create_engine(StagingConnection) if main.dialect.name == "mysql" else main

@@ -93,14 +93,15 @@ def test_a_client_certificate_needs_the_ca_and_its_key(resource, monkeypatch, tm
         _ = resource("mysql+pymysql://etl@db/etl").engine  # building the engine reads the TLS settings
 
 
-def test_staging_connection_sends_only_the_file_the_loader_named():
+def test_staging_connection_sends_only_the_rows_the_loader_named():
     conn = StagingConnection(defer_connect=True)
     with pytest.raises(PermanentError, match="asked for the local file '/etc/passwd', which the loader did not"):
-        conn.check_local_file(b"/etc/passwd")
-    conn.local_file = "/tmp/etl_stage_1.tsv"
-    conn.check_local_file(b"/tmp/etl_stage_1.tsv")
+        conn.rows_named(b"/etc/passwd")
+    rows = [b"1\tann@example.com\n"]
+    conn.local_stream = ("etl-rows-1.tsv", rows)
+    assert conn.rows_named(b"etl-rows-1.tsv") is rows
     with pytest.raises(PermanentError, match="/root/.ssh/id_rsa"):
-        conn.check_local_file(b"/root/.ssh/id_rsa")
+        conn.rows_named(b"/root/.ssh/id_rsa")
 
 
 def test_load_data_local_only_on_the_staging_connection_and_only_for_the_named_file(resource, mariadb_url, tmp_path):
