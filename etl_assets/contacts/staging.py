@@ -170,11 +170,12 @@ class _StreamedRowsResult(MySQLResult):
                     conn.write_packet(view[start : start + _PACKET_BYTES])
         except BaseException:
             # End the file, as PyMySQL does for a file it cannot open, so the session stays in
-            # step with the server (a lost connection fails here too); the caller's transaction
-            # then rolls back whatever the server took.
-            with contextlib.suppress(MySQLError, OSError):
-                conn.write_packet(b"")
-                conn._read_packet()
+            # step with the server; the caller's transaction then rolls back whatever the server
+            # took. A lost connection is already closed (PyMySQL drops its socket): nothing to end.
+            if conn.open:
+                with contextlib.suppress(MySQLError, OSError):
+                    conn.write_packet(b"")
+                    conn._read_packet()
             raise
         conn.write_packet(b"")
         ok_packet = conn._read_packet()

@@ -3,14 +3,17 @@ server's sorted build of an empty table still refuses."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pyarrow as pa
+import pymysql
 import pytest
 import sqlalchemy as sa
 
 from etl_assets.contacts.staging import EncodedRows, LoadDataWriter, sorted_bulk_build
+from etl_assets.errors import TRANSIENT, classify, mysql_error_code
 from etl_assets_tests.contacts.test_loader import mysql_engine
 
 WRITER = LoadDataWriter()
@@ -93,6 +96,26 @@ def test_a_failure_while_preparing_rows_rolls_back_and_leaves_the_connection_in_
         WRITER.write(conn, "staged", parts([(2, "bob@example.com")]))  # the same session, still usable
         conn.commit()
     assert staged(engine) == [(2, "bob@example.com")]
+
+
+def test_a_connection_killed_mid_stream_fails_as_a_lost_connection_a_retry_can_mend(engine, mariadb_url):
+    admin = sa.create_engine(mariadb_url)
+
+    def killed_midway(session_id: int) -> Iterator[EncodedRows]:
+        yield from parts([(0, "first@example.com")])
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"KILL {session_id}")
+        time.sleep(0.2)  # the server has closed the socket: the next writes find it gone
+        yield from parts(*([(i * 5000 + j, f"c{i}-{j}@example.com") for j in range(5000)] for i in range(1, 40)))
+
+    with pytest.raises(sa.exc.DBAPIError) as raised, engine.begin() as conn:
+        WRITER.write(conn, "staged", killed_midway(conn.connection.dbapi_connection.thread_id()))
+    admin.dispose()
+    # The lost connection itself, not what a write or rollback on a closed socket would raise after it.
+    assert isinstance(raised.value.orig, pymysql.err.OperationalError)
+    assert mysql_error_code(raised.value) in (2006, 2013)
+    assert raised.value.connection_invalidated and classify(raised.value) == TRANSIENT
+    assert staged(engine) == []  # and the pool hands out a fresh connection
 
 
 def test_nothing_to_write_sends_no_statement(engine):
