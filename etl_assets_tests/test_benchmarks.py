@@ -116,8 +116,18 @@ def existing_databases(names: list[str]) -> set[str]:
         engine.dispose()
 
 
+def dirty_page_limit() -> float:
+    engine = sa.create_engine(MARIADB_ADMIN_URL)
+    try:
+        with engine.connect() as conn:
+            return float(conn.exec_driver_sql("SELECT @@innodb_max_dirty_pages_pct").scalar_one())
+    finally:
+        engine.dispose()
+
+
 def test_benchmark_smoke_run_prints_the_table_and_writes_every_figure(tmp_path):
     out = tmp_path / "results" / "smoke.json"
+    limit_before = dirty_page_limit()
     completed = subprocess.run(
         [
             sys.executable,
@@ -172,6 +182,10 @@ def test_benchmark_smoke_run_prints_the_table_and_writes_every_figure(tmp_path):
     assert results["errors"] == {}
     assert results["table"] in table
     assert MACHINE_KEYS <= set(results["machine"]) and results["machine"]["mariadb_version"]
+    # Each phase started once the server had flushed the one before (it does not on its own when idle).
+    settled = results["settle_seconds"]
+    assert len(settled) >= 8 and all(waited is not None and waited < 30 for waited in settled.values()), settled
+    assert dirty_page_limit() == limit_before  # the flush-now setting it used is put back
     for key in ("step_first_load", "step_rerun", "step_new_version", "step_small", "step_double"):
         assert STEP_KEYS <= set(results[key]), (key, STEP_KEYS - set(results[key]))
     assert HUBSPOT_KEYS <= set(results["hubspot"])
