@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import selectors
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from pymysql.connections import Connection, MySQLResult
 from pymysql.constants import CR
-from pymysql.err import MySQLError, OperationalError
+from pymysql.err import InternalError, MySQLError, OperationalError
 from pymysql.protocol import LoadLocalPacketWrapper
 
 from etl_assets.errors import PermanentError
@@ -130,9 +131,38 @@ class StagingConnection(Connection):
     """
 
     local_stream: tuple[str, Iterable[bytes]] | None = None  # set by LoadDataWriter while its statement runs
+    _watch: selectors.BaseSelector | None = None  # this socket, while rows stream on it
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs, local_infile=True)
+
+    def _write_bytes(self, data) -> None:
+        if self._watch is None:
+            return super()._write_bytes(data)
+        # While rows stream the server says nothing unless it has given up on them (the session
+        # killed, the server shutting down). It then stops reading without closing the socket at
+        # once: a plain sendall blocked for 108 s here after a KILL. So send only what the socket
+        # takes, and stop as soon as the server has spoken.
+        view = memoryview(data)
+        while view:
+            if any(events & selectors.EVENT_READ for _, events in self._watch.select()):
+                self._stopped_by_the_server()
+            try:
+                view = view[self._sock.send(view) :]
+            except OSError as exc:
+                self._force_close()
+                raise OperationalError(CR.CR_SERVER_GONE_ERROR, f"MySQL server has gone away ({exc!r})") from exc
+
+    def _stopped_by_the_server(self) -> None:
+        """Raise what the server said mid-stream (its error, else a lost connection); the
+        connection is closed, for its statement cannot be finished."""
+        try:
+            self._read_packet()  # an error packet raises the server's error
+        except InternalError as exc:  # its reply is numbered from where it stopped reading
+            raise OperationalError(CR.CR_SERVER_LOST, "Lost connection to MySQL server during query") from exc
+        finally:
+            self._force_close()
+        raise OperationalError(CR.CR_COMMANDS_OUT_OF_SYNC, "the server answered before the rows ended")
 
     def rows_named(self, requested: bytes) -> Iterable[bytes]:
         """The rows streamed under the name the server asked for; refused for any other name."""
@@ -164,10 +194,12 @@ class _StreamedRowsResult(MySQLResult):
     def _read_load_local_packet(self, first_packet) -> None:
         conn = self.connection
         try:
-            for piece in conn.rows_named(LoadLocalPacketWrapper(first_packet).filename):
-                view = memoryview(piece)
-                for start in range(0, len(view), _PACKET_BYTES):
-                    conn.write_packet(view[start : start + _PACKET_BYTES])
+            with _watching(conn):
+                for piece in conn.rows_named(LoadLocalPacketWrapper(first_packet).filename):
+                    view = memoryview(piece)
+                    for start in range(0, len(view), _PACKET_BYTES):
+                        conn.write_packet(view[start : start + _PACKET_BYTES])
+                conn.write_packet(b"")
         except BaseException:
             # End the file, as PyMySQL does for a file it cannot open, so the session stays in
             # step with the server; the caller's transaction then rolls back whatever the server
@@ -177,11 +209,21 @@ class _StreamedRowsResult(MySQLResult):
                     conn.write_packet(b"")
                     conn._read_packet()
             raise
-        conn.write_packet(b"")
         ok_packet = conn._read_packet()
         if not ok_packet.is_ok_packet():
             raise OperationalError(CR.CR_COMMANDS_OUT_OF_SYNC, "Commands Out of Sync")
         self._read_ok_packet(ok_packet)
+
+
+@contextlib.contextmanager
+def _watching(conn: StagingConnection) -> Iterator[None]:
+    with selectors.DefaultSelector() as watch:
+        watch.register(conn._sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        conn._watch = watch
+        try:
+            yield
+        finally:
+            conn._watch = None
 
 
 @contextlib.contextmanager
