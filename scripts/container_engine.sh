@@ -30,6 +30,7 @@ LOG="$ENGINE_DIR/service.log"
 PUMP_PIDFILE="$ENGINE_DIR/health-pump.pid"
 PUMP_LOG="$ENGINE_DIR/health-pump.log"
 RUNC=/usr/sbin/runc
+SELF="$(readlink -f "$0")"
 
 log() { echo "[container_engine] $*" >&2; }
 
@@ -44,6 +45,13 @@ alive() {
     [ -s "$1" ] || return 1
     local pid; pid="$(cat "$1")"
     kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"
+}
+
+# cwd_gone PIDFILE: the recorded process runs in a directory since deleted (the checkout it was
+# started from, say). Such a service still answers pings but starts no container: runc fails
+# with "write child: broken pipe".
+cwd_gone() {
+    [ -s "$1" ] && readlink "/proc/$(cat "$1")/cwd" 2>/dev/null | grep -q ' (deleted)$'
 }
 
 # Internal mode: the health pump loop (started below, detached).
@@ -140,13 +148,15 @@ ping_engine() {
     [ -S "$SOCK" ] && curl -sf --max-time 5 --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1
 }
 
-if ping_engine; then
+# What we start runs from the engine's own directory, which outlives any checkout.
+cd "$ENGINE_DIR"
+if ping_engine && ! cwd_gone "$PIDFILE"; then
     log "podman service already answering on $SOCK"
 else
     if alive "$PIDFILE" "system service"; then
-        log "stale service pid $(cat "$PIDFILE") does not answer; stopping it"
+        log "stale service pid $(cat "$PIDFILE") (not answering, or its directory deleted); stopping it"
         kill "$(cat "$PIDFILE")" 2>/dev/null || true
-        sleep 1
+        for _ in $(seq 1 20); do kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break; sleep 0.5; done
     fi
     rm -f "$SOCK"
     log "starting podman system service on unix://$SOCK"
@@ -172,10 +182,14 @@ getent group docker >/dev/null || groupadd --system docker
 chgrp docker "$SOCK"
 chmod 0660 "$SOCK"
 
-if alive "$PUMP_PIDFILE" "health-pump"; then
+if alive "$PUMP_PIDFILE" "health-pump" && ! cwd_gone "$PUMP_PIDFILE"; then
     log "health pump already running (pid $(cat "$PUMP_PIDFILE"))"
 else
-    setsid nohup "$0" --health-pump >>"$PUMP_LOG" 2>&1 </dev/null &
+    if alive "$PUMP_PIDFILE" "health-pump"; then
+        kill "$(cat "$PUMP_PIDFILE")" 2>/dev/null || true
+        log "stopped health pump pid $(cat "$PUMP_PIDFILE") (its directory deleted)"
+    fi
+    setsid nohup bash "$SELF" --health-pump >>"$PUMP_LOG" 2>&1 </dev/null &
     echo $! >"$PUMP_PIDFILE"
     log "health pump started (pid $(cat "$PUMP_PIDFILE"))"
 fi
