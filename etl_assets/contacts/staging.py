@@ -19,7 +19,7 @@ import selectors
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -153,7 +153,7 @@ class StagingConnection(Connection):
                 self._force_close()
                 raise OperationalError(CR.CR_SERVER_GONE_ERROR, f"MySQL server has gone away ({exc!r})") from exc
 
-    def _stopped_by_the_server(self) -> None:
+    def _stopped_by_the_server(self) -> NoReturn:
         """Raise what the server said mid-stream (its error, else a lost connection); the
         connection is closed, for its statement cannot be finished."""
         try:
