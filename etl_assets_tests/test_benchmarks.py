@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 
 import pytest
 import sqlalchemy as sa
 
-from benchmarks.run import summarize
+from benchmarks.run import settle, summarize
 from etl_assets_tests.conftest import MARIADB_ADMIN_URL, REPO
 
 ROWS, SMALL_ROWS, CONTACTS = 2000, 200, 500
@@ -246,3 +247,26 @@ def test_repeated_runs_are_judged_by_their_median():
     missed = {t["name"]: t for t in summarize([one(0.36, False), one(0.40, True), one(0.2, False)])["targets"]}
     assert missed["next version <= 0.35x first load time"]["passed"] is False
     assert missed["next version writes only the differences"]["passed"] is False
+
+
+def test_settle_without_the_right_to_flush_measures_on_and_changes_nothing(caplog):
+    """A benchmark user without SUPER: no wait, a warning that says why, the server's setting untouched."""
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(MARIADB_ADMIN_URL)
+    database = sa.make_url(MARIADB_ADMIN_URL).database
+    with admin.begin() as conn:
+        for host in ("%", "localhost"):
+            conn.exec_driver_sql("CREATE USER %s@%s IDENTIFIED BY 'bench-pw-1234'", (name, host))
+            conn.exec_driver_sql(f"GRANT ALL ON `{database}`.* TO %s@%s", (name, host))
+    limited = sa.create_engine(sa.make_url(MARIADB_ADMIN_URL).set(username=name, password="bench-pw-1234"))
+    try:
+        limit_before = dirty_page_limit()
+        assert settle(limited) is None
+        assert "cannot ask the server to flush before a phase" in caplog.text
+        assert dirty_page_limit() == limit_before
+    finally:
+        limited.dispose()
+        with admin.begin() as conn:
+            for host in ("%", "localhost"):
+                conn.exec_driver_sql("DROP USER IF EXISTS %s@%s", (name, host))
+        admin.dispose()
