@@ -226,7 +226,9 @@ def test_dagster_job_execute_logs_the_cause_of_a_failed_step(clean_env, monkeypa
     assert result.returncode != 0
 
     lines = _lines("\n".join(line for line in result.stderr.splitlines() if line.startswith("{")))
-    (failure,) = [line for line in lines if line["event"] == "STEP_FAILURE"]
+    failures = [line for line in lines if line["event"] == "STEP_FAILURE"]
+    assert len(failures) == 1, result.stderr[-6000:]  # once seen failing in CI without its output
+    (failure,) = failures
     # the preflight names it before any data moves (contacts_table would have, later)
     assert failure["step"] == "preflight_checks" and failure["error_class"] == "PermanentError"
     assert f"[column map] ETL_COLUMN_MAP: cannot read {missing}: No such file or directory" in failure["error"]
