@@ -194,7 +194,7 @@ def _known_contacts(engine: sa.Engine) -> KnownContacts | None:
     with engine.connect() as conn:
         if conn.execute(sa.text(f"SELECT 1 FROM {schema.CONTACTS} LIMIT 1")).first() is None:
             return None
-        return read_known(conn)
+    return read_known(engine)
 
 
 def _stage_source(

@@ -71,6 +71,24 @@ def test_a_hash_of_another_width_differs_without_shifting_the_others():
     assert comparison.differs.tolist() == [True, False] and comparison.ids.tolist() == [10, 20]
 
 
+@pytest.mark.fast
+def test_id_slices_hold_every_known_id_in_ranges_of_the_size_asked():
+    contacts = KnownContacts(
+        np.array([40, 3, 7, 1000, 8], dtype=np.int64), pa.array(list("abcde")), np.array([H1] * 5, dtype="S32")
+    )
+    assert contacts.id_slices(2) == [{"low": 3, "high": 8}, {"low": 8, "high": 1000}, {"low": 1000, "high": 1001}]
+    assert contacts.id_slices(5) == [{"low": 3, "high": 1001}]
+    assert known([]).id_slices(2) == []
+
+
+@pytest.mark.fast
+def test_gone_count_counts_the_known_contacts_no_row_met():
+    contacts = known([("a@x.org", H1), ("b@x.org", H2), ("c@x.org", H3)])
+    assert contacts.gone_count == 3
+    contacts.compare(pa.array(["b@x.org", "new@x.org"]), hashes(H1, H1))
+    assert contacts.gone_count == 2 == len(contacts.gone())
+
+
 @pytest.mark.parametrize("dialect", ["mariadb", "sqlite"])
 def test_read_known_returns_every_contact_across_batches_and_gaps_in_ids(dialect, request, tmp_path):
     url = request.getfixturevalue("mariadb_url") if dialect == "mariadb" else f"sqlite:///{tmp_path / 'k.sqlite'}"
@@ -84,7 +102,7 @@ def test_read_known_returns_every_contact_across_batches_and_gaps_in_ids(dialect
     rows[3]["content_hash"] = "abc"  # edited by hand: its batch is read one hash at a time, still aligned
     with engine.begin() as conn:
         conn.execute(sa.text(f"INSERT INTO contacts ({', '.join(rows[0])}) VALUES (:{', :'.join(rows[0])})"), rows)
-        contacts = read_known(conn, batch_rows=7)
+    contacts = read_known(engine, span=50)  # spans of one, none or two contacts, read 3 at a time
     assert contacts.ids.tolist() == [row["id"] for row in rows]
     assert contacts.emails.to_pylist() == [row["email"] for row in rows]
     assert contacts.hashes.tolist() == [row["content_hash"].encode() for row in rows]
@@ -100,6 +118,6 @@ def test_an_email_with_a_tab_written_by_hand_fails_the_read_instead_of_shifting_
            "content_hash": "0" * 32, "first_loaded_at": "2026-01-01", "updated_at": "2026-01-01"}  # fmt: skip
     with engine.begin() as conn:
         conn.execute(sa.text(f"INSERT INTO contacts ({', '.join(row)}) VALUES (:{', :'.join(row)})"), row)
-        with pytest.raises(RuntimeError, match="malformed or missing rows"):
-            read_known(conn)
+    with pytest.raises(RuntimeError, match="malformed or missing rows"):
+        read_known(engine)
     engine.dispose()
