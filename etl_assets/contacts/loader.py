@@ -2,13 +2,14 @@
 
 Readers of `contacts` see the previous load or the new one, never a half-written table: the
 rows land in `contacts_staging` first, streamed as one statement while the next chunk is
-prepared (on MariaDB, the server then builds the table and its email index once, by sorting),
-then a single transaction applies the difference (insert new, update changed,
-delete gone, replace the reject list, log the load). When `contacts` holds rows, each row is
-compared with them before staging (contacts/known.py): only new and changed rows are staged,
-and the emails no row met are staged as the contacts to delete. On MySQL a first load, into an empty
-`contacts`, swaps the staged table in with one atomic RENAME instead of copying it. A crash
-at any point leaves `contacts` as it was; a re-run converges to the same result.
+prepared, then a single transaction applies the difference (delete gone and update changed
+contacts, one slice of ids at a time; insert new ones, replace the reject list, log the load).
+When `contacts` holds rows, each row is compared with them before staging (contacts/known.py):
+only new and changed rows are staged, and the emails no row met are staged as the contacts to
+delete. On MySQL a first load, into an empty `contacts`, swaps the staged table in with one
+atomic RENAME instead of copying it (on MariaDB the server builds that table and its email index
+once, by sorting). A crash at any point leaves `contacts` as it was; a re-run converges to the
+same result.
 
 Before anything is applied, two guards: a load with no valid row fails, and a load that would
 delete more than ETL_MAX_DELETE_FRACTION of `contacts` refuses unless ETL_ALLOW_MASS_DELETE is
@@ -204,8 +205,10 @@ def _stage_source(
     chunks: Callable[[], Iterator[StagedChunk]],
     statement_rows: int,
     progress: Progress,
+    whole: bool,
 ) -> int:
-    """Stage the source into fresh staging tables; returns its valid rows.
+    """Stage the source into fresh staging tables; returns its valid rows. `whole`: every valid row
+    is staged (a first load), so the staged table may be swapped in and gets the email index.
 
     The contacts go as one statement, so in one transaction: the server takes them while the next
     chunk is prepared, and on MariaDB builds the table and its email index once, at the commit.
@@ -216,7 +219,7 @@ def _stage_source(
     report.rows_read = report.rejected = report.not_staged = 0
     valid = 0
     rejects: list[EncodedRows] = []
-    _recreate_staging(load.engine, load.metadata, writer.indexes_while_loading(load.engine.dialect))
+    _recreate_staging(load.engine, load.metadata, whole and writer.indexes_while_loading(load.engine.dialect))
     with (
         contextlib.ExitStack() as stack,
         staging_engine.begin() as conn,
@@ -299,17 +302,30 @@ class LastLoad:
         return last if self.contacts == last["contacts_after"] else None
 
 
+# The contacts a load removes: those whose email no valid row of the source met.
+_GONE = f"FROM {schema.GONE_STAGING} g JOIN {schema.CONTACTS} c ON c.id = g.id AND c.{EMAIL_FIELD} = g.{EMAIL_FIELD}"
+# The difference is applied a slice of contact ids at a time (KnownContacts.id_slices), all of a
+# slice's changes together: its pages of `contacts` are read and written once, not once a statement.
+# Measured on 1M contacts, 10% changed, 1% gone, 128 MB buffer pool (keep, delete, update): 11.7 s
+# in one slice, 7.2-7.3 s in slices of 100,000 contacts, 6.8-7.5 s of 50,000, 6.6 s of 25,000.
+APPLY_SLICE_CONTACTS = 50_000
+
+
+def _in_slice(alias: str) -> str:
+    return f"{alias}.id >= :low AND {alias}.id < :high"
+
+
 def _quoted(dialect: str, names: list[str]) -> list[str]:
     return [f"`{name}`" if dialect == "mysql" else f'"{name}"' for name in names]
 
 
 def _update_changed_sql(dialect: str, column_map: ColumnMap) -> str:
-    """Contacts whose staged row differs take its values. Joined on the id the row carries, so the
+    """Contacts of an id slice whose staged row differs take its values. Joined on the id the row carries, so the
     server walks `contacts` in key order; not an upsert, which on MySQL costs a failed insert and a
     burnt auto-increment id per changed row. The email must match too: an id alone decides nothing."""
     names = [name for name in column_map.field_names if name != EMAIL_FIELD] + [HASH_COLUMN, ROW_COLUMN, "updated_at"]
     contacts, staging = schema.CONTACTS, schema.CONTACTS_STAGING
-    condition = f"s.{EMAIL_FIELD} = c.{EMAIL_FIELD} AND c.{HASH_COLUMN} <> s.{HASH_COLUMN}"
+    condition = f"s.{EMAIL_FIELD} = c.{EMAIL_FIELD} AND c.{HASH_COLUMN} <> s.{HASH_COLUMN} AND {_in_slice('s')}"
     if dialect == "mysql":
         assignments = ", ".join(f"c.{name} = s.{name}" for name in _quoted(dialect, names))
         return f"UPDATE {contacts} c JOIN {staging} s ON s.id = c.id SET {assignments} WHERE {condition}"
@@ -317,36 +333,36 @@ def _update_changed_sql(dialect: str, column_map: ColumnMap) -> str:
     return f"UPDATE {contacts} AS c SET {assignments} FROM {staging} s WHERE s.id = c.id AND {condition}"
 
 
-def _insert_new_sql(dialect: str, column_map: ColumnMap) -> str:
+def _insert_new_sql(dialect: str, column_map: ColumnMap, compared: bool) -> str:
+    """The staged rows of new emails join `contacts`: when the rows were `compared` with it, those with
+    a negative id (staged_chunks), else all of them. A contact added meanwhile by hand with one of
+    their emails fails the insert on the unique index, and so the load: nothing is duplicated."""
     names = _quoted(dialect, column_map.field_names + [HASH_COLUMN, ROW_COLUMN, "first_loaded_at", "updated_at"])
+    new_rows = "WHERE s.id < 0 " if compared else ""
     return (
         f"INSERT INTO {schema.CONTACTS} ({', '.join(names)}) SELECT {', '.join(f's.{name}' for name in names)} "
-        f"FROM {schema.CONTACTS_STAGING} s LEFT JOIN {schema.CONTACTS} c ON c.{EMAIL_FIELD} = s.{EMAIL_FIELD} "
         # In email order, the unique email index fills in order instead of splitting pages at random.
-        f"WHERE c.{EMAIL_FIELD} IS NULL ORDER BY s.{EMAIL_FIELD}"
+        f"FROM {schema.CONTACTS_STAGING} s {new_rows}ORDER BY s.{EMAIL_FIELD}"
     )
 
 
 def _delete_gone_sql(dialect: str) -> str:
     gone = schema.GONE_STAGING
     if dialect == "mysql":  # joined: a single-table DELETE ... IN (subquery) scans all of contacts there
-        return f"DELETE c FROM {schema.CONTACTS} c JOIN {gone} g ON g.id = c.id AND g.{EMAIL_FIELD} = c.{EMAIL_FIELD}"
-    return f"DELETE FROM {schema.CONTACTS} WHERE (id, {EMAIL_FIELD}) IN (SELECT id, {EMAIL_FIELD} FROM {gone})"
+        return f"DELETE c {_GONE} WHERE {_in_slice('g')}"
+    return (
+        f"DELETE FROM {schema.CONTACTS} WHERE (id, {EMAIL_FIELD}) IN "
+        f"(SELECT id, {EMAIL_FIELD} FROM {gone} g WHERE {_in_slice('g')})"
+    )
 
 
 def _count(conn: sa.Connection, table: str) -> int:
     return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
 
 
-# The contacts a load removes: those whose email no valid row of the source met.
-_GONE = f"FROM {schema.GONE_STAGING} g JOIN {schema.CONTACTS} c ON c.id = g.id AND c.{EMAIL_FIELD} = g.{EMAIL_FIELD}"
-
-
-def _check_deletions(engine: sa.Engine, rules: LoadRules) -> None:
+def _check_deletions(rules: LoadRules, known: KnownContacts) -> None:
     """Refuse, before `contacts` is touched, a load that would delete too large a share of it."""
-    with engine.connect() as conn:
-        before = _count(conn, schema.CONTACTS)
-        gone = int(conn.execute(sa.text(f"SELECT COUNT(*) {_GONE}")).scalar_one())
+    before, gone = len(known), known.gone_count
     if before and gone > rules.max_delete_fraction * before and not rules.allow_mass_delete:
         raise PermanentError(
             f"this load would delete {gone:,} of the {before:,} contacts ({gone / before:.0%}), more than "
@@ -356,16 +372,18 @@ def _check_deletions(engine: sa.Engine, rules: LoadRules) -> None:
         )
 
 
-def _keep_removed(conn: sa.Connection, load: LoadContext) -> None:
-    """Copy the contacts this load deletes to `contacts_removed`, their values as one JSON object."""
+def _keep_removed(conn: sa.Connection, load: LoadContext, id_slice: dict[str, int]) -> None:
+    """Copy the contacts this load deletes from `id_slice` to `contacts_removed`, their values as one
+    JSON object."""
     names = [ROW_COLUMN, *load.column_map.field_names, "first_loaded_at", "updated_at"]
     values = ", ".join(f"'{name}', c.{name}" for name in names)
     conn.execute(
         sa.text(  # JSON_OBJECT: MySQL's and SQLite's alike
             f"INSERT INTO {schema.REMOVED} (contact_id, {EMAIL_FIELD}, {HASH_COLUMN}, contact, removed_by_run, "
-            f"removed_at) SELECT c.id, c.{EMAIL_FIELD}, c.{HASH_COLUMN}, JSON_OBJECT({values}), :run_id, :now {_GONE}"
+            f"removed_at) SELECT c.id, c.{EMAIL_FIELD}, c.{HASH_COLUMN}, JSON_OBJECT({values}), :run_id, :now "
+            f"{_GONE} WHERE {_in_slice('g')}"
         ),
-        {"run_id": load.run_id, "now": load.now},
+        {"run_id": load.run_id, "now": load.now, **id_slice},
     )
 
 
@@ -393,20 +411,27 @@ def _record_load(conn: sa.Connection, load: LoadContext) -> None:
 _REJECTED_COLUMNS = ", ".join(REJECTED_SCHEMA.names)
 
 
-def _apply(load: LoadContext) -> None:
-    """Make `contacts` equal the source, in one transaction: the staged rows differ from it, the
-    gone emails left it."""
+def _apply(load: LoadContext, known: KnownContacts | None) -> None:
+    """Make `contacts` equal the source, in one transaction: the staged rows differ from what is
+    `known` of it (all are new without it), the gone emails left it."""
     report = load.report
     report.applied_by = "the difference (delete, update, insert), one transaction"
     dialect = load.engine.dialect.name
+    update = sa.text(_update_changed_sql(dialect, load.column_map))
+    delete = sa.text(_delete_gone_sql(dialect))
     with load.engine.begin() as conn:
-        before = _count(conn, schema.CONTACTS)
+        # Under the load lock only loads write `contacts`: what is known is what it holds.
+        before = len(known) if known is not None else _count(conn, schema.CONTACTS)
         report.staged = _count(conn, schema.CONTACTS_STAGING)
-        if conn.execute(sa.text(f"SELECT 1 FROM {schema.GONE_STAGING} LIMIT 1")).first() is not None:
-            _keep_removed(conn, load)
-        report.deleted = conn.execute(sa.text(_delete_gone_sql(dialect))).rowcount
-        report.updated = conn.execute(sa.text(_update_changed_sql(dialect, load.column_map))).rowcount
-        report.inserted = conn.execute(sa.text(_insert_new_sql(dialect, load.column_map))).rowcount
+        report.deleted = report.updated = 0
+        gone = known.gone_count if known is not None else 0
+        for id_slice in known.id_slices(APPLY_SLICE_CONTACTS) if known is not None else []:
+            if gone:
+                _keep_removed(conn, load, id_slice)
+                report.deleted += conn.execute(delete, id_slice).rowcount
+            report.updated += conn.execute(update, id_slice).rowcount
+        insert = _insert_new_sql(dialect, load.column_map, compared=known is not None)
+        report.inserted = conn.execute(sa.text(insert)).rowcount
         report.unchanged = report.not_staged + report.staged - report.inserted - report.updated
         # Counted, not re-read: COUNT(*) after a big change in the same transaction walks the undo log.
         report.contacts_after = before - report.deleted + report.inserted
@@ -441,15 +466,17 @@ def _swap_in(load: LoadContext, staged: bool) -> None:
         _record_load(conn, load)
 
 
-def _finish(load: LoadContext) -> None:
-    """Swap the staged tables in when `contacts` is empty (MySQL), else apply the difference."""
+def _finish(load: LoadContext, known: KnownContacts | None) -> None:
+    """Swap the staged tables in when every row was staged into an empty `contacts` (MySQL), else
+    apply the difference from what is `known`."""
     with load.engine.connect() as conn:
         staged = sa.inspect(conn).has_table(schema.CONTACTS_STAGING)
         empty = conn.execute(sa.text(f"SELECT 1 FROM {schema.CONTACTS} LIMIT 1")).first() is None
-    if load.engine.dialect.name == "mysql" and (empty or not staged):  # not staged: a retry after the swap
+    # Not staged: a retry after the swap.
+    if load.engine.dialect.name == "mysql" and known is None and (empty or not staged):
         _swap_in(load, staged)
     else:
-        _apply(load)
+        _apply(load, known)
 
 
 def load_contacts(
@@ -501,7 +528,7 @@ def load_contacts(
             return staged_chunks(csv_path, column_map, writer, now, chunk_rows, rules.csv, scan, reasons, known)
 
         valid = call_with_retries(
-            lambda: _stage_source(load, writer, staging_engine, chunks, statement_rows, progress),
+            lambda: _stage_source(load, writer, staging_engine, chunks, statement_rows, progress, known is None),
             "staging the source rows",
             retry,
             log,
@@ -514,15 +541,16 @@ def load_contacts(
                 f"all {report.rows_read:,} rows of {csv_path.name} were rejected ({top}); nothing was changed"
             )
 
-        if known is not None:
+        if known is None:
+            call_with_retries(lambda: _index_staging(engine), "indexing the staged rows", retry, log)
+        else:
+            _check_deletions(rules, known)
             gone = writer.encode(known.gone())
             call_with_retries(
                 lambda: _stage_gone(staging_engine, writer, gone), "staging the removed emails", retry, log
             )
-        call_with_retries(lambda: _index_staging(engine), "indexing the staged rows", retry, log)
-        call_with_retries(lambda: _check_deletions(engine, rules), "counting the contacts to delete", retry, log)
         applying = progress.elapsed
-        call_with_retries(lambda: _finish(load), "applying the staged load", retry, log)
+        call_with_retries(lambda: _finish(load, known), "applying the staged load", retry, log)
         report.apply_seconds = round(progress.elapsed - applying, 3)
     finally:
         _drop_staging(engine, metadata)

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from etl_assets.contacts import schema
+from etl_assets.contacts import loader, schema
 from etl_assets.contacts.loader import LoadRules, ensure_tables, load_contacts
 from etl_assets.contacts.mapping import load_column_map
 from etl_assets.contacts.records import SeenEmails, prepare_chunk
@@ -427,8 +427,13 @@ def test_a_huge_value_is_rejected_with_its_raw_values_cut_and_the_rest_loads(mar
     assert len(raw) < 20_000 and json.loads(raw)["Company"].endswith("…")
 
 
-def test_a_new_version_stages_only_new_and_changed_rows_and_writes_exactly_those(target, tmp_path):
-    """10% changed, 1% new, 1% removed, one contact now rejected: only those rows are written."""
+@pytest.mark.parametrize("slice_contacts", [loader.APPLY_SLICE_CONTACTS, 250], ids=["one-slice", "twelve-slices"])
+def test_a_new_version_stages_only_new_and_changed_rows_and_writes_exactly_those(
+    target, tmp_path, monkeypatch, slice_contacts
+):
+    """10% changed, 1% new, 1% removed, one contact now rejected: only those rows are written, whether
+    the difference is applied in one slice of ids or in many."""
+    monkeypatch.setattr(loader, "APPLY_SLICE_CONTACTS", slice_contacts)
     engine, writer = target
     first_csv = generate_csv(tmp_path / "first.csv", 3000)
     first = load_contacts(engine, first_csv, COLUMN_MAP, writer, "run-1", LOG, RETRY, chunk_rows=700)
@@ -436,7 +441,9 @@ def test_a_new_version_stages_only_new_and_changed_rows_and_writes_exactly_those
 
     frame = pd.read_csv(first_csv, dtype=str, keep_default_na=False)
     rows_of_contacts = sorted(int(row) - 1 for row in before["source_row"])  # each contact's own row
-    changed, removed = rows_of_contacts[10:310], rows_of_contacts[400:430]
+    # Spread over the ids up to the last slice: every ninth contact changed, every 99th removed
+    # (none of them changed), one more now rejected.
+    changed, removed = rows_of_contacts[1::9][:300], rows_of_contacts[3::99][:30]
     newly_rejected = rows_of_contacts[500]
     frame.loc[changed, "City"] = frame.loc[changed, "City"] + " Nord"
     frame.loc[newly_rejected, "Email"] = "not-an-email"
