@@ -334,15 +334,17 @@ def _update_changed_sql(dialect: str, column_map: ColumnMap) -> str:
 
 
 def _insert_new_sql(dialect: str, column_map: ColumnMap, compared: bool) -> str:
-    """The staged rows of new emails join `contacts`: when the rows were `compared` with it, those with
-    a negative id (staged_chunks), else all of them. A contact added meanwhile by hand with one of
-    their emails fails the insert on the unique index, and so the load: nothing is duplicated."""
+    """The staged rows of emails `contacts` lacks join it. When the rows were `compared` with it,
+    only those with a negative id (staged_chunks) are looked up: 10,000 lookups, not 110,000, in a
+    new version with 10% changed and 1% new. Looked up still, so that a retry after a commit whose
+    answer was lost, or a contact added by hand meanwhile, inserts nothing twice."""
     names = _quoted(dialect, column_map.field_names + [HASH_COLUMN, ROW_COLUMN, "first_loaded_at", "updated_at"])
-    new_rows = "WHERE s.id < 0 " if compared else ""
+    new_rows = "s.id < 0 AND " if compared else ""
     return (
         f"INSERT INTO {schema.CONTACTS} ({', '.join(names)}) SELECT {', '.join(f's.{name}' for name in names)} "
+        f"FROM {schema.CONTACTS_STAGING} s LEFT JOIN {schema.CONTACTS} c ON c.{EMAIL_FIELD} = s.{EMAIL_FIELD} "
         # In email order, the unique email index fills in order instead of splitting pages at random.
-        f"FROM {schema.CONTACTS_STAGING} s {new_rows}ORDER BY s.{EMAIL_FIELD}"
+        f"WHERE {new_rows}c.{EMAIL_FIELD} IS NULL ORDER BY s.{EMAIL_FIELD}"
     )
 
 

@@ -466,3 +466,34 @@ def test_a_new_version_stages_only_new_and_changed_rows_and_writes_exactly_those
     with engine.connect() as conn:
         removed_emails = {row[0] for row in conn.execute(sa.text("SELECT email FROM contacts_removed"))}
     assert removed_emails == set(before.index) - set(after.index) and len(removed_emails) == 31
+
+
+@pytest.mark.parametrize("dialect", ["mariadb", "sqlite"])
+@pytest.mark.parametrize("compared", [True, False], ids=["compared", "all-new"])
+def test_the_insert_of_new_rows_skips_emails_contacts_already_holds(dialect, compared, request, tmp_path):
+    """A retry after a commit whose answer was lost finds the new rows inserted: nothing twice. In a
+    compared load only rows with a negative id are new; a positive id is a changed contact."""
+    url = request.getfixturevalue("mariadb_url") if dialect == "mariadb" else f"sqlite:///{tmp_path / 'i.sqlite'}"
+    engine = sa.create_engine(url)
+    metadata = ensure_tables(engine, COLUMN_MAP)
+    metadata.create_all(engine, tables=[metadata.tables[schema.CONTACTS_STAGING]])
+
+    def row(contact_id: int, email: str) -> dict:
+        return {"id": contact_id, "source_row": abs(contact_id), "email": email, "content_hash": "0" * 32,
+                "first_loaded_at": "2026-01-01", "updated_at": "2026-01-01"}  # fmt: skip
+
+    insert = "INSERT INTO {} (id, source_row, email, content_hash, first_loaded_at, updated_at) VALUES " + (
+        "(:id, :source_row, :email, :content_hash, :first_loaded_at, :updated_at)"
+    )
+    with engine.begin() as conn:
+        conn.execute(sa.text(insert.format(schema.CONTACTS)), [row(5, "held@x.org")])
+        staged = [row(-1, "held@x.org"), row(-2, "new@x.org"), row(7, "changed@x.org")]
+        conn.execute(sa.text(insert.format(schema.CONTACTS_STAGING)), staged)
+    statement = sa.text(loader._insert_new_sql(engine.dialect.name, COLUMN_MAP, compared))
+    with engine.begin() as conn:
+        assert conn.execute(statement).rowcount == (1 if compared else 2)
+    with engine.begin() as conn:
+        assert conn.execute(statement).rowcount == 0
+        emails = sorted(conn.execute(sa.text("SELECT email FROM contacts")).scalars())
+    assert emails == sorted(["held@x.org", "new@x.org"] + ([] if compared else ["changed@x.org"]))
+    engine.dispose()
