@@ -211,7 +211,8 @@ def _stage_source(
     is staged (a first load), so the staged table may be swapped in and gets the email index.
 
     The contacts go as one statement, so in one transaction: the server takes them while the next
-    chunk is prepared, and on MariaDB builds the table and its email index once, at the commit.
+    chunk is prepared, and on MariaDB builds a whole staged table and its email index once, at the
+    commit.
     The rejects go beside them on a second connection, `statement_rows` at a time. A failure
     anywhere rolls the contacts back, and a retry starts over from the first row.
     """
@@ -320,9 +321,10 @@ def _quoted(dialect: str, names: list[str]) -> list[str]:
 
 
 def _update_changed_sql(dialect: str, column_map: ColumnMap) -> str:
-    """Contacts of an id slice whose staged row differs take its values. Joined on the id the row carries, so the
-    server walks `contacts` in key order; not an upsert, which on MySQL costs a failed insert and a
-    burnt auto-increment id per changed row. The email must match too: an id alone decides nothing."""
+    """Contacts of an id slice whose staged row differs take its values. Joined on the id the row
+    carries, so the server walks `contacts` in key order; not an upsert, which on MySQL costs a failed
+    insert and a burnt auto-increment id per changed row. The email must match too: an id alone
+    decides nothing."""
     names = [name for name in column_map.field_names if name != EMAIL_FIELD] + [HASH_COLUMN, ROW_COLUMN, "updated_at"]
     contacts, staging = schema.CONTACTS, schema.CONTACTS_STAGING
     condition = f"s.{EMAIL_FIELD} = c.{EMAIL_FIELD} AND c.{HASH_COLUMN} <> s.{HASH_COLUMN} AND {_in_slice('s')}"
