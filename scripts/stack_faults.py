@@ -396,7 +396,9 @@ def scenario_cancel(dagster: Dagster) -> None:
             sent = sum(1 for email, n in done.items() if n > writes_before.get(email, 0))
             return 0 < sent < contacts and sent
 
-        sent = wait_for("the fake to have accepted part of the sync", partly_sent, 300, 0.5)
+        # The run reaches the sync after five step subprocesses have started, 30-50 s each on a
+        # loaded 2-vCPU machine (2026-12-02: 262 s from launch to hubspot_contacts' worker).
+        sent = wait_for("the fake to have accepted part of the sync", partly_sent, 600, 0.5)
         log(f"{sent} of {contacts} contacts accepted; terminating run {run_id}")
         dagster.terminate(run_id)
         status = dagster.wait_terminal(run_id, 240)
