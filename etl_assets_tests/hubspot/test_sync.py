@@ -2,6 +2,7 @@
 
 import _thread
 import logging
+import signal
 import threading
 import time
 
@@ -170,6 +171,17 @@ def test_an_interrupted_sync_records_every_batch_hubspot_accepted_and_sends_no_m
     assert len(accepted) <= 1200 and all(outcome.outcome == "created" for outcome in recorded)
 
 
+@pytest.fixture
+def interruptible():
+    """SIGINT raises KeyboardInterrupt, as Dagster's step worker installs its own handler. Without it
+    the test would depend on how pytest was started: a shell's background job inherits SIGINT
+    ignored, and `_thread.interrupt_main` then does nothing."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)
+
+
+@pytest.mark.usefixtures("interruptible")
 @pytest.mark.parametrize("after_s", [0.0, 0.4, 0.8, 1.3])
 def test_a_termination_at_any_point_records_exactly_what_hubspot_accepted(after_s):
     """Dagster terminates a step by interrupting its main thread (`_thread.interrupt_main`), which may
