@@ -42,6 +42,20 @@ def test_new_and_changed_rows_differ_identical_ones_do_not_and_the_unmet_are_gon
 
 
 @pytest.mark.fast
+def test_many_rows_in_any_order_each_find_their_own_contact():
+    """The rows are looked up in key order, not theirs: each answer must still land on its row."""
+    emails = [f"person{i}@x.org" for i in range(2_000)]
+    contacts = known([(email, f"{i:032x}") for i, email in enumerate(emails)])
+    rows = np.random.default_rng(5).permutation(2_500)  # 500 of them new emails
+    row_emails = [f"person{i}@x.org" for i in rows]
+    row_hashes = [f"{i:032x}" if i % 7 else H1 for i in rows]  # one in seven changed
+    comparison = contacts.compare(pa.array(row_emails), hashes(*row_hashes))
+    assert comparison.ids.tolist() == [10 * (i + 1) if i < 2_000 else 0 for i in rows]
+    assert comparison.differs.tolist() == [bool(i >= 2_000 or i % 7 == 0) for i in rows]
+    assert gone(contacts) == []
+
+
+@pytest.mark.fast
 def test_an_email_differing_only_in_case_is_another_contact():
     contacts = known([("a@x.org", H1)])
     comparison = contacts.compare(pa.array(["A@x.org"]), hashes(H1))
