@@ -44,6 +44,7 @@ MAX_FIELD_CHARS = 1 << 20
 MAX_ROW_CHARS = 4 << 20
 # Arrow reads in blocks of this size; a line must fit in one, so longer ones go to the csv reader.
 ARROW_BLOCK_BYTES = 1 << 20
+SCAN_BLOCK_BYTES = 1 << 20
 DELIMITERS = {
     ",": ",",
     ";": ";",
@@ -115,6 +116,53 @@ def _decode_error(path: Path, fmt: CsvFormat, offset: int, byte: int | None, lin
     )
 
 
+def _line_ends(text: np.ndarray, carriage_returns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the lines of `text` end (at an LF, the LF of a CRLF, or a lone CR), and which of those
+    ends are CRLFs. `text` never ends inside a CRLF; `carriage_returns` is how many CRs it holds."""
+    ends = np.flatnonzero(text == 10)
+    crlf = text[np.maximum(ends - 1, 0)] == 13
+    if carriage_returns > np.count_nonzero(crlf):  # lone CRs too (old Mac files): rare, so searched apart
+        returns = np.flatnonzero(text == 13)
+        after = np.append(text, 0)[returns + 1]
+        ends = np.sort(np.concatenate([ends, returns[after != 10]]))
+        crlf = (text[ends] == 10) & (text[np.maximum(ends - 1, 0)] == 13)
+    return ends, crlf
+
+
+class _LineCount:
+    """Lines as both parsers read them, fed a block at a time: their number, the longest (its bytes
+    plus one for its end, a CRLF's CR not counted) and the empty ones. A block's last CR waits
+    for the next block, which may start with its LF."""
+
+    def __init__(self, count_blank: bool) -> None:
+        self.count_blank = count_blank
+        self.lines = self.longest = self.blank = 0
+        self.position = 0  # file offset of the next byte to count
+        self.last_end = -1  # file offset of the last line end
+        self.held = b""
+
+    def feed(self, block: bytes, last: bool = False) -> None:
+        text = self.held + block if self.held else block
+        self.held = b"\r" if text.endswith(b"\r") and not last else b""
+        if self.held:
+            text = text[:-1]
+        ends, crlf = _line_ends(np.frombuffer(text, dtype=np.uint8), text.count(b"\r"))
+        if len(ends):
+            lengths = np.diff(ends + self.position, prepend=self.last_end) - crlf  # each line's bytes + 1
+            self.lines += len(ends)
+            self.longest = max(self.longest, int(lengths.max()))
+            if self.count_blank:
+                self.blank += int(np.count_nonzero(lengths == 1))
+            self.last_end = self.position + int(ends[-1])
+        self.position += len(text)
+
+    def finish(self) -> None:
+        self.feed(b"", last=True)
+        if self.last_end != self.position - 1:  # a last line without an end
+            self.lines += 1
+            self.longest = max(self.longest, self.position - 1 - self.last_end)
+
+
 def scan_file(path: Path, fmt: CsvFormat = CsvFormat()) -> FileScan:
     """In one read: the SHA-256, the line and blank-line counts, whether any quote or over-long line
     occurs, and proof that the whole file decodes (else an error naming the byte offset and line).
@@ -122,13 +170,12 @@ def scan_file(path: Path, fmt: CsvFormat = CsvFormat()) -> FileScan:
     The digest of each block runs in a second thread (hashlib lets go of the GIL) while this one
     finds the line ends; an ASCII block of a UTF-8 file needs no decoding to prove it valid."""
     digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder(fmt.encoding)()
-    breaks = longest = offset = blank = 0
+    # A line end is not one byte in UTF-16 or UTF-32: no blank count there.
+    lines = _LineCount(count_blank=not fmt.encoding.startswith(("utf-16", "utf-32")))
     quotes = False
-    last_break, last_byte = -1, 0
-    wide = fmt.encoding.startswith(("utf-16", "utf-32"))  # a line end is not one byte there: no blank count
     with path.open("rb") as handle, ThreadPoolExecutor(1) as hasher:
         hashed = hasher.submit(lambda: None)
-        for block in iter(lambda: handle.read(1 << 20), b""):
+        for block in iter(lambda: handle.read(SCAN_BLOCK_BYTES), b""):
             hashed.result()
             hashed = hasher.submit(digest.update, block)
             pending = decoder.getstate()[0]  # the start of a character the last block cut
@@ -137,34 +184,18 @@ def scan_file(path: Path, fmt: CsvFormat = CsvFormat()) -> FileScan:
                     decoder.decode(block)
                 except UnicodeDecodeError as exc:
                     position = exc.start - len(pending)  # in this block
-                    line = breaks + block.count(b"\n", 0, max(position, 0)) + 1
-                    raise _decode_error(path, fmt, offset + position, (pending + block)[exc.start], line) from None
-            # Lines end at \n, \r\n or a lone \r, as both parsers read them.
-            bytes_ = np.frombuffer(block, dtype=np.uint8)
-            ends = np.flatnonzero((bytes_ | 7) == 15)  # 8-15: the line ends and a few rare controls
-            ends = ends[(bytes_[ends] == 10) | (bytes_[ends] == 13)]
-            if len(ends):
-                line_feed = bytes_[ends] == 10
-                before = np.where(ends > 0, bytes_[ends - 1], last_byte)
-                crlf = line_feed & (before == 13)  # one line end in two bytes, maybe across two blocks
-                breaks += len(ends) - int(np.count_nonzero(crlf))
-                gaps = np.diff(ends + offset, prepend=last_break)  # each line's length + 1
-                longest = max(longest, int(gaps.max()))
-                # An empty line ends right after the previous line end, unless it is the \n of a \r\n.
-                if not wide:
-                    blank += int(np.count_nonzero((gaps == 1) & ~crlf))
-                last_break = offset + int(ends[-1])
-            last_byte = block[-1]
+                    before = lines.position + len(lines.held)  # a held CR is counted as a line end here
+                    line = lines.lines + len(lines.held) + block.count(b"\n", 0, max(position, 0)) + 1
+                    raise _decode_error(path, fmt, before + position, (pending + block)[exc.start], line) from None
+            lines.feed(block)
             quotes = quotes or _QUOTE_BYTE in block
-            offset += len(block)
         hashed.result()
+    lines.finish()
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise _decode_error(path, fmt, offset - len(decoder.getstate()[0]), None, breaks + 1) from None
-    longest = max(longest, offset - 1 - last_break)
-    lines = breaks + (1 if offset and last_break != offset - 1 else 0)
-    return FileScan(digest.hexdigest(), max(lines - 1, 0), quotes, longest, blank)
+        raise _decode_error(path, fmt, lines.position - len(decoder.getstate()[0]), None, lines.lines) from None
+    return FileScan(digest.hexdigest(), max(lines.lines - 1, 0), quotes, lines.longest, lines.blank)
 
 
 # ----------------------------------------------------------------------------- the header

@@ -6,6 +6,8 @@ strict csv reader otherwise); where both could read a file, both are checked to 
 
 import hashlib
 import json
+import random
+import re
 
 import pyarrow as pa
 import pytest
@@ -342,3 +344,39 @@ def test_a_character_cut_by_a_read_block_is_decoded_across_it(tmp_path, complete
     else:
         with pytest.raises(PermanentError, match=f"byte 0xc3 at offset {(1 << 20) - 1:,}"):
             scan_file(path)
+
+
+def lines_as_written(data: bytes) -> tuple[int, int, int]:
+    """The scan's line figures by the plain definition: data lines (after the first), the longest
+    line (its bytes plus one for its end, the CR of a CRLF not counted), the empty lines."""
+    parts = re.split(rb"\r\n|\r|\n", data)
+    ended, tail = parts[:-1], parts[-1]
+    lines = len(ended) + (1 if tail else 0)
+    longest = max([len(line) + 1 for line in ended] + [len(tail)])
+    return max(lines - 1, 0), longest, sum(1 for line in ended if not line)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_scan_counts_lines_as_written_wherever_the_read_blocks_cut(tmp_path, monkeypatch, seed):
+    """Random runs of text, CR, LF and CRLF (old Mac, Windows and Unix files, and mixes), read in
+    blocks of 1 to 64 bytes, so a CRLF or a run of line ends is cut at every place."""
+    rng = random.Random(seed)
+    pieces = [b"a", b"bc", b'"q"', b"\r", b"\n", b"\r\n", b"\r\n", b"\n\n", b"\r\r"]
+    data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 400)))
+    path = tmp_path / "lines.csv"
+    path.write_bytes(data)
+    monkeypatch.setattr(source, "SCAN_BLOCK_BYTES", rng.randrange(1, 65))
+    scan = scan_file(path)
+    assert (scan.data_lines, scan.longest_line, scan.blank_lines) == lines_as_written(data)
+    assert scan.has_quotes == (b'"' in data) and scan.sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("block_bytes", [5, 6, 7])
+def test_a_decoding_error_after_a_held_carriage_return_is_placed_exactly(tmp_path, monkeypatch, block_bytes):
+    """A block ending in CR keeps it for the next block (its LF may start that one): the offset of a
+    bad byte there still counts the CR."""
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"h\r\nab\r\n\xffz\n")
+    monkeypatch.setattr(source, "SCAN_BLOCK_BYTES", block_bytes)
+    with pytest.raises(PermanentError, match="byte 0xff at offset 7 "):
+        scan_file(path)
