@@ -213,6 +213,7 @@ def test_benchmark_smoke_run_prints_the_table_and_writes_every_figure(tmp_path):
     assert new_version["wrote_only_differences"] is True and new_version["inserted"] > 0
     assert new_version["staged"] < ROWS // 5 and new_version["not_staged"] > ROWS // 2
     assert 0 < new_version["apply_seconds"] < new_version["report_seconds"]
+    assert new_version["peak_rss_mb"] > new_version["baseline_rss_mb"] > 0
     assert small["rows_read"] == SMALL_ROWS and results["step_double"]["rows_read"] == 2 * ROWS
     assert results["peak_rss"]["n_bytes"] > 0 and results["peak_rss"]["n10_bytes"] > 0
     hubspot = results["hubspot"]
