@@ -53,12 +53,15 @@ class KnownContacts:
     def __len__(self) -> int:
         return len(self.emails)
 
-    def compare(self, emails: pa.Array | pa.ChunkedArray, hashes: pa.Array | pa.ChunkedArray) -> Comparison:
-        """The rows' comparison with the known contacts; rows of known emails count as met."""
+    def compare(
+        self, emails: pa.Array | pa.ChunkedArray, hashes: pa.Array | pa.ChunkedArray, keys: np.ndarray | None = None
+    ) -> Comparison:
+        """The rows' comparison with the known contacts; rows of known emails count as met. `keys`:
+        the emails' SeenEmails.keys where the caller has them (prepare_chunk does), else computed."""
         differs, ids = np.ones(len(emails), dtype=bool), np.zeros(len(emails), dtype=np.int64)
         if not len(self._keys):
             return Comparison(differs, ids)
-        keys = SeenEmails.keys(emails)
+        keys = SeenEmails.keys(emails) if keys is None else keys
         # Searched in key order, each search starts near the last one's place in the known keys:
         # 0.11 s instead of 0.43 s for 1M rows against 1M contacts (cache misses, not comparisons).
         by_key = np.argsort(keys)

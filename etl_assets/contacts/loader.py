@@ -141,7 +141,7 @@ def staged_chunks(
         if known is not None:
             # A changed row carries its contact's id, to be applied in id order; a new one its
             # row number negated, an id no contact has.
-            comparison = known.compare(valid.column(EMAIL_FIELD), valid.column(HASH_COLUMN))
+            comparison = known.compare(valid.column(EMAIL_FIELD), valid.column(HASH_COLUMN), chunk.email_keys)
             valid = valid.filter(comparison.differs)
             changed_ids = comparison.ids[comparison.differs]
             ids = pa.array(np.where(changed_ids > 0, changed_ids, -valid.column(ROW_COLUMN).to_numpy()))

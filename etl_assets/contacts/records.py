@@ -54,6 +54,7 @@ _NULL = pa.scalar(None, pa.string())
 @dataclass
 class PreparedChunk:
     valid: pa.Table  # source_row, the mapped fields, content_hash
+    email_keys: np.ndarray  # SeenEmails.keys of the valid rows' emails, aligned with them
     rejected: list[dict] = field(default_factory=list)  # source_row, email, raw_values, reason, reason_code
 
 
@@ -265,5 +266,7 @@ def prepare_chunk(raw: pa.Table, column_map: ColumnMap, rows: np.ndarray, seen: 
     valid = valid.append_column(HASH_COLUMN, content_hashes(valid, column_map.field_names))
     bad = np.array(sorted(reasons), dtype=np.int64)
     return PreparedChunk(
-        valid=valid, rejected=_rejects(raw, rows, columns[EMAIL_FIELD], bad, [reasons[int(p)] for p in bad])
+        valid=valid,
+        email_keys=keys[~is_duplicate],
+        rejected=_rejects(raw, rows, columns[EMAIL_FIELD], bad, [reasons[int(p)] for p in bad]),
     )

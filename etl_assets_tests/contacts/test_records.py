@@ -107,6 +107,21 @@ def test_duplicates_keep_the_first_valid_row_within_and_across_chunks():
     assert second.rejected[0]["reason"] == "duplicate email, first seen at source row 1"
 
 
+def test_the_email_keys_of_a_chunk_are_those_of_its_valid_rows_in_order():
+    """What the comparison with the known contacts takes instead of hashing the emails again."""
+    chunk = prepared(
+        rows(
+            {"Email": "c@example.com"},
+            {"Email": "b@example.com", "Subscription Date": "bad"},
+            {"Email": "C@example.com"},
+            {"Email": "a@example.com"},
+        ),
+        1,
+    )
+    assert chunk.valid.column("email").to_pylist() == ["c@example.com", "a@example.com"]
+    assert chunk.email_keys.tolist() == SeenEmails.keys(chunk.valid.column("email")).tolist()
+
+
 def test_seen_emails_find_the_first_row_across_many_runs():
     """Chunks of keys with repeats within and across chunks, against a plain dict; a tiny run cap
     so that runs are merged, capped and searched side by side."""
