@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -41,11 +42,11 @@ class KnownContacts:
     """Ids, emails and content hashes of `contacts`; compares the rows of a load with them and
     remembers which known contacts the load met."""
 
-    def __init__(self, ids: np.ndarray, emails: pa.Array, hashes: np.ndarray) -> None:
+    def __init__(self, ids: np.ndarray, emails: pa.Array, hashes: np.ndarray, keys: np.ndarray | None = None) -> None:
         self.ids = ids  # int64
         self.emails = emails  # Arrow strings: a third of the memory of Python's
         self.hashes = hashes  # dtype S32; all three aligned
-        keys = SeenEmails.keys(emails)
+        keys = SeenEmails.keys(emails) if keys is None else keys  # the emails' SeenEmails.keys
         self._order = np.argsort(keys, kind="stable")
         self._keys = keys[self._order]
         self.met = np.zeros(len(emails), dtype=bool)
@@ -137,17 +138,28 @@ def read_known(engine: sa.Engine, span: int = READ_SPAN, connections: int = READ
         spans = [_parse_span(*texts) for texts in pool.map(lambda start: _fetch_span(engine, start, span), starts)]
     # The spans hold ascending ranges of ids, each in id order: joined, they are in id order.
     known = KnownContacts(
-        np.concatenate([span_ids for span_ids, _, _ in spans]),
-        pa.concat_arrays([span_emails for _, span_emails, _ in spans]),
-        np.concatenate([span_hashes for _, _, span_hashes in spans]),
+        np.concatenate([part.ids for part in spans]),
+        pa.concat_arrays([part.emails for part in spans]),
+        np.concatenate([part.hashes for part in spans]),
+        np.concatenate([part.keys for part in spans]),
     )
     del spans
     pa.default_memory_pool().release_unused()  # else kept for this thread, while the load prepares in another
     return known
 
 
-def _no_contacts() -> tuple[np.ndarray, pa.Array, np.ndarray]:
-    return np.empty(0, dtype=np.int64), pa.array([], pa.string()), np.empty(0, dtype=f"S{HASH_WIDTH}")
+class _Span(NamedTuple):
+    """Known contacts of a range of ids, in id order; `keys` their emails' SeenEmails.keys."""
+
+    ids: np.ndarray
+    emails: pa.Array
+    hashes: np.ndarray
+    keys: np.ndarray
+
+
+def _no_contacts() -> _Span:
+    empty_ids = np.empty(0, dtype=np.int64)
+    return _Span(empty_ids, pa.array([], pa.string()), np.empty(0, dtype=f"S{HASH_WIDTH}"), empty_ids)
 
 
 def _fetch_span(engine: sa.Engine, start: int, span: int) -> tuple[int, str | None]:
@@ -164,8 +176,9 @@ def _fetch_span(engine: sa.Engine, start: int, span: int) -> tuple[int, str | No
     return int(count), text
 
 
-def _parse_span(count: int, text: str | None) -> tuple[np.ndarray, pa.Array, np.ndarray]:
-    """Ids, emails and hashes of a span's lines, in id order."""
+def _parse_span(count: int, text: str | None) -> _Span:
+    """The contacts of a span's lines, in id order. Their email keys are made here too, while the
+    server builds the next spans: 0.2 s of 1M contacts that the read no longer waits for at its end."""
     if not count:
         return _no_contacts()
     # "id TAB hash TAB email" a line: emails hold no tab or line break (records.EMAIL_PATTERN
@@ -177,4 +190,4 @@ def _parse_span(count: int, text: str | None) -> tuple[np.ndarray, pa.Array, np.
     ids = pc.cast(pc.list_element(fields, 0), pa.int64()).to_numpy()
     order = np.argsort(ids)  # GROUP_CONCAT without ORDER BY promises no order
     emails = pc.cast(pc.list_element(fields, 2), pa.string()).take(pa.array(order))
-    return ids[order], emails, _hash_bytes(pc.list_element(fields, 1))[order]
+    return _Span(ids[order], emails, _hash_bytes(pc.list_element(fields, 1))[order], SeenEmails.keys(emails))

@@ -9,6 +9,7 @@ from etl_assets.contacts import known as known_module
 from etl_assets.contacts.known import KnownContacts, read_known
 from etl_assets.contacts.loader import ensure_tables
 from etl_assets.contacts.mapping import load_column_map
+from etl_assets.contacts.records import SeenEmails
 
 
 def known(pairs: list[tuple[str, str]]) -> KnownContacts:
@@ -121,6 +122,9 @@ def test_read_known_returns_every_contact_across_batches_and_gaps_in_ids(dialect
     assert contacts.ids.tolist() == [row["id"] for row in rows]
     assert contacts.emails.to_pylist() == [row["email"] for row in rows]
     assert contacts.hashes.tolist() == [row["content_hash"].encode() for row in rows]
+    # Each email found again, as its own contact (the keys were made span by span).
+    found = contacts.compare(pa.array([row["email"] for row in reversed(rows)]), hashes(*[H1] * len(rows)))
+    assert found.ids.tolist() == [row["id"] for row in reversed(rows)] and contacts.gone_count == 0
     engine.dispose()
 
 
@@ -128,9 +132,10 @@ def test_read_known_returns_every_contact_across_batches_and_gaps_in_ids(dialect
 def test_a_span_read_in_any_order_is_put_in_id_order_each_id_with_its_own_email_and_hash():
     """GROUP_CONCAT promises no order: the spans are joined as they come, so each must be sorted."""
     lines = ["30\t" + H3 + "\tc@x.org", "10\t" + H1 + "\ta@x.org", "20\t" + H2 + "\tb@x.org"]
-    ids, emails, span_hashes = known_module._parse_span(3, "\n".join(lines))
+    ids, emails, span_hashes, keys = known_module._parse_span(3, "\n".join(lines))
     assert ids.tolist() == [10, 20, 30] and emails.to_pylist() == ["a@x.org", "b@x.org", "c@x.org"]
     assert span_hashes.tolist() == [H1.encode(), H2.encode(), H3.encode()]
+    assert keys.tolist() == SeenEmails.keys(emails).tolist()
 
 
 def test_an_email_with_a_tab_written_by_hand_fails_the_read_instead_of_shifting_fields(mariadb_url):
