@@ -429,9 +429,7 @@ def _apply(load: LoadContext, known: KnownContacts | None) -> None:
         report.staged = _count(conn, schema.CONTACTS_STAGING)
         report.deleted = report.updated = 0
         gone = known.gone_count if known is not None else 0
-        # Highest ids first: read_known has just walked the table upwards, so the buffer pool still
-        # holds its last pages. 1M contacts, 128 MB pool: 3.95-3.98 s instead of 4.1-4.7 s.
-        for id_slice in reversed(known.id_slices(APPLY_SLICE_CONTACTS)) if known is not None else []:
+        for id_slice in known.id_slices(APPLY_SLICE_CONTACTS) if known is not None else []:
             if gone:
                 _keep_removed(conn, load, id_slice)
                 report.deleted += conn.execute(delete, id_slice).rowcount
