@@ -74,6 +74,7 @@ def test_values_are_trimmed_emails_lowercased_and_blanks_become_null():
         ({"Subscription Date": "2021-02-30"}, "invalid_date", "invalid date in 'Subscription Date': 2021-02-30"),
         ({"Subscription Date": "2021-1-2"}, "invalid_date", "invalid date in 'Subscription Date': 2021-1-2"),
         ({"Company": "x" * 256}, "too_long", "'Company' longer than 255 characters"),
+        ({"Company": "é" * 256}, "too_long", "'Company' longer than 255 characters"),
     ],
 )
 def test_invalid_rows_are_rejected_with_code_reason_and_raw_values(override, code, reason):
@@ -85,6 +86,13 @@ def test_invalid_rows_are_rejected_with_code_reason_and_raw_values(override, cod
     assert rejected["reason"].startswith(reason)
     raw = json.loads(rejected["raw_values"])
     assert raw[next(iter(override))] == next(iter(override.values()))
+
+
+def test_a_value_of_many_bytes_but_few_enough_characters_is_not_too_long():
+    """Length limits count characters: 255 two-byte characters (510 bytes) fit 255."""
+    chunk = prepared(rows({"Company": "é" * 255}, {"Company": "x" * 255 + "€"}), 1)
+    assert chunk.valid.column("company").to_pylist() == ["é" * 255]
+    assert [item["reason_code"] for item in chunk.rejected] == ["too_long"]
 
 
 def test_duplicates_keep_the_first_valid_row_within_and_across_chunks():
