@@ -152,7 +152,7 @@ class SeenEmails:
     while small and left apart once they reach RUN_CAP: inserting into one array would copy all of
     it for every chunk, doubling its size at the peak (+24 MB at 2M rows). A bit per key's low bits
     (2 MB) tells most new keys apart without searching the runs: at 1M emails the runs are searched
-    for under 6% of them, and a chunk's claim takes a quarter of the time.
+    for under 6% of them, and the claims of 1M keys take 0.37-0.40 s instead of 0.49-0.56 s.
     """
 
     RUN_CAP = 1 << 18
@@ -227,7 +227,7 @@ def content_hashes(table: pa.Table, field_names: list[str]) -> pa.Array:
     changed mapping counts as a change. Pinned by a test: a change resyncs every contact.
     """
     texts = pc.cast(join_columns([table.column(name) for name in field_names], "\x1f", "\x00"), pa.large_binary())
-    # The prefix hashed once and its state copied per row: 0.62 s instead of 0.80 s for 1M rows.
+    # The prefix hashed once and its state copied per row: 1M rows 0.97-1.21 s instead of 1.36-1.39 s.
     prefixed = hashlib.blake2b(("\x1e".join(field_names) + "\x1e").encode(), digest_size=16)
     digests = []
     for text in texts.to_pylist():
