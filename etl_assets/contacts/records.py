@@ -188,8 +188,9 @@ class SeenEmails:
         first = np.where(known, earlier, first_here)
         fresh = leads & ~known
         if fresh.any():
-            self._add_run(chunk_keys[fresh], chunk_rows[fresh].astype(np.int32))
-            np.bitwise_or.at(self._filter, self._bytes(chunk_keys[fresh]), self._bits(chunk_keys[fresh]))
+            fresh_keys = chunk_keys[fresh]
+            self._add_run(fresh_keys, chunk_rows[fresh].astype(np.int32))
+            np.bitwise_or.at(self._filter, self._bytes(fresh_keys), self._bits(fresh_keys))
         unsorted = np.empty_like(first)
         unsorted[order] = first
         return unsorted
