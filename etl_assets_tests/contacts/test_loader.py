@@ -232,6 +232,35 @@ def test_first_load_swaps_in_a_table_shaped_like_contacts_and_later_loads_extend
     assert_table_equals_source(engine, grown)
 
 
+def _create_options(engine: sa.Engine, table: str) -> str:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT create_options FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = :table"
+            ),
+            {"table": table},
+        ).scalar_one()
+
+
+def test_tables_a_first_load_swaps_in_fill_without_automatic_statistics_and_get_them_back(mariadb_url, tmp_path):
+    engine = mysql_engine(mariadb_url)
+    metadata = ensure_tables(engine, COLUMN_MAP)
+    for whole, expected in ((True, "stats_auto_recalc=0"), (False, "")):
+        loader._recreate_staging(engine, metadata, whole=whole, email_index=False)
+        options = {name: _create_options(engine, name) for name in ("contacts_staging", "contacts_rejected_staging")}
+        assert options == dict.fromkeys(options, expected), whole
+    loader._drop_staging(engine, metadata)
+
+    load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, LoadDataWriter(), "first", LOG, RETRY, chunk_rows=300)
+    assert (_create_options(engine, "contacts"), _create_options(engine, "contacts_rejected")) == ("", "")
+    grown = tmp_path / "grown.csv"
+    frame = pd.read_csv(SAMPLE_CSV, dtype=str, keep_default_na=False)
+    pd.concat([frame.iloc[[0]].assign(Email="new.contact@example.com"), frame]).to_csv(grown, index=False)
+    assert load_contacts(engine, grown, COLUMN_MAP, LoadDataWriter(), "second", LOG, RETRY).inserted == 1
+    assert _create_options(engine, "contacts") == ""
+
+
 def test_local_infile_off_falls_back_and_says_so(mariadb_url, caplog):
     admin = sa.create_engine(mariadb_url)
     with admin.connect() as conn:
