@@ -26,12 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
-from pymysql.connections import Connection, MySQLResult
+from pymysql.connections import MySQLResult
 from pymysql.constants import CR
 from pymysql.err import InternalError, MySQLError, OperationalError
 from pymysql.protocol import LoadLocalPacketWrapper
 
 from etl_assets.errors import PermanentError
+from etl_assets.tls_context import SharedTlsConnection
 
 # Bytes of rows a LOAD DATA LOCAL packet carries (PyMySQL sends files in 16 KiB packets).
 _PACKET_BYTES = 1 << 16
@@ -122,7 +123,7 @@ def to_load_data_tsv(rows: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-class StagingConnection(Connection):
+class StagingConnection(SharedTlsConnection):
     """A PyMySQL connection with LOAD DATA LOCAL on that sends the server only the rows
     LoadDataWriter streams, under the name it gave them.
 

@@ -15,6 +15,7 @@ from etl_assets.errors import PermanentError, reworded
 from etl_assets.logs.redaction import redact
 from etl_assets.resources.secrets import SecretsResource
 from etl_assets.retrying import RetrySettings, call_with_retries
+from etl_assets.tls_context import SharedTlsConnection
 
 # PyMySQL's TLS arguments and the settings naming their files.
 _TLS_FILES = {
@@ -95,7 +96,7 @@ class DatabaseResource(dg.ConfigurableResource):
             self._staging_engine = self._create_engine(StagingConnection) if main.dialect.name == "mysql" else main
         return self._staging_engine
 
-    def _create_engine(self, connection_class: type | None = None) -> sa.Engine:
+    def _create_engine(self, connection_class: type = SharedTlsConnection) -> sa.Engine:
         url = self._url()
         connect_args: dict = {}
         if url.get_backend_name() == "mysql":
@@ -110,7 +111,7 @@ class DatabaseResource(dg.ConfigurableResource):
             raise PermanentError(
                 f"{settings.DATABASE_URL} names a driver that is not installed ({url.drivername}): {exc}"
             ) from None
-        if connection_class is not None:
+        if url.get_backend_name() == "mysql":  # PyMySQL, the driver installed
             sa.event.listen(
                 engine, "do_connect", lambda _dialect, _record, cargs, cparams: connection_class(*cargs, **cparams)
             )

@@ -9,6 +9,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from pymysql.constants import CLIENT
 
 from etl_assets.assets.contacts import load_source
 from etl_assets.contacts.loader import load_contacts
@@ -123,6 +124,24 @@ def test_load_data_local_only_on_the_staging_connection_and_only_for_the_named_f
 
     report = load_source(database, SAMPLE_CSV, load_column_map(None), RetrySettings(), "run", LOG)
     assert (report.writer, report.contacts_after) == (LoadDataWriter.name, 988)
+
+
+def test_connections_share_one_tls_context_and_only_staging_ones_offer_local_files(resource, mariadb_url):
+    """PyMySQL would build a context, loading the system's CA certificates, for every connection:
+    both engines of every resource share one (the server here offers no TLS: PyMySQL's preferred
+    mode still builds it)."""
+    first, second = resource(mariadb_url), resource(mariadb_url)
+    connections = [
+        engine.raw_connection() for engine in (first.engine, first.staging_engine, second.engine, second.staging_engine)
+    ]
+    try:
+        contexts = {id(conn.dbapi_connection.ctx) for conn in connections}
+        offers_local_files = [bool(conn.dbapi_connection.client_flag & CLIENT.LOCAL_FILES) for conn in connections]
+    finally:
+        for conn in connections:
+            conn.close()
+    assert len(contexts) == 1
+    assert offers_local_files == [False, True, False, True]
 
 
 def test_concurrent_loads_take_turns_and_agree(resource, mariadb_url):

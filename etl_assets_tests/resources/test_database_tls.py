@@ -94,6 +94,16 @@ def test_a_ca_that_did_not_sign_the_server_certificate_is_refused(database, tls_
     assert "certificate verify failed" in refusal(database(ca=tls_server.certs.other_ca.cert))
 
 
+def test_a_shared_context_is_never_another_settings(database, tls_server):
+    """Contexts are shared per TLS settings: one the right CA built does not let a wrong CA in, nor
+    an unverified one make the next verified login skip verification."""
+    database(host="127.0.0.1", ca=None).check_connection(ONCE, LOG)  # no CA set: not verified
+    assert "mismatch" in refusal(database(host="127.0.0.1"))
+    database().check_connection(ONCE, LOG)
+    assert "certificate verify failed" in refusal(database(ca=tls_server.certs.other_ca.cert))
+    assert cipher(database().engine)
+
+
 def test_a_server_certificate_for_another_name_is_refused(database):
     # The server's certificate, signed by the right CA, names localhost only.
     assert "mismatch" in refusal(database(host="127.0.0.1"))
