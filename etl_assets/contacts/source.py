@@ -120,6 +120,8 @@ def _line_ends(text: np.ndarray, carriage_returns: int) -> tuple[np.ndarray, np.
     """Where the lines of `text` end (at an LF, the LF of a CRLF, or a lone CR), and which of those
     ends are CRLFs. `text` never ends inside a CRLF; `carriage_returns` is how many CRs it holds."""
     ends = np.flatnonzero(text == 10)
+    if not carriage_returns:  # the usual case, a file with LF line ends
+        return ends, np.zeros(len(ends), dtype=bool)
     crlf = text[np.maximum(ends - 1, 0)] == 13
     if carriage_returns > np.count_nonzero(crlf):  # lone CRs too (old Mac files): rare, so searched apart
         returns = np.flatnonzero(text == 13)
@@ -146,7 +148,10 @@ class _LineCount:
         self.held = b"\r" if text.endswith(b"\r") and not last else b""
         if self.held:
             text = text[:-1]
-        ends, crlf = _line_ends(np.frombuffer(text, dtype=np.uint8), text.count(b"\r"))
+        array = np.frombuffer(text, dtype=np.uint8)
+        # Counted by numpy, 5x faster than bytes.count; not at all without a CR (`in` is a memchr).
+        carriage_returns = int(np.count_nonzero(array == 13)) if b"\r" in text else 0
+        ends, crlf = _line_ends(array, carriage_returns)
         if len(ends):
             lengths = np.diff(ends + self.position, prepend=self.last_end) - crlf  # each line's bytes + 1
             self.lines += len(ends)
