@@ -124,16 +124,15 @@ def staged_chunks(
     csv_path: Path,
     column_map: ColumnMap,
     writer: StagingWriter,
-    now: dt.datetime,
     chunk_rows: int,
     fmt: CsvFormat,
     scan: FileScan,
     reasons: collections.Counter,
     known: KnownContacts | None = None,
 ) -> Iterator[StagedChunk]:
-    """The CSV as rows ready for the staging tables: prepared, stamped and encoded, without the
-    rows identical to a `known` contact. Counts the rejects by code in `reasons`."""
-    stamp = pa.scalar(now.isoformat(sep=" "))
+    """The CSV as rows ready for the staging tables: prepared and encoded, without the rows
+    identical to a `known` contact (nor their timestamps: the staging tables' defaults). Counts the
+    rejects by code in `reasons`."""
     seen, first_row = SeenEmails(), 1
     for raw in read_chunks(csv_path, column_map, chunk_rows, fmt, scan):
         chunk = prepare_chunk(raw.table, column_map, raw.rows, seen)
@@ -145,11 +144,7 @@ def staged_chunks(
             valid = valid.filter(comparison.differs)
             changed_ids = comparison.ids[comparison.differs]
             ids = pa.array(np.where(changed_ids > 0, changed_ids, -valid.column(ROW_COLUMN).to_numpy()))
-        contacts = (
-            valid.add_column(0, "id", ids)
-            .append_column("first_loaded_at", pa.repeat(stamp, valid.num_rows))
-            .append_column("updated_at", pa.repeat(stamp, valid.num_rows))
-        )
+        contacts = valid.add_column(0, "id", ids)
         refused = raw.rejected + chunk.rejected
         reasons.update(item[CODE_COLUMN] for item in refused)
         rejected = pa.Table.from_pylist(refused, schema=REJECTED_SCHEMA)
@@ -193,9 +188,12 @@ def _count_statistics(conn: sa.Connection, automatically: bool) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {table} STATS_AUTO_RECALC={'DEFAULT' if automatically else 0}")
 
 
-def _recreate_staging(engine: sa.Engine, metadata: sa.MetaData, whole: bool, email_index: bool) -> None:
-    metadata.drop_all(engine, tables=_staging_tables(metadata))
-    metadata.create_all(engine, tables=_staging_tables(metadata))
+def _recreate_staging(load: LoadContext, whole: bool, email_index: bool) -> None:
+    """Empty staging tables for `load`, their timestamps defaulting to its time."""
+    engine = load.engine
+    load.metadata.drop_all(engine, tables=_staging_tables(load.metadata))
+    for table in schema.staging_tables(load.column_map, load.now):
+        table.create(engine)
     with engine.begin() as conn:
         if whole and engine.dialect.name == "mysql":
             _count_statistics(conn, automatically=False)
@@ -239,7 +237,7 @@ def _stage_source(
     report.rows_read = report.rejected = report.not_staged = 0
     valid = 0
     rejects: list[EncodedRows] = []
-    _recreate_staging(load.engine, load.metadata, whole, whole and writer.indexes_while_loading(load.engine.dialect))
+    _recreate_staging(load, whole, whole and writer.indexes_while_loading(load.engine.dialect))
     with (
         contextlib.ExitStack() as stack,
         staging_engine.begin() as conn,
@@ -480,6 +478,9 @@ def _swap_in(load: LoadContext, staged: bool) -> None:
         if staged:
             report.staged = report.inserted = report.contacts_after = _count(conn, schema.CONTACTS_STAGING)
             _count_statistics(conn, automatically=True)
+            # `contacts` has no default for its timestamps: the staged table loses the load's time.
+            drops = ", ".join(f"ALTER {name} DROP DEFAULT" for name in schema.STAMPS)
+            conn.exec_driver_sql(f"ALTER TABLE {schema.CONTACTS_STAGING} {drops}")
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {', '.join(retired)}")
             conn.exec_driver_sql(
                 f"RENAME TABLE {schema.CONTACTS} TO {retired[0]}, {schema.CONTACTS_STAGING} TO {schema.CONTACTS}, "
@@ -549,7 +550,7 @@ def load_contacts(
 
         def chunks() -> Iterator[StagedChunk]:
             reasons.clear()  # a retry counts again from the start
-            return staged_chunks(csv_path, column_map, writer, now, chunk_rows, rules.csv, scan, reasons, known)
+            return staged_chunks(csv_path, column_map, writer, chunk_rows, rules.csv, scan, reasons, known)
 
         valid = call_with_retries(
             lambda: _stage_source(load, writer, staging_engine, chunks, statement_rows, progress, known is None),

@@ -8,6 +8,7 @@ own table, in etl_assets.hubspot.state.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ GONE_STAGING = "contacts_gone_staging"  # ids and emails of the contacts a load 
 REMOVED = "contacts_removed"
 LOADS = "etl_loads"
 EMAIL_INDEX = f"ux_{CONTACTS}_email"
+STAMPS = ("first_loaded_at", "updated_at")  # when a contact was first loaded, last changed
 
 MYSQL_TABLE_ARGS: dict[str, Any] = {
     "mysql_engine": "InnoDB",
@@ -32,8 +34,10 @@ MYSQL_TABLE_ARGS: dict[str, Any] = {
 }
 
 
-def _contact_columns(column_map: ColumnMap) -> list[sa.Column]:
-    """`contacts` and its staging twin have these same columns, so one can replace the other."""
+def _contact_columns(column_map: ColumnMap, staged_at: dt.datetime | None = None) -> list[sa.Column]:
+    """`contacts` and its staging twin have these same columns, so one can replace the other. A
+    twin `staged_at` a time has it as the default of both timestamps: the rows are sent without
+    them (see staging_tables)."""
     columns: list[sa.Column] = [
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column(ROW_COLUMN, sa.Integer, nullable=False),
@@ -45,10 +49,10 @@ def _contact_columns(column_map: ColumnMap) -> list[sa.Column]:
             columns.append(sa.Column(spec.field, sa.Date))
         else:
             columns.append(sa.Column(spec.field, sa.String(spec.max_length)))
+    stamp = sa.text(f"'{staged_at:%Y-%m-%d %H:%M:%S}'") if staged_at else None
     return columns + [
         sa.Column(HASH_COLUMN, sa.CHAR(32), nullable=False),
-        sa.Column("first_loaded_at", sa.DateTime, nullable=False),
-        sa.Column("updated_at", sa.DateTime, nullable=False),
+        *(sa.Column(name, sa.DateTime, nullable=False, server_default=stamp) for name in STAMPS),
     ]
 
 
@@ -84,6 +88,43 @@ def loads_table() -> sa.Table:
     return _loads(sa.MetaData())
 
 
+def _rejected(metadata: sa.MetaData, name: str) -> None:
+    sa.Table(
+        name,
+        metadata,
+        sa.Column(ROW_COLUMN, sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column(EMAIL_FIELD, sa.String(1000)),
+        sa.Column("raw_values", sa.Text, nullable=False),
+        sa.Column(REASON_COLUMN, sa.String(1000), nullable=False),
+        sa.Column(CODE_COLUMN, sa.String(32), nullable=False),  # the reason's kind (records.py)
+        **MYSQL_TABLE_ARGS,
+    )
+
+
+def _staging_twins(metadata: sa.MetaData, column_map: ColumnMap, staged_at: dt.datetime | None) -> None:
+    # No index while chunks append in key order (`id` is the source row); the email index is
+    # built once, after the last chunk (see staging_email_index), much cheaper than per row.
+    sa.Table(CONTACTS_STAGING, metadata, *_contact_columns(column_map, staged_at), **MYSQL_TABLE_ARGS)
+    sa.Table(
+        GONE_STAGING,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column(EMAIL_FIELD, sa.String(254), nullable=False),
+        **MYSQL_TABLE_ARGS,
+    )
+    _rejected(metadata, REJECTED_STAGING)
+
+
+def staging_tables(column_map: ColumnMap, staged_at: dt.datetime) -> list[sa.Table]:
+    """The staging twins of one load: its rows are sent without their timestamps, which take
+    `staged_at` by default. The server copies a default where it reads a sent value byte by byte
+    and converts it: 40 of each row's 250 bytes. A first load of 1M rows (MariaDB 10.11, eight
+    interleaved pairs): faster in seven, medians 15.84 s → 14.95 s, the server's CPU lower in seven."""
+    metadata = sa.MetaData()
+    _staging_twins(metadata, column_map, staged_at)
+    return list(metadata.tables.values())
+
+
 def contact_tables(column_map: ColumnMap) -> sa.MetaData:
     """`contacts` and its staging twin, the reject tables, removed contacts and the load log."""
     metadata = sa.MetaData()
@@ -94,27 +135,8 @@ def contact_tables(column_map: ColumnMap) -> sa.MetaData:
         sa.Index(EMAIL_INDEX, EMAIL_FIELD, unique=True),
         **MYSQL_TABLE_ARGS,
     )
-    # No index while chunks append in key order (`id` is the source row); the email index is
-    # built once, after the last chunk (see staging_email_index), much cheaper than per row.
-    sa.Table(CONTACTS_STAGING, metadata, *_contact_columns(column_map), **MYSQL_TABLE_ARGS)
-    sa.Table(
-        GONE_STAGING,
-        metadata,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column(EMAIL_FIELD, sa.String(254), nullable=False),
-        **MYSQL_TABLE_ARGS,
-    )
-    for name in (REJECTED, REJECTED_STAGING):
-        sa.Table(
-            name,
-            metadata,
-            sa.Column(ROW_COLUMN, sa.Integer, primary_key=True, autoincrement=False),
-            sa.Column(EMAIL_FIELD, sa.String(1000)),
-            sa.Column("raw_values", sa.Text, nullable=False),
-            sa.Column(REASON_COLUMN, sa.String(1000), nullable=False),
-            sa.Column(CODE_COLUMN, sa.String(32), nullable=False),  # the reason's kind (records.py)
-            **MYSQL_TABLE_ARGS,
-        )
+    _staging_twins(metadata, column_map, staged_at=None)
+    _rejected(metadata, REJECTED)
     # What loads deleted, so nothing a load removes is gone for good; the values as JSON, so a
     # later change of the column map does not change this table.
     sa.Table(

@@ -1,5 +1,6 @@
 """The staged load on a real MariaDB (both load paths) and on SQLite."""
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -243,22 +244,63 @@ def _create_options(engine: sa.Engine, table: str) -> str:
         ).scalar_one()
 
 
+def _stamp_defaults(engine: sa.Engine, table: str) -> list:
+    columns = {column["name"]: column for column in sa.inspect(engine).get_columns(table)}
+    return [columns[name]["default"] for name in schema.STAMPS]
+
+
 def test_tables_a_first_load_swaps_in_fill_without_automatic_statistics_and_get_them_back(mariadb_url, tmp_path):
+    """...and without the load's time as the default of their timestamps, which staging tables have."""
     engine = mysql_engine(mariadb_url)
     metadata = ensure_tables(engine, COLUMN_MAP)
+    now = dt.datetime(2026, 12, 3, 16, 30, 5)
+    load = loader.LoadContext(engine, metadata, COLUMN_MAP, "run", "0" * 64, now, loader.LoadReport())
     for whole, expected in ((True, "stats_auto_recalc=0"), (False, "")):
-        loader._recreate_staging(engine, metadata, whole=whole, email_index=False)
+        loader._recreate_staging(load, whole=whole, email_index=False)
         options = {name: _create_options(engine, name) for name in ("contacts_staging", "contacts_rejected_staging")}
         assert options == dict.fromkeys(options, expected), whole
+        assert _stamp_defaults(engine, "contacts_staging") == ["'2026-12-03 16:30:05'"] * 2
     loader._drop_staging(engine, metadata)
 
     load_contacts(engine, SAMPLE_CSV, COLUMN_MAP, LoadDataWriter(), "first", LOG, RETRY, chunk_rows=300)
     assert (_create_options(engine, "contacts"), _create_options(engine, "contacts_rejected")) == ("", "")
+    assert _stamp_defaults(engine, "contacts") == [None, None]
     grown = tmp_path / "grown.csv"
     frame = pd.read_csv(SAMPLE_CSV, dtype=str, keep_default_na=False)
     pd.concat([frame.iloc[[0]].assign(Email="new.contact@example.com"), frame]).to_csv(grown, index=False)
     assert load_contacts(engine, grown, COLUMN_MAP, LoadDataWriter(), "second", LOG, RETRY).inserted == 1
     assert _create_options(engine, "contacts") == ""
+    assert _stamp_defaults(engine, "contacts") == [None, None]
+
+
+def _as_time(value: dt.datetime | str) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+
+
+def test_contacts_carry_the_time_of_the_load_that_added_and_that_last_changed_them(target, tmp_path):
+    engine, writer = target
+    first_csv = generate_csv(tmp_path / "first.csv", 500)
+    load_contacts(engine, first_csv, COLUMN_MAP, writer, "run-1", LOG, RETRY, chunk_rows=200)
+    frame = pd.read_csv(first_csv, dtype=str, keep_default_na=False)
+    frame.loc[[10, 20], "City"] = "Tromsø"
+    new = frame.iloc[[0]].assign(Email="new.contact@example.com")
+    second_csv = tmp_path / "second.csv"
+    pd.concat([frame, new], ignore_index=True).to_csv(second_csv, index=False)
+    time.sleep(1.1)  # the loads' times are whole seconds
+    load_contacts(engine, second_csv, COLUMN_MAP, writer, "run-2", LOG, RETRY, chunk_rows=200)
+
+    with engine.connect() as conn:
+        first, second = [row[0] for row in conn.execute(sa.text("SELECT loaded_at FROM etl_loads ORDER BY id"))]
+        stamps = conn.execute(
+            sa.text("SELECT first_loaded_at, updated_at, COUNT(*) FROM contacts GROUP BY first_loaded_at, updated_at")
+        ).all()
+    first, second = _as_time(first), _as_time(second)  # SQLite's are text
+    assert first < second
+    assert sorted((_as_time(a), _as_time(b), n) for a, b, n in stamps) == [
+        (first, first, len(expected_table(first_csv)) - 2),
+        (first, second, 2),
+        (second, second, 1),
+    ]
 
 
 def test_local_infile_off_falls_back_and_says_so(mariadb_url, caplog):
