@@ -35,8 +35,8 @@ MYSQL_TABLE_ARGS: dict[str, Any] = {
 
 
 def _contact_columns(column_map: ColumnMap, staged_at: dt.datetime | None = None) -> list[sa.Column]:
-    """`contacts` and its staging twin have these same columns, so one can replace the other. A
-    twin `staged_at` a time has it as the default of both timestamps: the rows are sent without
+    """`contacts` and its staging twin have these same columns, so one can replace the other. With
+    `staged_at`, both timestamps default to it: the twin of one load, whose rows are sent without
     them (see staging_tables)."""
     columns: list[sa.Column] = [
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
