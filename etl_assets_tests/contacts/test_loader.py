@@ -244,13 +244,17 @@ def _create_options(engine: sa.Engine, table: str) -> str:
         ).scalar_one()
 
 
+def _as_time(value: dt.datetime | str) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+
+
 def _stamp_defaults(engine: sa.Engine, table: str) -> list[dt.datetime | None]:
     """The timestamps' defaults. Read as times: once Dagster's SQL storage is imported, every
     SQLAlchemy DateTime on MySQL compiles to DATETIME(6) in the process, and the server shows
     '2026-12-03 16:30:05.000000' where it would show '2026-12-03 16:30:05'."""
     columns = {column["name"]: column for column in sa.inspect(engine).get_columns(table)}
     defaults = [columns[name]["default"] for name in schema.STAMPS]
-    return [dt.datetime.fromisoformat(default.strip("'")) if default else None for default in defaults]
+    return [_as_time(default.strip("'")) if default else None for default in defaults]
 
 
 def test_tables_a_first_load_swaps_in_fill_without_automatic_statistics_and_get_them_back(mariadb_url, tmp_path):
@@ -275,10 +279,6 @@ def test_tables_a_first_load_swaps_in_fill_without_automatic_statistics_and_get_
     assert load_contacts(engine, grown, COLUMN_MAP, LoadDataWriter(), "second", LOG, RETRY).inserted == 1
     assert _create_options(engine, "contacts") == ""
     assert _stamp_defaults(engine, "contacts") == [None, None]
-
-
-def _as_time(value: dt.datetime | str) -> dt.datetime:
-    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
 
 
 def test_contacts_carry_the_time_of_the_load_that_added_and_that_last_changed_them(target, tmp_path):
