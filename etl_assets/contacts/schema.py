@@ -12,6 +12,7 @@ import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from etl_assets.contacts import records
 from etl_assets.contacts.mapping import EMAIL_FIELD, ColumnMap
@@ -26,6 +27,11 @@ REMOVED = "contacts_removed"
 LOADS = "etl_loads"
 EMAIL_INDEX = f"ux_{CONTACTS}_email"
 STAMPS = ("first_loaded_at", "updated_at")  # when a contact was first loaded, last changed
+
+# Every time this project stores, in whole seconds. Spelled out for MySQL: once Dagster's SQL storage
+# is imported (every Dagster run imports it), it compiles SQLAlchemy's DateTime as DATETIME(6) there,
+# so the same table would come out DATETIME(6) in a run and DATETIME in a plain process.
+DATETIME = sa.DateTime().with_variant(mysql.DATETIME(), "mysql")
 
 MYSQL_TABLE_ARGS: dict[str, Any] = {
     "mysql_engine": "InnoDB",
@@ -52,7 +58,7 @@ def _contact_columns(column_map: ColumnMap, staged_at: dt.datetime | None = None
     stamp = sa.text(f"'{staged_at:%Y-%m-%d %H:%M:%S}'") if staged_at else None
     return columns + [
         sa.Column(HASH_COLUMN, sa.CHAR(32), nullable=False),
-        *(sa.Column(name, sa.DateTime, nullable=False, server_default=stamp) for name in STAMPS),
+        *(sa.Column(name, DATETIME, nullable=False, server_default=stamp) for name in STAMPS),
     ]
 
 
@@ -78,7 +84,7 @@ def _loads(metadata: sa.MetaData) -> sa.Table:
         sa.Column("deleted", sa.Integer, nullable=False),
         sa.Column("rejected", sa.Integer, nullable=False),
         sa.Column("contacts_after", sa.Integer, nullable=False),
-        sa.Column("loaded_at", sa.DateTime, nullable=False),
+        sa.Column("loaded_at", DATETIME, nullable=False),
         **MYSQL_TABLE_ARGS,
     )
 
@@ -148,7 +154,7 @@ def contact_tables(column_map: ColumnMap) -> sa.MetaData:
         sa.Column(HASH_COLUMN, sa.CHAR(32), nullable=False),
         sa.Column("contact", sa.Text, nullable=False),
         sa.Column("removed_by_run", sa.String(64), nullable=False),  # etl_loads.run_id of the load
-        sa.Column("removed_at", sa.DateTime, nullable=False),
+        sa.Column("removed_at", DATETIME, nullable=False),
         sa.Index(f"ix_{REMOVED}_email", EMAIL_FIELD),
         **MYSQL_TABLE_ARGS,
     )

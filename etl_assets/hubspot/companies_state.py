@@ -42,7 +42,7 @@ def company_state_table(metadata: sa.MetaData | None = None) -> sa.Table:
         sa.Column("error_message", sa.Text),
         sa.Column("error_transient", sa.Boolean, nullable=False, default=False),
         sa.Column("run_id", sa.String(64), nullable=False),
-        sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.Column("updated_at", schema.DATETIME, nullable=False),
         **schema.MYSQL_TABLE_ARGS,
     )
 
@@ -62,7 +62,7 @@ def contact_company_table(metadata: sa.MetaData | None = None) -> sa.Table:
         sa.Column("error_message", sa.Text),
         sa.Column("error_transient", sa.Boolean, nullable=False, default=False),
         sa.Column("run_id", sa.String(64), nullable=False),
-        sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.Column("updated_at", schema.DATETIME, nullable=False),
         **schema.MYSQL_TABLE_ARGS,
     )
 

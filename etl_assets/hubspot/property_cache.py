@@ -49,7 +49,7 @@ def definitions_table(metadata: sa.MetaData | None = None) -> sa.Table:
         sa.Column("account_key", sa.String(64), primary_key=True),
         # {name: every field of PropertyDefinition}; an enumeration's options can outgrow TEXT
         sa.Column("definitions", sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=False),
-        sa.Column("listed_at", sa.DateTime, nullable=False),
+        sa.Column("listed_at", schema.DATETIME, nullable=False),
         **schema.MYSQL_TABLE_ARGS,
     )
 

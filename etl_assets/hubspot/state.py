@@ -50,8 +50,8 @@ def sync_state_table(metadata: sa.MetaData | None = None) -> sa.Table:
         sa.Column("error_transient", sa.Boolean, nullable=False, default=False),
         sa.Column("attempts", sa.Integer, nullable=False, default=0),
         sa.Column("run_id", sa.String(64), nullable=False),
-        sa.Column("last_attempt_at", sa.DateTime, nullable=False),
-        sa.Column("synced_at", sa.DateTime),
+        sa.Column("last_attempt_at", schema.DATETIME, nullable=False),
+        sa.Column("synced_at", schema.DATETIME),
         sa.Index("ix_hubspot_sync_state_status", "status"),
         **schema.MYSQL_TABLE_ARGS,
     )
