@@ -106,4 +106,5 @@ class HubSpotResource(dg.ConfigurableResource):
             settings.retry_settings(),
             log,
             reread_token=lambda: self.secrets.get(settings.HUBSPOT_ACCESS_TOKEN, fresh=True),
+            connections=self.in_flight(),
         )
