@@ -43,6 +43,7 @@ HUBSPOT_KEYS = (
     "requests_sent",
     "upsert_requests",
     "other_requests",
+    "connections_opened",
     "status_429",
     "client_429",
     "client_api_calls",
@@ -95,6 +96,8 @@ def _answer(server, command: str, args: tuple) -> Any:
         ]
     if command == "reset_log":
         return server.reset_log()
+    if command == "connections":  # TCP connections accepted since the server started
+        return server.connections_opened
     raise ValueError(f"unknown command {command!r}")
 
 
@@ -310,7 +313,10 @@ def run_hubspot(
             out["ceiling_contacts_per_s"],
             server_mode,
         )
+        connections_before = server.call("connections")
         seconds, metadata, records = materialized()  # records: (time, path, status, inputs)
+        # The client keeps its connections: about one per request in flight, not one per request.
+        out["connections_opened"] = server.call("connections") - connections_before
         upserts = [r for r in records if r[1].endswith("/batch/upsert")]
         out["seconds"] = round(seconds, 3)
         out["contacts_per_s"] = round(len(expected) / seconds, 1) if seconds else None

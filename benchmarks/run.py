@@ -562,7 +562,8 @@ def render_table(results: dict) -> str:
     row(
         "  requests sent (upserts + other)",
         f"{_n(hs.get('requests_sent'))} ({_n(hs.get('upsert_requests'))} + {_n(hs.get('other_requests'))}); "
-        f"most in one window {_n(hs.get('max_requests_in_window'))}",
+        f"most in one window {_n(hs.get('max_requests_in_window'))}; "
+        f"over {_n(hs.get('connections_opened'))} connections ({_n(hs.get('max_in_flight'))} in flight at most)",
     )
     row(
         "  before the step (the preflight's listing)",

@@ -75,6 +75,7 @@ HUBSPOT_KEYS = {
     "fraction_of_ceiling",
     "requests_sent",
     "upsert_requests",
+    "connections_opened",
     "status_429",
     "expected",
     "stored",
@@ -220,6 +221,7 @@ def test_benchmark_smoke_run_prints_the_table_and_writes_every_figure(tmp_path):
     assert hubspot["expected"] == hubspot["stored"] == hubspot["created"] == hubspot["state_synced"] == CONTACTS
     assert hubspot["lost"] == 0 and hubspot["duplicated"] == 0 and hubspot["state_id_mismatch"] == 0
     assert hubspot["upsert_requests"] == CONTACTS // 100
+    assert 1 <= hubspot["connections_opened"] <= hubspot["max_in_flight"]
     assert hubspot["rerun"]["requests_sent"] == 0 and hubspot["rerun"]["due"] == 0
     assert hubspot["update"]["changed"] == CONTACTS // 10 and hubspot["update"]["exact_batches"] is True
     second = results["hubspot_second"]
