@@ -118,8 +118,9 @@ def due_contacts(
         with engine.connect() as conn:
             parameters = {"after": after, "limit": page_size, "skip_reason": skip_reason}
             result = conn.execute(query, parameters)
-            # Keys zipped once a page: dict(row) builds a key view for every row (0.35 s of the
-            # GIL per 10,000 contacts, taken from the senders in the middle of a window's burst).
+            # Keys zipped once a page: dict(row) builds a key view for every row. Read in the middle
+            # of a window's burst, under the senders' GIL: 30,000 contacts took 0.29-0.44 s of CPU
+            # that way, 0.21-0.25 s zipped.
             keys = list(result.keys())
             page = [dict(zip(keys, row)) for row in result]
         if not page:
