@@ -2,6 +2,7 @@
 
 import concurrent.futures as futures
 import logging
+import time
 
 from etl_assets.hubspot.client import HubSpotApi
 from etl_assets.hubspot.ratelimit import RollingWindowLimiter
@@ -26,6 +27,16 @@ def test_requests_one_after_another_share_one_connection():
         api.contact_properties()  # another API of the client: a pool of its own
         assert server.connections_opened == 2
         assert len(server.contacts_snapshot()) == 20
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_the_next_request():
+    with HubSpotServer(idle_timeout=0.2) as server:
+        api = HubSpotApi(server.token, server.url, RollingWindowLimiter(max_requests=100), RETRY, LOG)
+        assert upsert(api, 1) == 1
+        time.sleep(0.6)  # the server has closed the kept connection meanwhile
+        assert upsert(api, 2) == 1
+        assert (api.retried, server.connections_opened) == (0, 2)
+        assert len(server.request_log) == 2  # nothing sent into the closed connection
 
 
 def test_requests_in_flight_together_keep_a_connection_each(clean_env, monkeypatch):

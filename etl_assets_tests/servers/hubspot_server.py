@@ -509,11 +509,15 @@ def _values_not_valid(problems: list[dict]) -> _Reply:
 class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 keep-alive like the real API, so urllib3 reuses pooled connections as in production.
     protocol_version = "HTTP/1.1"
-    timeout = 30  # idle keep-alive connections eventually free their thread
     # Headers and body leave in two writes: with Nagle's algorithm the body of an answer on a
     # reused connection waited for the client's delayed ACK (up to 40 ms), a delay HubSpot's own
     # front ends do not add.
     disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        # Idle keep-alive connections are closed, as HubSpot's front ends do, and free their thread.
+        self.timeout = self.server.hubspot.idle_timeout  # type: ignore[attr-defined]
+        super().setup()
 
     def _serve(self) -> None:
         self.server.hubspot._serve(self)  # type: ignore[attr-defined]
@@ -586,8 +590,10 @@ class HubSpotServer:
         drop_rate: float = 0.0,
         seed: int = 0,
         latency: float = 0.0,
+        idle_timeout: float = 30.0,
     ) -> None:
         self.token = token
+        self.idle_timeout = idle_timeout  # seconds a kept-alive connection may idle before it is closed
         self.rate_limit = rate_limit
         self.interval_ms = interval_ms
         self.daily_limit = daily_limit
