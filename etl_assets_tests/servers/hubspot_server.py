@@ -515,7 +515,8 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def setup(self) -> None:
-        # Idle keep-alive connections are closed, as HubSpot's front ends do, and free their thread.
+        # Idle kept-alive connections are closed and free their thread. How long HubSpot keeps one
+        # is unverified; any server closes them at some point, and the client must cope.
         self.timeout = self.server.hubspot.idle_timeout  # type: ignore[attr-defined]
         super().setup()
 
