@@ -249,9 +249,8 @@ def _as_time(value: dt.datetime | str) -> dt.datetime:
 
 
 def _stamp_defaults(engine: sa.Engine, table: str) -> list[dt.datetime | None]:
-    """The timestamps' defaults. Read as times: once Dagster's SQL storage is imported, every
-    SQLAlchemy DateTime on MySQL compiles to DATETIME(6) in the process, and the server shows
-    '2026-12-03 16:30:05.000000' where it would show '2026-12-03 16:30:05'."""
+    """The timestamps' defaults, read as times whatever the column's fractional precision (a
+    DATETIME(6) column, as tables made before schema.DATETIME may be, shows '... 16:30:05.000000')."""
     columns = {column["name"]: column for column in sa.inspect(engine).get_columns(table)}
     defaults = [columns[name]["default"] for name in schema.STAMPS]
     return [_as_time(default.strip("'")) if default else None for default in defaults]
